@@ -1,0 +1,10 @@
+// Built instead of kernels/cuda/ when nvcc was not found: the cuda backend does not exist.
+#include "kernels/ops.h"
+
+const Ops *ops_cuda(void) {
+    return NULL;
+}
+
+int ops_cuda_device_count(void) {
+    return 0;
+}

@@ -1,0 +1,187 @@
+// The op table: every computation the model needs, forward and backward, behind one
+// struct of function pointers. kernels/cpu/ fills it with plain C (fp32, the oracle),
+// kernels/cuda/ with CUDA kernels and cuBLAS calls. Model code calls ops->x(...) and never
+// asks which backend it runs on.
+//
+// Conventions (both backends follow them; the parity tests check it):
+// - All pointers are buffers of the backend (host memory for cpu, device memory for
+//   cuda), fp32 unless said otherwise, row-major. Shapes are in the comments.
+// - N is a count of tokens (B sequences x T positions, flattened as n = b*T + t).
+// - Backward ops ACCUMULATE (+=) into every gradient they write, unless the comment says
+//   "overwrites". A gradient pointer that may be NULL says so; NULL skips that gradient.
+// - Loss ops add `scale * sum(...)` into a one-element buffer `loss` on the backend, so
+//   the caller decides the normalisation (1 / global tokens) and no host sync is needed.
+// - Indices are int32. Slot indices are global slot ids; a table shard holds the rows
+//   [row_offset, row_offset + rows) of the global table.
+// - Ops are asynchronous on the cuda backend (one stream per rank); ops->synchronize()
+//   waits. The cpu backend is synchronous.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { BACKEND_CPU = 0, BACKEND_CUDA = 1 } BackendKind;
+
+typedef struct Ops {
+    BackendKind kind;
+    const char *name; // "cpu" or "cuda"
+
+    // ---- backend lifetime and memory -------------------------------------------------
+    // Bind this process to `device` (cuda: cudaSetDevice + stream + cuBLAS handle).
+    void (*init)(int device);
+    void (*shutdown)(void);
+    void *(*alloc)(size_t bytes); // zero-filled; fatal error (naming the size) on failure
+    void (*free)(void *ptr);
+    void (*zero)(void *ptr, size_t bytes);
+    void (*copy_to_host)(void *host_dst, const void *src, size_t bytes);
+    void (*copy_from_host)(void *dst, const void *host_src, size_t bytes);
+    void (*copy)(void *dst, const void *src, size_t bytes); // backend to backend
+    void (*synchronize)(void);
+
+    // ---- row gather / scatter: embedding, token selection, slot rows ------------------
+    // out[m, :] = table[idx[m] - row_offset, :]       out [M, D], table [rows, D], idx [M]
+    // Every idx[m] - row_offset must lie in [0, rows).
+    void (*gather_rows)(float *out, const float *table, const int32_t *idx, int M, int D,
+                        int row_offset);
+    // dtable[idx[m] - row_offset, :] += drows[m, :]    (the backward of gather_rows)
+    void (*scatter_add_rows)(float *dtable, const float *drows, const int32_t *idx, int M, int D,
+                             int row_offset);
+
+    // ---- elementwise ------------------------------------------------------------------
+    void (*add)(float *out, const float *a, const float *b, size_t n); // out = a + b
+    void (*axpy)(float *y, float alpha, const float *x, size_t n);     // y += alpha * x
+    void (*scale)(float *x, float alpha, size_t n);                    // x *= alpha
+    // out = GELU(x), tanh approximation                                 out, x [n]
+    void (*gelu_forward)(float *out, const float *x, size_t n);
+    void (*gelu_backward)(float *dx, const float *dout, const float *x, size_t n);
+
+    // ---- RMSNorm: out = x / sqrt(mean(x^2) + 1e-6) * w ---------------------------------
+    // out, x [N, H]; w [H]; rstd [N] saved for the backward (1 / sqrt(mean(x^2) + eps))
+    void (*rmsnorm_forward)(float *out, float *rstd, const float *x, const float *w, int N, int H);
+    // dx [N, H] (may be NULL), dw [H]
+    void (*rmsnorm_backward)(float *dx, float *dw, const float *dout, const float *x,
+                             const float *w, const float *rstd, int N, int H);
+
+    // ---- linear: out = x . w^T + b ----------------------------------------------------
+    // out [N, O] (overwritten), x [N, I], w [O, I], b [O] or NULL
+    void (*linear_forward)(float *out, const float *x, const float *w, const float *b, int N,
+                           int I, int O);
+    // dx [N, I] (may be NULL), dw [O, I], db [O] (may be NULL)
+    void (*linear_backward)(float *dx, float *dw, float *db, const float *dout, const float *x,
+                            const float *w, int N, int I, int O);
+
+    // ---- causal depthwise conv over time, per sequence ---------------------------------
+    // out[b,t,c] = bias[c] + sum_j w[c,j] * x[b, t-Kc+1+j, c]   (x = 0 before t = 0)
+    // out, x [B, T, H]; w [H, Kc]; bias [H]
+    void (*conv_forward)(float *out, const float *x, const float *w, const float *bias, int B,
+                         int T, int H, int Kc);
+    // dx [B, T, H] (may be NULL), dw [H, Kc], dbias [H]
+    void (*conv_backward)(float *dx, float *dw, float *dbias, const float *dout, const float *x,
+                          const float *w, int B, int T, int H, int Kc);
+
+    // ---- router -------------------------------------------------------------------------
+    // Gumbel noise G = -log(-log u), u from Philox4x32-10 with key = seed (low word, high
+    // word) and counter = (step, layer, seq_offset + b, t): first output word x,
+    // u = ((x >> 8) + 0.5) * 2^-24.                                        out [B, T]
+    void (*gumbel_noise)(float *out, uint64_t seed, uint32_t step, uint32_t layer,
+                         uint32_t seq_offset, int B, int T);
+    // Per sequence, the n_sel positions with the largest z (ties: lower position first),
+    // written sorted ascending as flat token indices b*T + t.
+    // sel [B, n_sel] int32, z [B, T]
+    void (*select_topn)(int32_t *sel, const float *z, int B, int T, int n_sel);
+    // Causal routing for generation: t is a query when sigmoid(r_t) > 0.5, i.e. r_t > 0.
+    // Writes the flat indices of such tokens, ascending, into sel [N] and their count into
+    // count [1] (int32, a backend buffer).
+    void (*select_threshold)(int32_t *sel, int32_t *count, const float *r, int N);
+
+    // ---- rotary embedding (GPT-NeoX layout: pairs (i, i + hd/2) of each head) ----------
+    // In place. x [M, nheads, hd]; pos [M] int32 position of each row in its sequence.
+    // Rotation angle pos * theta^(-2i/hd).
+    void (*rope_forward)(float *x, const int32_t *pos, int M, int nheads, int hd, float theta);
+    // In place: turns d(rotated) into d(unrotated) (rotation by the negative angle).
+    void (*rope_backward)(float *dx, const int32_t *pos, int M, int nheads, int hd, float theta);
+
+    // ---- SQDK attention: gathered queries against all causal keys -----------------------
+    // The queries of sequence b are rows [b*Mq, (b+1)*Mq) of q; qpos gives each query's
+    // position t in its sequence. Query m of head h attends to keys s = 0..qpos[m] of its
+    // sequence through kv head h / (nh / nkv), scale 1/sqrt(hd).
+    // o [B*Mq, nh, hd] (overwritten); lse [B*Mq, nh] log-sum-exp saved for the backward;
+    // q [B*Mq, nh, hd]; k, v [B, T, nkv, hd]; qpos [B*Mq] int32.
+    // attn=dense is the same op with Mq = T and qpos = t.
+    void (*attention_forward)(float *o, float *lse, const float *q, const float *k,
+                              const float *v, const int32_t *qpos, int B, int T, int Mq, int nh,
+                              int nkv, int hd);
+    // dq [B*Mq, nh, hd]; dk, dv [B, T, nkv, hd]
+    void (*attention_backward)(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                               const float *k, const float *v, const float *o, const float *lse,
+                               const int32_t *qpos, int B, int T, int Mq, int nh, int nkv,
+                               int hd);
+
+    // ---- gate: h[idx[m], :] += g_m * y[m, :], g_m = sigmoid(r[idx[m]]) ------------------
+    // h [N, H]; y [M, H]; r [N] router logits, or NULL for a gate fixed at 1; idx [M]
+    void (*gated_scatter_add)(float *h, const float *y, const float *r, const int32_t *idx,
+                              int M, int H);
+    // dy [M, H] (overwrites); dr [N] (may be NULL; += g(1-g) <dh[idx], y>)
+    void (*gated_scatter_add_backward)(float *dy, float *dr, const float *dh, const float *y,
+                                       const float *r, const int32_t *idx, int M, int H);
+
+    // ---- slot memory -------------------------------------------------------------------
+    // Score every token against every key of this shard and keep the K best:
+    // s_ti = p_t . keys_i / sqrt(R); top_s [N, K] (descending), top_i [N, K] global slot
+    // ids (ties: lower slot first). p [N, R]; keys [rows, R] holding global slots
+    // [row_offset, row_offset + rows). The [N, rows] score matrix need not exist.
+    void (*slot_topk)(float *top_s, int32_t *top_i, const float *p, const float *keys, int N,
+                      int R, int rows, int row_offset, int K);
+    // Merge P candidate lists into the best K: cand_s, cand_i [P, N, K] -> top_s, top_i [N, K]
+    // (descending score, ties: lower slot first).
+    void (*slot_topk_merge)(float *top_s, int32_t *top_i, const float *cand_s,
+                            const int32_t *cand_i, int P, int N, int K);
+    // w = softmax(top_s) per token; y = h + sum_k w_k * vrows[k]; entropy loss:
+    // loss += scale * sum_t (-sum_k w log w).
+    // y, h [N, H]; w [N, K] (written, saved); top_s [N, K]; vrows [N, K, H]; loss [1]
+    void (*slot_read_forward)(float *y, float *w, float *loss, const float *h, const float *top_s,
+                              const float *vrows, float scale, int N, int K, int H);
+    // Backward of slot_read_forward with the entropy loss weighted by `scale` (the same
+    // scale times the loss weight). ds [N, K] and dvrows [N, K, H] overwrite; dh [N, H] +=.
+    void (*slot_read_backward)(float *dh, float *ds, float *dvrows, const float *dy,
+                               const float *w, const float *vrows, float scale, int N, int K,
+                               int H);
+    // Backward of s_tk = p_t . krows[t,k] / sqrt(R): dp [N, R] +=; dkrows [N, K, R] overwrites.
+    void (*slot_score_backward)(float *dp, float *dkrows, const float *ds, const float *p,
+                                const float *krows, int N, int K, int R);
+
+    // ---- losses --------------------------------------------------------------------------
+    // Cross-entropy of logits against targets; targets[n] < 0 is ignored.
+    // loss += scale * sum_n CE_n; logits [N, V]; targets [N] int32
+    void (*cross_entropy_forward)(float *loss, const float *logits, const int32_t *targets,
+                                  float scale, int N, int V);
+    // dlogits [N, V] overwrites: scale * (softmax - onehot), 0 on ignored rows. May alias
+    // logits (in place).
+    void (*cross_entropy_backward)(float *dlogits, const float *logits, const int32_t *targets,
+                                   float scale, int N, int V);
+    // Route loss of one layer over B sequences of T tokens:
+    //   loss += token_scale * sum_t BCEwithLogits(r_t, selected_t)
+    //         + seq_scale * sum_b (mean_t sigmoid(r_bt) - rho)^2
+    // r [B, T]; sel [B, n_sel] flat indices of the selected tokens.
+    void (*route_loss_forward)(float *loss, const float *r, const int32_t *sel, float rho,
+                               float token_scale, float seq_scale, int B, int T, int n_sel);
+    // dr [B, T] +=
+    void (*route_loss_backward)(float *dr, const float *r, const int32_t *sel, float rho,
+                                float token_scale, float seq_scale, int B, int T, int n_sel);
+
+    // ---- optimizer -----------------------------------------------------------------------
+    // out[0] += sum(x^2) (accumulated in double on the cpu, fp32 pairs on cuda)
+    void (*sum_squares)(float *out, const float *x, size_t n);
+    // AdamW on fp32 master weights: g = grad * grad_scale;
+    // m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+    // param -= lr * (m / (1-b1^t) / (sqrt(v / (1-b2^t)) + eps) + wd * param)
+    void (*adamw_update)(float *param, const float *grad, float *m, float *v, size_t n,
+                         float lr, float beta1, float beta2, float eps, float weight_decay,
+                         float grad_scale, int t);
+} Ops;
+
+// The cpu backend is always built.
+const Ops *ops_cpu(void);
+// The cuda backend, or NULL when this build has no CUDA or no GPU is visible.
+const Ops *ops_cuda(void);
+// Number of visible CUDA devices (0 when built without CUDA).
+int ops_cuda_device_count(void);

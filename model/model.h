@@ -1,0 +1,95 @@
+// HSPMN-SM forward and backward, written once over the op table (kernels/ops.h).
+#pragma once
+#include <stdint.h>
+
+#include "dist/comm.h"
+#include "dist/slot_exchange.h"
+#include "kernels/ops.h"
+#include "model/config.h"
+#include "model/params.h"
+
+// Saved activations of one layer, for the backward. Shapes with N = B*T, M = B*n_sel.
+typedef struct LayerActs {
+    float *x;       // [N, H] block input (residual stream)
+    float *u;       // [N, H] RMSNorm(x; norm_a)
+    float *rstd_a;  // [N]
+    float *c;       // [N, H] conv output
+    float *pre;     // [N, mH] w1 c + b1
+    float *act;     // [N, mH] GELU(pre)
+    float *r;       // [N] router logits
+    float *z;       // [N] r + Gumbel noise (training)
+    int32_t *sel;   // [M] flat indices of the query tokens, ascending per sequence
+    int32_t *qpos;  // [M] their positions in the sequence
+    float *u_sel;   // [M, H]
+    float *q;       // [M, nh*hd] after RoPE
+    float *k, *v;   // [N, nkv*hd] (k after RoPE)
+    float *o;       // [M, nh*hd] attention output
+    float *lse;     // [M, nh]
+    float *ao;      // [M, H] wo . o
+    float *h;       // [N, H] x + f + a
+    float *hn;      // [N, H] RMSNorm(h; norm_m)
+    float *rstd_m;  // [N]
+    // ffn=memory
+    float *p;       // [N, R] pointers
+    float *top_s;   // [N, K]
+    int32_t *top_i; // [N, K] global slot ids (read by the slot-usage metrics)
+    float *w;       // [N, K] softmax weights
+    float *krows;   // [N, K, R]
+    float *vrows;   // [N, K, H]
+    // ffn=dense
+    float *ffn_pre, *ffn_act; // [N, 4H]
+} LayerActs;
+
+// What one forward is asked to do.
+typedef struct ForwardArgs {
+    const int32_t *tokens;  // [B, T] backend buffer
+    const int32_t *targets; // [B, T] backend buffer, -1 = no loss at that position; NULL: no loss
+    int training;           // 1: Gumbel noise on the router logits
+    uint64_t seed;          // run seed (Gumbel key)
+    uint32_t step;          // optimizer step (Gumbel counter)
+    uint32_t seq_offset;    // global index of this rank's first sequence in the step
+    float token_scale;      // 1 / (tokens in the global batch): CE and per-token means
+    float seq_scale;        // 1 / (sequences in the global batch)
+} ForwardArgs;
+
+// Loss parts, each summed over layers where it applies (already weighted by lambda).
+typedef struct LossParts {
+    double ce, route, entropy, total;
+} LossParts;
+
+typedef struct Model {
+    ModelConfig cfg;
+    const Ops *ops;
+    Comm *comm; // NULL: a single rank
+    ParamLayout layout;
+    float *params; // [layout.n_local] backend buffer
+    float *grads;  // [layout.n_local] backend buffer
+    ModelView p, g;
+    int B, T, n_sel; // micro-batch the activations are sized for
+    LayerActs *acts; // [L]
+    float *embed_out; // [N, H]
+    float *y_final;   // [N, H] output of the last block
+    float *yn;        // [N, H] RMSNorm(y; norm_f)
+    float *rstd_f;    // [N]
+    float *logits;    // [N, V] (turned into dlogits by the backward)
+    float *losses;    // [3] backend buffer: ce, route, entropy
+    SlotExchange *slots;
+    ForwardArgs last; // arguments of the last forward, for the backward
+    float *scratch;   // backend scratch for the backward, sized by model_build
+    size_t scratch_floats;
+} Model;
+
+// Allocate parameters, gradients and activations for micro-batches of B sequences of T
+// tokens on `ops`'s backend. comm may be NULL. Parameters are zero until model_init.
+void model_build(Model *m, const ModelConfig *cfg, const Ops *ops, Comm *comm, int B, int T);
+void model_free(Model *m);
+// MODEL.md init from `seed` (identical global tensors for every rank count).
+void model_init(Model *m, uint64_t seed);
+// Forward pass; with targets, the loss parts are computed into m->losses.
+void model_forward(Model *m, const ForwardArgs *args);
+// Backward of the last forward; gradients are ADDED into m->grads (zero them with
+// model_zero_grad before the first micro-batch of a step).
+void model_backward(Model *m);
+void model_zero_grad(Model *m);
+// Copy the loss parts of the last forward to the host (a sync point).
+LossParts model_losses(const Model *m);

@@ -1,0 +1,32 @@
+// Shared helpers for the Check tests: seeded random fills, tolerance comparisons, and a
+// finite-difference gradient checker over any scalar function of a buffer.
+#pragma once
+#include <check.h>
+#include <stddef.h>
+#include <stdint.h>
+
+// Deterministic random numbers for test inputs (splitmix64 stream).
+typedef struct TestRng {
+    uint64_t state;
+} TestRng;
+TestRng test_rng(uint64_t seed);
+float test_uniform(TestRng *rng);            // [0, 1)
+float test_normal(TestRng *rng);             // N(0, 1)
+void test_fill_normal(TestRng *rng, float *x, size_t n, float std);
+void test_fill_uniform_int(TestRng *rng, int32_t *x, size_t n, int lo, int hi); // [lo, hi)
+
+// Largest |a - b| / (atol + rtol * |b|) over n elements; <= 1 means within tolerance.
+// On failure prints the first worst index and the two values under `what`.
+double test_max_rel_err(const char *what, const float *a, const float *b, size_t n, double atol,
+                        double rtol);
+
+// Central finite differences of f(ctx) w.r.t. x[i] for up to max_checks indices spread
+// over [0, n) (all of them when n <= max_checks), compared with analytic[i]. f must return a
+// double computed from the current contents of x. Returns the largest relative error
+// |fd - an| / max(|fd| + |an|, floor). Prints the worst index under `what`.
+typedef double (*test_scalar_fn)(void *ctx);
+double test_grad_check(const char *what, test_scalar_fn f, void *ctx, float *x, size_t n,
+                       const float *analytic, int max_checks, double eps, double floor);
+
+// Run a Check suite (CK_NORMAL output) and return the process exit status.
+int test_run_suite(Suite *s);
