@@ -50,3 +50,6 @@ void comm_barrier(Comm *comm);
 void comm_host_sum_f64(Comm *comm, double *vals, int n);
 void comm_host_max_i64(Comm *comm, int64_t *vals, int n);
 void comm_host_min_i64(Comm *comm, int64_t *vals, int n);
+// Host buffers, over MPI whatever the kind: block j of send (bytes each) goes to rank j.
+// For the small control messages (counts) of variable-size exchanges.
+void comm_host_alltoall(Comm *comm, const void *send, void *recv, size_t bytes);
