@@ -87,11 +87,6 @@ int comm_world(const Comm *comm) {
     return comm->world;
 }
 
-// True when this call goes to NCCL rather than MPI.
-static int use_nccl(const Comm *comm) {
-    return comm->kind == COMM_NCCL;
-}
-
 // ---- host staging (cuda backend over MPI) ----------------------------------------------
 
 static char *grow(char *buf, size_t *have, size_t need) {
@@ -159,7 +154,7 @@ static MPI_Datatype unit_type(size_t unit) {
 
 void comm_allreduce_sum(Comm *comm, float *buf, size_t n) {
 #ifdef HSPMN_HAVE_CUDA
-    if (use_nccl(comm)) {
+    if (comm->kind == COMM_NCCL) {
         comm_nccl_allreduce_sum(comm->nccl, buf, n);
         return;
     }
@@ -179,7 +174,7 @@ void comm_allreduce_sum(Comm *comm, float *buf, size_t n) {
 
 void comm_allgather(Comm *comm, const void *send, void *recv, size_t bytes) {
 #ifdef HSPMN_HAVE_CUDA
-    if (use_nccl(comm)) {
+    if (comm->kind == COMM_NCCL) {
         comm_nccl_allgather(comm->nccl, send, recv, bytes);
         return;
     }
@@ -198,7 +193,7 @@ void comm_allgather(Comm *comm, const void *send, void *recv, size_t bytes) {
 
 void comm_reduce_scatter_sum(Comm *comm, const float *send, float *recv, size_t n) {
 #ifdef HSPMN_HAVE_CUDA
-    if (use_nccl(comm)) {
+    if (comm->kind == COMM_NCCL) {
         comm_nccl_reduce_scatter_sum(comm->nccl, send, recv, n);
         return;
     }
@@ -214,7 +209,7 @@ void comm_reduce_scatter_sum(Comm *comm, const float *send, float *recv, size_t 
 
 void comm_alltoall(Comm *comm, const void *send, void *recv, size_t bytes) {
 #ifdef HSPMN_HAVE_CUDA
-    if (use_nccl(comm)) {
+    if (comm->kind == COMM_NCCL) {
         comm_nccl_alltoall(comm->nccl, send, recv, bytes);
         return;
     }
@@ -250,7 +245,7 @@ void comm_alltoallv(Comm *comm, const void *send, const size_t *send_counts,
                     const size_t *send_displs, void *recv, const size_t *recv_counts,
                     const size_t *recv_displs) {
 #ifdef HSPMN_HAVE_CUDA
-    if (use_nccl(comm)) {
+    if (comm->kind == COMM_NCCL) {
         comm_nccl_alltoallv(comm->nccl, send, send_counts, send_displs, recv, recv_counts,
                             recv_displs);
         return;
@@ -289,7 +284,7 @@ void comm_broadcast(Comm *comm, void *buf, size_t bytes, int root) {
     if (root < 0 || root >= comm->world)
         hs_fatal("comm_broadcast: root %d is not a rank of this world of %d", root, comm->world);
 #ifdef HSPMN_HAVE_CUDA
-    if (use_nccl(comm)) {
+    if (comm->kind == COMM_NCCL) {
         comm_nccl_broadcast(comm->nccl, buf, bytes, root);
         return;
     }
