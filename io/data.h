@@ -17,8 +17,8 @@
 //   "facts"            a fixed knowledge base of (subject, relation) -> object facts
 //   "text:PATH"        a file read as bytes (V = 256)
 //   "bin:PATTERN[,PATTERN...]"  llm.c .bin shards (glob patterns, concatenated in sorted
-//                      order): 256 int32 header, magic 20240520 -> uint16 tokens,
-//                      20240801 -> uint32 tokens; header[1] version 1, header[2] tokens
+//                      order): 256 int32 header, magic 20240520 (version 1) -> uint16
+//                      tokens, 20240801 (version 7) -> uint32; header[2] = token count
 //   "h5:PATH:/DATASET" a 1-D integer HDF5 dataset of tokens
 // Without a prefix: "PATH.h5:/DATASET" (or .hdf5) is HDF5, a PATH ending in .bin or with a
 // glob character is bin, any other PATH is text.
