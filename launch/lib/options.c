@@ -1,0 +1,380 @@
+// Flag parsing and --help for hspmn_dist. Strict: "12x", "-3", "nan" and unknown flags are
+// errors that name the flag and the value, never silently read as something else.
+#include "launch/lib/options.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *options_mode_name(RunMode mode) {
+    switch (mode) {
+    case MODE_TRAIN:
+        return "train";
+    case MODE_EVAL:
+        return "eval";
+    case MODE_SAMPLE:
+        return "sample";
+    }
+    return "?";
+}
+
+void options_defaults(Options *opt) {
+    memset(opt, 0, sizeof(*opt));
+    opt->mode = MODE_TRAIN;
+    snprintf(opt->preset, sizeof(opt->preset), "small");
+    opt->micro_batch = 8;
+    opt->batch = 16;
+    opt->steps = 300;
+    opt->lr = 3e-3;
+    opt->warmup = 20;
+    opt->min_lr_frac = 0.1;
+    opt->weight_decay = 0.1;
+    opt->grad_clip = 1.0;
+    opt->slot_value_lr_mult = 1.0;
+    opt->seed = 1234;
+    snprintf(opt->data, sizeof(opt->data), "tasks");
+    opt->ckpt_every = 100;
+    opt->keep = 2;
+    snprintf(opt->resume, sizeof(opt->resume), "auto");
+    opt->eval_every = 50;
+    opt->eval_batches = 8;
+    opt->log_every = 10;
+    opt->temperature = 1.0;
+    opt->sample_top_k = 0;
+    opt->max_new_tokens = 64;
+    opt->debug_die_rank = -1;
+    opt->debug_die_step = -1;
+}
+
+static int fail(char *err, int errlen, const char *fmt, ...) {
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(err, (size_t)errlen, fmt, args);
+    va_end(args);
+    return -1;
+}
+
+// A whole-string integer in [lo, hi].
+static int parse_int(const char *flag, const char *text, long lo, long hi, int *out, char *err,
+                     int errlen) {
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (end == text || *end != '\0' || errno == ERANGE)
+        return fail(err, errlen, "--%s: '%s' is not an integer", flag, text);
+    if (v < lo || v > hi)
+        return fail(err, errlen, "--%s: %s is out of range [%ld, %ld]", flag, text, lo, hi);
+    *out = (int)v;
+    return 0;
+}
+
+// A whole-string finite number in [lo, hi].
+static int parse_double(const char *flag, const char *text, double lo, double hi, double *out,
+                        char *err, int errlen) {
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (end == text || *end != '\0' || errno == ERANGE || !isfinite(v))
+        return fail(err, errlen, "--%s: '%s' is not a finite number", flag, text);
+    if (v < lo || v > hi)
+        return fail(err, errlen, "--%s: %s is out of range [%g, %g]", flag, text, lo, hi);
+    *out = v;
+    return 0;
+}
+
+static int parse_u64(const char *flag, const char *text, uint64_t *out, char *err, int errlen) {
+    char *end = NULL;
+    errno = 0;
+    if (text[0] == '-')
+        return fail(err, errlen, "--%s: '%s' must not be negative", flag, text);
+    unsigned long long v = strtoull(text, &end, 10);
+    if (end == text || *end != '\0' || errno == ERANGE)
+        return fail(err, errlen, "--%s: '%s' is not a non-negative integer", flag, text);
+    *out = (uint64_t)v;
+    return 0;
+}
+
+static int copy_string(const char *flag, const char *text, char *dst, size_t cap, char *err,
+                       int errlen) {
+    if (strlen(text) >= cap)
+        return fail(err, errlen, "--%s: value is longer than %zu characters", flag, cap - 1);
+    memcpy(dst, text, strlen(text) + 1);
+    return 0;
+}
+
+static int one_of(const char *flag, const char *text, const char *const *choices, char *dst,
+                  size_t cap, char *err, int errlen) {
+    for (int i = 0; choices[i]; i++)
+        if (strcmp(text, choices[i]) == 0)
+            return copy_string(flag, text, dst, cap, err, errlen);
+    char list[128] = "";
+    for (int i = 0; choices[i]; i++) {
+        strncat(list, i ? "|" : "", sizeof(list) - strlen(list) - 1);
+        strncat(list, choices[i], sizeof(list) - strlen(list) - 1);
+    }
+    return fail(err, errlen, "--%s: '%s' is not one of %s", flag, text, list);
+}
+
+// tasks | mqar | facts | text:PATH | bin:GLOB | h5:PATH:/dataset
+static int check_data_spec(const char *text, char *err, int errlen) {
+    if (!strcmp(text, "tasks") || !strcmp(text, "mqar") || !strcmp(text, "facts"))
+        return 0;
+    const char *prefixes[] = {"text:", "bin:", "h5:"};
+    for (int i = 0; i < 3; i++) {
+        size_t n = strlen(prefixes[i]);
+        if (strncmp(text, prefixes[i], n) == 0) {
+            if (text[n] == '\0')
+                return fail(err, errlen, "--data: '%s' names no path", text);
+            if (i == 2 && !strchr(text + n, ':'))
+                return fail(err, errlen, "--data: '%s' must be h5:PATH:/dataset", text);
+            return 0;
+        }
+    }
+    return fail(err, errlen,
+                "--data: unknown data kind '%s' (tasks|mqar|facts|text:PATH|bin:GLOB|"
+                "h5:PATH:/dataset)",
+                text);
+}
+
+static int is_model_entry(const char *name) {
+    for (int i = 0; model_config_names[i]; i++)
+        if (strcmp(name, model_config_names[i]) == 0)
+            return 1;
+    return 0;
+}
+
+// Check a model value now (on a scratch config), so a malformed one is a usage error.
+static int add_model_override(Options *opt, const char *name, const char *value, char *err,
+                              int errlen) {
+    ModelConfig scratch = model_config_default();
+    char why[256];
+    if (model_config_set(&scratch, name, value, why, sizeof(why)) != 0)
+        return fail(err, errlen, "--%s: '%s': %s", name, value, why);
+    if (opt->n_overrides == OPTIONS_MAX_OVERRIDES)
+        return fail(err, errlen, "--%s: too many model flags (at most %d)", name,
+                    OPTIONS_MAX_OVERRIDES);
+    opt->overrides[opt->n_overrides].name = name;
+    opt->overrides[opt->n_overrides].value = value;
+    opt->n_overrides++;
+    return 0;
+}
+
+static int set_flag(Options *opt, const char *flag, const char *value, char *err, int errlen) {
+    static const char *const presets[] = {"small", "tiny", "seed", NULL};
+    static const char *const devices[] = {"cpu", "cuda", NULL};
+    static const char *const comms[] = {"mpi", "nccl", NULL};
+    const long big = INT_MAX;
+    if (!strcmp(flag, "preset"))
+        return one_of(flag, value, presets, opt->preset, sizeof(opt->preset), err, errlen);
+    if (!strcmp(flag, "micro_batch"))
+        return parse_int(flag, value, 1, big, &opt->micro_batch, err, errlen);
+    if (!strcmp(flag, "batch"))
+        return parse_int(flag, value, 1, big, &opt->batch, err, errlen);
+    if (!strcmp(flag, "steps"))
+        return parse_int(flag, value, 0, big, &opt->steps, err, errlen);
+    if (!strcmp(flag, "lr"))
+        return parse_double(flag, value, 0.0, 10.0, &opt->lr, err, errlen);
+    if (!strcmp(flag, "warmup"))
+        return parse_int(flag, value, 0, big, &opt->warmup, err, errlen);
+    if (!strcmp(flag, "min_lr_frac"))
+        return parse_double(flag, value, 0.0, 1.0, &opt->min_lr_frac, err, errlen);
+    if (!strcmp(flag, "weight_decay"))
+        return parse_double(flag, value, 0.0, 10.0, &opt->weight_decay, err, errlen);
+    if (!strcmp(flag, "grad_clip"))
+        return parse_double(flag, value, 0.0, 1e9, &opt->grad_clip, err, errlen);
+    if (!strcmp(flag, "slot_value_lr_mult"))
+        return parse_double(flag, value, 0.0, 1e6, &opt->slot_value_lr_mult, err, errlen);
+    if (!strcmp(flag, "seed"))
+        return parse_u64(flag, value, &opt->seed, err, errlen);
+    if (!strcmp(flag, "data")) {
+        if (check_data_spec(value, err, errlen) != 0)
+            return -1;
+        return copy_string(flag, value, opt->data, sizeof(opt->data), err, errlen);
+    }
+    if (!strcmp(flag, "run_dir")) {
+        if (value[0] == '\0')
+            return fail(err, errlen, "--run_dir: empty path");
+        return copy_string(flag, value, opt->run_dir, sizeof(opt->run_dir), err, errlen);
+    }
+    if (!strcmp(flag, "ckpt_every"))
+        return parse_int(flag, value, 0, big, &opt->ckpt_every, err, errlen);
+    if (!strcmp(flag, "keep"))
+        return parse_int(flag, value, 0, big, &opt->keep, err, errlen);
+    if (!strcmp(flag, "resume")) {
+        if (value[0] == '\0')
+            return fail(err, errlen, "--resume: empty value (auto|none|PATH)");
+        return copy_string(flag, value, opt->resume, sizeof(opt->resume), err, errlen);
+    }
+    if (!strcmp(flag, "eval_every"))
+        return parse_int(flag, value, 0, big, &opt->eval_every, err, errlen);
+    if (!strcmp(flag, "eval_batches"))
+        return parse_int(flag, value, 0, big, &opt->eval_batches, err, errlen);
+    if (!strcmp(flag, "log_every"))
+        return parse_int(flag, value, 1, big, &opt->log_every, err, errlen);
+    if (!strcmp(flag, "device"))
+        return one_of(flag, value, devices, opt->device, sizeof(opt->device), err, errlen);
+    if (!strcmp(flag, "comm"))
+        return one_of(flag, value, comms, opt->comm, sizeof(opt->comm), err, errlen);
+    if (!strcmp(flag, "threads"))
+        return parse_int(flag, value, 1, 1024, &opt->threads, err, errlen);
+    if (!strcmp(flag, "prompt"))
+        return copy_string(flag, value, opt->prompt, sizeof(opt->prompt), err, errlen);
+    if (!strcmp(flag, "prompt_ids"))
+        return copy_string(flag, value, opt->prompt_ids, sizeof(opt->prompt_ids), err, errlen);
+    if (!strcmp(flag, "temperature"))
+        return parse_double(flag, value, 0.0, 100.0, &opt->temperature, err, errlen);
+    if (!strcmp(flag, "sample_top_k"))
+        return parse_int(flag, value, 0, big, &opt->sample_top_k, err, errlen);
+    if (!strcmp(flag, "max_new_tokens"))
+        return parse_int(flag, value, 0, big, &opt->max_new_tokens, err, errlen);
+    if (!strcmp(flag, "debug_die_rank"))
+        return parse_int(flag, value, 0, big, &opt->debug_die_rank, err, errlen);
+    if (!strcmp(flag, "debug_die_step"))
+        return parse_int(flag, value, 0, big, &opt->debug_die_step, err, errlen);
+    if (is_model_entry(flag))
+        return add_model_override(opt, flag, value, err, errlen);
+    return fail(err, errlen, "unknown flag --%s (see hspmn_dist --help)", flag);
+}
+
+int options_parse(Options *opt, int argc, char **argv, char *err, int errlen) {
+    options_defaults(opt);
+    int i = 1;
+    if (i < argc && argv[i][0] != '-') {
+        if (!strcmp(argv[i], "train"))
+            opt->mode = MODE_TRAIN;
+        else if (!strcmp(argv[i], "eval"))
+            opt->mode = MODE_EVAL;
+        else if (!strcmp(argv[i], "sample"))
+            opt->mode = MODE_SAMPLE;
+        else
+            return fail(err, errlen, "unknown command '%s' (train|eval|sample)", argv[i]);
+        i++;
+    }
+    for (; i < argc; i++) {
+        const char *arg = argv[i];
+        if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
+            opt->help = 1;
+            continue;
+        }
+        if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0')
+            return fail(err, errlen, "unexpected argument '%s' (flags are --name value)", arg);
+        // --name=value or --name value. The name is kept in argv's own storage: model
+        // overrides point into it.
+        char *name = argv[i] + 2;
+        const char *value = NULL;
+        char *eq = strchr(name, '=');
+        if (eq) {
+            *eq = '\0';
+            value = eq + 1;
+        } else {
+            if (i + 1 >= argc)
+                return fail(err, errlen, "--%s: missing value", name);
+            value = argv[++i];
+        }
+        if (set_flag(opt, name, value, err, errlen) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+// The "small" preset: a model that learns the built-in tasks in a few minutes on 2 cores.
+static ModelConfig preset_small(void) {
+    ModelConfig c = model_config_default();
+    c.n_layers = 2;
+    c.d_model = 64;
+    c.n_heads = 4;
+    c.n_kv_heads = 2;
+    c.n_slots = 1024;
+    c.ptr_dim = 16;
+    c.top_k = 8;
+    c.capacity = 0.25;
+    return c;
+}
+
+int options_model_config(const Options *opt, int data_vocab, int data_seq_len, ModelConfig *cfg,
+                         char *err, int errlen) {
+    if (!strcmp(opt->preset, "seed"))
+        *cfg = model_config_default();
+    else if (!strcmp(opt->preset, "tiny"))
+        *cfg = model_config_tiny();
+    else
+        *cfg = preset_small();
+    // The data decides the vocabulary; small and tiny also train at the data's length
+    // (seed keeps MODEL.md's T unless the data fixes one).
+    if (data_vocab > 0)
+        cfg->vocab_size = data_vocab;
+    if (data_seq_len > 0)
+        cfg->seq_len = data_seq_len;
+    for (int i = 0; i < opt->n_overrides; i++) {
+        char why[256];
+        const ModelOverride *o = &opt->overrides[i];
+        if (model_config_set(cfg, o->name, o->value, why, sizeof(why)) != 0)
+            return fail(err, errlen, "--%s: '%s': %s", o->name, o->value, why);
+    }
+    if (data_vocab > 0 && cfg->vocab_size < data_vocab)
+        return fail(err, errlen, "--vocab_size: %d is smaller than the data's vocabulary (%d)",
+                    cfg->vocab_size, data_vocab);
+    char why[256];
+    if (model_config_validate(cfg, why, sizeof(why)) != 0)
+        return fail(err, errlen, "model configuration: %s", why);
+    return 0;
+}
+
+void options_print_help(FILE *out) {
+    Options d;
+    options_defaults(&d);
+    fprintf(out, "usage: hspmn_dist [train|eval|sample] [--flag value | --flag=value ...]\n"
+                 "  train (the default) trains and checkpoints; eval scores the held-out data\n"
+                 "  with a checkpoint; sample generates from a checkpoint (route=threshold).\n\n");
+    fprintf(out, "model (MODEL.md entries; applied on top of the preset and the data's V, T):\n");
+    fprintf(out, "  --%-20s %s\n", "preset",
+            "small|tiny|seed (default small: L2 H64 nh4 nkv2 "
+            "S1024 R16 K8 rho0.25, V and T from the data)");
+    ModelConfig seed = model_config_default();
+    for (int i = 0; model_config_names[i]; i++) {
+        char value[64];
+        model_config_get(&seed, model_config_names[i], value, sizeof(value));
+        fprintf(out, "  --%-20s seed default %s\n", model_config_names[i], value);
+    }
+    fprintf(out, "\ntraining:\n");
+    fprintf(out, "  --%-20s %d  sequences per rank per micro-step\n", "micro_batch", d.micro_batch);
+    fprintf(out, "  --%-20s %d  global sequences per step (= micro_batch x ranks x accum)\n",
+            "batch", d.batch);
+    fprintf(out, "  --%-20s %d\n", "steps", d.steps);
+    fprintf(out, "  --%-20s %g  peak learning rate\n", "lr", d.lr);
+    fprintf(out, "  --%-20s %d  linear warm-up steps\n", "warmup", d.warmup);
+    fprintf(out, "  --%-20s %g  cosine decay floor, fraction of lr\n", "min_lr_frac",
+            d.min_lr_frac);
+    fprintf(out, "  --%-20s %g\n", "weight_decay", d.weight_decay);
+    fprintf(out, "  --%-20s %g  global grad-norm clip (0 = off)\n", "grad_clip", d.grad_clip);
+    fprintf(out, "  --%-20s %g  lr multiplier of the slot values\n", "slot_value_lr_mult",
+            d.slot_value_lr_mult);
+    fprintf(out, "  --%-20s %llu\n", "seed", (unsigned long long)d.seed);
+    fprintf(out, "\ndata and run directory:\n");
+    fprintf(out, "  --%-20s %s  tasks|mqar|facts|text:PATH|bin:GLOB|h5:PATH:/dataset\n", "data",
+            d.data);
+    fprintf(out, "  --%-20s runs/<timestamp>\n", "run_dir");
+    fprintf(out, "  --%-20s %d  steps between checkpoints (0 = only at the end)\n", "ckpt_every",
+            d.ckpt_every);
+    fprintf(out, "  --%-20s %d  checkpoints kept (0 = all)\n", "keep", d.keep);
+    fprintf(out, "  --%-20s %s  auto (newest in run_dir) | none | PATH\n", "resume", d.resume);
+    fprintf(out, "  --%-20s %d  steps between evals (0 = only at the end)\n", "eval_every",
+            d.eval_every);
+    fprintf(out, "  --%-20s %d  held-out batches per eval\n", "eval_batches", d.eval_batches);
+    fprintf(out, "  --%-20s %d  steps between progress lines\n", "log_every", d.log_every);
+    fprintf(out, "\nhardware:\n");
+    fprintf(out, "  --%-20s cuda when a GPU is visible, else cpu  (cpu|cuda)\n", "device");
+    fprintf(out, "  --%-20s nccl on cuda, mpi on cpu  (mpi|nccl)\n", "comm");
+    fprintf(out, "  --%-20s $OMP_NUM_THREADS, else cores / ranks on the node\n", "threads");
+    fprintf(out, "\nsample:\n");
+    fprintf(out, "  --%-20s text prompt (byte data)\n", "prompt");
+    fprintf(out, "  --%-20s token ids, e.g. 1,2,3\n", "prompt_ids");
+    fprintf(out, "  --%-20s %g  (0 = greedy)\n", "temperature", d.temperature);
+    fprintf(out, "  --%-20s %d  sample among the k likeliest tokens (0 = all)\n", "sample_top_k",
+            d.sample_top_k);
+    fprintf(out, "  --%-20s %d\n", "max_new_tokens", d.max_new_tokens);
+    fprintf(out, "\n  --help               this text\n");
+}

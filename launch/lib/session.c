@@ -1,0 +1,315 @@
+// Set-up shared by train, eval and sample: backend, communicator, threads, run directory,
+// starting checkpoint, model configuration, model and data.
+#include "launch/lib/session.h"
+
+#include <errno.h>
+#include <mpi.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "dist/mpi_check.h"
+#include "io/checkpoint.h"
+#include "kernels/error.h"
+
+double session_now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+_Noreturn void session_usage_error(const Session *s, const char *fmt, ...) {
+    if (s->info.rank == 0) {
+        va_list args;
+        va_start(args, fmt);
+        fprintf(stderr, "hspmn_dist: error: ");
+        vfprintf(stderr, fmt, args);
+        fprintf(stderr, "\n");
+        va_end(args);
+        fflush(stderr);
+    }
+    dist_finalize();
+    exit(OPTIONS_EXIT_USAGE);
+}
+
+// ---- backend, communicator, threads ----------------------------------------------------
+
+static const Ops *choose_backend(Session *s) {
+    const char *asked = s->opt.device;
+    const Ops *cuda = ops_cuda();
+    if (asked[0] == '\0')
+        return cuda ? cuda : ops_cpu();
+    if (strcmp(asked, "cpu") == 0)
+        return ops_cpu();
+    if (!cuda) {
+#ifdef HSPMN_HAVE_CUDA
+        session_usage_error(s, "--device cuda: no CUDA GPU is visible to this process");
+#else
+        session_usage_error(s, "--device cuda: this build has no CUDA backend (nvcc was not "
+                               "found when it was configured); use --device cpu");
+#endif
+    }
+    return cuda;
+}
+
+static int choose_threads(const Session *s) {
+    if (s->opt.threads > 0)
+        return s->opt.threads;
+    const char *env = getenv("OMP_NUM_THREADS");
+    if (env && atoi(env) > 0)
+        return atoi(env);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int per_rank =
+        (int)(cores > 0 ? cores : 1) / (s->info.local_world > 0 ? s->info.local_world : 1);
+    return per_rank > 0 ? per_rank : 1;
+}
+
+void session_open_backend(Session *s) {
+    s->ops = choose_backend(s);
+    if (s->opt.comm[0] == '\0')
+        s->comm_kind = s->ops->kind == BACKEND_CUDA ? COMM_NCCL : COMM_MPI;
+    else
+        s->comm_kind = strcmp(s->opt.comm, "nccl") == 0 ? COMM_NCCL : COMM_MPI;
+    if (s->comm_kind == COMM_NCCL && s->ops->kind != BACKEND_CUDA)
+        session_usage_error(s, "--comm nccl needs --device cuda (the cpu backend uses --comm mpi)");
+
+    s->threads = choose_threads(s);
+#ifdef _OPENMP
+    omp_set_num_threads(s->threads);
+#else
+    s->threads = 1;
+#endif
+    int device = 0;
+    if (s->ops->kind == BACKEND_CUDA) {
+        int n_devices = ops_cuda_device_count();
+        device = n_devices > 0 ? s->info.local_rank % n_devices : 0;
+    }
+    s->ops->init(device);
+    s->comm = comm_create(s->comm_kind, s->ops);
+}
+
+// ---- run directory and the checkpoint to start from -------------------------------------
+
+static void broadcast_string(char *text, int cap) {
+    mpi_check(MPI_Bcast(text, cap, MPI_CHAR, 0, MPI_COMM_WORLD), "MPI_Bcast(string)");
+}
+
+static void default_run_dir(char *out, size_t cap) {
+    time_t now = time(NULL);
+    struct tm parts;
+    localtime_r(&now, &parts);
+    char stamp[32];
+    strftime(stamp, sizeof(stamp), "%Y%m%d-%H%M%S", &parts);
+    snprintf(out, cap, "runs/%s", stamp);
+}
+
+// mkdir -p; fatal error naming the path when a component cannot be made.
+static void make_dirs(const char *path) {
+    char partial[OPTIONS_PATH_MAX];
+    size_t n = strlen(path);
+    if (n >= sizeof(partial))
+        hs_fatal("run directory path too long: %s", path);
+    for (size_t i = 1; i <= n; i++) {
+        if (path[i] != '/' && path[i] != '\0')
+            continue;
+        memcpy(partial, path, i);
+        partial[i] = '\0';
+        if (mkdir(partial, 0775) != 0 && errno != EEXIST)
+            hs_fatal("cannot create directory %s: %s", partial, strerror(errno));
+    }
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+        hs_fatal("run directory %s exists but is not a directory", path);
+}
+
+static int is_directory(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+void session_resolve_run(Session *s, int require_ckpt) {
+    const Options *opt = &s->opt;
+    // Rank 0 decides and broadcasts, so a timestamp or a directory listing taken a moment
+    // apart on two ranks can never disagree.
+    char status_msg[OPTIONS_PATH_MAX + 128] = "";
+    if (s->info.rank == 0) {
+        if (opt->run_dir[0])
+            snprintf(s->run_dir, sizeof(s->run_dir), "%s", opt->run_dir);
+        else
+            default_run_dir(s->run_dir, sizeof(s->run_dir));
+        s->ckpt_path[0] = '\0';
+        if (strcmp(opt->resume, "none") == 0) {
+            // a fresh start, even when run_dir has checkpoints
+        } else if (strcmp(opt->resume, "auto") == 0) {
+            checkpoint_find_latest(s->run_dir, s->ckpt_path, sizeof(s->ckpt_path));
+        } else if (is_directory(opt->resume)) {
+            if (checkpoint_find_latest(opt->resume, s->ckpt_path, sizeof(s->ckpt_path)) < 0)
+                snprintf(status_msg, sizeof(status_msg),
+                         "--resume %s: no complete checkpoint (ckpt_<step>.h5) in that directory",
+                         opt->resume);
+        } else if (access(opt->resume, R_OK) == 0) {
+            snprintf(s->ckpt_path, sizeof(s->ckpt_path), "%s", opt->resume);
+        } else {
+            snprintf(status_msg, sizeof(status_msg), "--resume %s: cannot read that file (%s)",
+                     opt->resume, strerror(errno));
+        }
+        if (!status_msg[0] && require_ckpt && !s->ckpt_path[0])
+            snprintf(status_msg, sizeof(status_msg),
+                     "%s needs a checkpoint: pass --resume PATH, or --run_dir DIR holding "
+                     "ckpt_<step>.h5 (none found in %s)",
+                     options_mode_name(opt->mode), s->run_dir);
+    }
+    broadcast_string(status_msg, sizeof(status_msg));
+    if (status_msg[0])
+        session_usage_error(s, "%s", status_msg);
+    broadcast_string(s->run_dir, sizeof(s->run_dir));
+    broadcast_string(s->ckpt_path, sizeof(s->ckpt_path));
+    s->ckpt_step = -1;
+    if (s->ckpt_path[0]) {
+        // ckpt_<step>.h5 names the step; other names are read from the file on load.
+        const char *base = strrchr(s->ckpt_path, '/');
+        base = base ? base + 1 : s->ckpt_path;
+        long long step = -1;
+        if (sscanf(base, "ckpt_%lld.h5", &step) == 1)
+            s->ckpt_step = step;
+    }
+    if (s->info.rank == 0 && opt->mode == MODE_TRAIN)
+        make_dirs(s->run_dir);
+    mpi_check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier(run dir)");
+}
+
+// ---- model configuration ------------------------------------------------------------------
+
+// The vocabulary and sequence length a data spec fixes (0 = not fixed), known from the spec
+// alone so the model can be configured before the data is opened.
+static void data_hints(const char *spec, int *vocab, int *seq_len) {
+    *vocab = 0;
+    *seq_len = 0;
+    if (!strcmp(spec, "tasks") || !strcmp(spec, "mqar") || !strcmp(spec, "facts")) {
+        TaskSettings ts = data_task_settings_default();
+        *vocab = data_tasks_min_vocab(&ts);
+        *seq_len = 64; // the length the default task settings are sized for
+    } else if (strncmp(spec, "text:", 5) == 0) {
+        *vocab = 256;
+    }
+}
+
+void session_resolve_config(Session *s, int from_checkpoint) {
+    char err[512];
+    if (from_checkpoint) {
+        if (checkpoint_read_config(s->ckpt_path, &s->cfg, err, sizeof(err)) != 0)
+            hs_fatal("cannot read the model configuration of %s: %s", s->ckpt_path, err);
+        if (s->opt.n_overrides > 0 && s->info.rank == 0)
+            fprintf(stderr,
+                    "hspmn_dist: note: %s takes the model configuration from %s; "
+                    "model flags are ignored\n",
+                    options_mode_name(s->opt.mode), s->ckpt_path);
+        return;
+    }
+    int vocab = 0, seq_len = 0;
+    data_hints(s->opt.data, &vocab, &seq_len);
+    if (options_model_config(&s->opt, vocab, seq_len, &s->cfg, err, sizeof(err)) != 0)
+        session_usage_error(s, "%s", err);
+    if (s->cfg.n_slots % s->info.world != 0)
+        session_usage_error(s,
+                            "--n_slots %d is not divisible by the number of ranks (%d): every "
+                            "rank holds an equal shard of each slot table",
+                            s->cfg.n_slots, s->info.world);
+}
+
+void session_build_model(Session *s, int B) {
+    model_build(&s->model, &s->cfg, s->ops, s->comm, B, s->cfg.seq_len);
+}
+
+void session_open_data(Session *s, uint64_t seed) {
+    char err[1024];
+    if (data_open(&s->data, s->opt.data, s->cfg.seq_len, s->cfg.vocab_size, seed, NULL, err,
+                  sizeof(err)) != 0)
+        hs_fatal("--data %s: %s", s->opt.data, err);
+}
+
+// ---- the configuration table ----------------------------------------------------------------
+
+static void print_row(const char *name, const char *value) {
+    printf("  %-22s %s\n", name, value);
+}
+
+void session_print_config(const Session *s, int accum_steps) {
+    if (s->info.rank != 0)
+        return;
+    const Options *o = &s->opt;
+    char v[256];
+    printf("hspmn_dist %s\n", options_mode_name(o->mode));
+    printf("-- run ------------------------------------------\n");
+    snprintf(v, sizeof(v), "%d (%d on this node)", s->info.world, s->info.local_world);
+    print_row("ranks", v);
+    print_row("device", s->ops->name);
+    print_row("comm", s->comm_kind == COMM_NCCL ? "nccl" : "mpi");
+    snprintf(v, sizeof(v), "%d per rank", s->threads);
+    print_row("threads", v);
+    print_row("data", o->data);
+    print_row("run_dir", s->run_dir);
+    print_row("checkpoint", s->ckpt_path[0] ? s->ckpt_path : "(fresh start)");
+    printf("-- model (preset %s) -----------------------------\n", o->preset);
+    for (int i = 0; model_config_names[i]; i++) {
+        model_config_get(&s->cfg, model_config_names[i], v, sizeof(v));
+        print_row(model_config_names[i], v);
+    }
+    snprintf(v, sizeof(v), "%d of %d tokens", model_n_selected(&s->cfg, s->cfg.seq_len),
+             s->cfg.seq_len);
+    print_row("attention queries", v);
+    const ParamLayout *layout = &s->model.layout;
+    int64_t total = param_layout_global_count(layout);
+    int64_t dense = (int64_t)layout->n_dense;
+    snprintf(v, sizeof(v), "%.3f M", (double)dense / 1e6);
+    print_row("params dense", v);
+    snprintf(v, sizeof(v), "%.3f M (%d shards of %d slots)", (double)(total - dense) / 1e6,
+             s->info.world, s->cfg.n_slots / s->info.world);
+    print_row("params slot tables", v);
+    snprintf(v, sizeof(v), "%.3f M", (double)total / 1e6);
+    print_row("params total", v);
+    // params + grads + AdamW m and v, fp32
+    snprintf(v, sizeof(v), "%.1f MiB (params, grads, m, v)",
+             4.0 * 4.0 * (double)layout->n_local / (1024.0 * 1024.0));
+    print_row("state per rank", v);
+    if (o->mode == MODE_TRAIN) {
+        printf("-- training ---------------------------------------\n");
+        snprintf(v, sizeof(v), "%d sequences = %d per rank x %d ranks x %d accumulation", o->batch,
+                 o->micro_batch, s->info.world, accum_steps);
+        print_row("batch", v);
+        snprintf(v, sizeof(v), "%lld tokens", (long long)o->batch * s->cfg.seq_len);
+        print_row("tokens per step", v);
+        snprintf(v, sizeof(v), "%d", o->steps);
+        print_row("steps", v);
+        snprintf(v, sizeof(v), "%g, warmup %d, cosine to %g x", o->lr, o->warmup, o->min_lr_frac);
+        print_row("lr", v);
+        snprintf(v, sizeof(v), "%g", o->weight_decay);
+        print_row("weight_decay", v);
+        snprintf(v, sizeof(v), "%g", o->grad_clip);
+        print_row("grad_clip", v);
+        snprintf(v, sizeof(v), "%g", o->slot_value_lr_mult);
+        print_row("slot_value_lr_mult", v);
+        snprintf(v, sizeof(v), "%llu", (unsigned long long)o->seed);
+        print_row("seed", v);
+        snprintf(v, sizeof(v), "every %d steps, keep %d", o->ckpt_every, o->keep);
+        print_row("checkpoints", v);
+        snprintf(v, sizeof(v), "every %d steps, %d batches", o->eval_every, o->eval_batches);
+        print_row("eval", v);
+    }
+    printf("---------------------------------------------------\n");
+    fflush(stdout);
+}
+
+void session_close(Session *s) {
+    data_close(&s->data);
+    model_free(&s->model);
+    comm_destroy(s->comm);
+    s->ops->shutdown();
+}
