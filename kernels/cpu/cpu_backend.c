@@ -1,0 +1,86 @@
+// The cpu backend: host memory, synchronous ops, and the Ops table that gathers the
+// plain-C reference implementations of kernels/cpu/*.c.
+#include "kernels/cpu/cpu_ops.h"
+#include "kernels/error.h"
+#include "kernels/ops.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void cpu_init(int device) {
+    (void)device; // the host has no devices to choose between
+}
+
+static void cpu_shutdown(void) {}
+
+static void *cpu_alloc(size_t bytes) {
+    return hs_calloc(1, bytes);
+}
+
+static void cpu_free(void *ptr) {
+    free(ptr);
+}
+
+static void cpu_zero(void *ptr, size_t bytes) {
+    if (bytes)
+        memset(ptr, 0, bytes);
+}
+
+// Host to host: every copy direction is the same memcpy on this backend.
+static void cpu_copy(void *dst, const void *src, size_t bytes) {
+    if (bytes && dst != src)
+        memcpy(dst, src, bytes);
+}
+
+static void cpu_synchronize(void) {} // every cpu op has finished when it returns
+
+static const Ops cpu_ops_table = {
+    .kind = BACKEND_CPU,
+    .name = "cpu",
+    .init = cpu_init,
+    .shutdown = cpu_shutdown,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .zero = cpu_zero,
+    .copy_to_host = cpu_copy,
+    .copy_from_host = cpu_copy,
+    .copy = cpu_copy,
+    .synchronize = cpu_synchronize,
+    .gather_rows = cpu_gather_rows,
+    .scatter_add_rows = cpu_scatter_add_rows,
+    .add = cpu_add,
+    .axpy = cpu_axpy,
+    .scale = cpu_scale,
+    .gelu_forward = cpu_gelu_forward,
+    .gelu_backward = cpu_gelu_backward,
+    .rmsnorm_forward = cpu_rmsnorm_forward,
+    .rmsnorm_backward = cpu_rmsnorm_backward,
+    .linear_forward = cpu_linear_forward,
+    .linear_backward = cpu_linear_backward,
+    .conv_forward = cpu_conv_forward,
+    .conv_backward = cpu_conv_backward,
+    .gumbel_noise = cpu_gumbel_noise,
+    .select_topn = cpu_select_topn,
+    .select_threshold = cpu_select_threshold,
+    .rope_forward = cpu_rope_forward,
+    .rope_backward = cpu_rope_backward,
+    .attention_forward = cpu_attention_forward,
+    .attention_backward = cpu_attention_backward,
+    .gated_scatter_add = cpu_gated_scatter_add,
+    .gated_scatter_add_backward = cpu_gated_scatter_add_backward,
+    .slot_topk = cpu_slot_topk,
+    .slot_topk_merge = cpu_slot_topk_merge,
+    .slot_read_forward = cpu_slot_read_forward,
+    .slot_read_backward = cpu_slot_read_backward,
+    .slot_score_backward = cpu_slot_score_backward,
+    .cross_entropy_forward = cpu_cross_entropy_forward,
+    .cross_entropy_backward = cpu_cross_entropy_backward,
+    .route_loss_forward = cpu_route_loss_forward,
+    .route_loss_backward = cpu_route_loss_backward,
+    .sum_squares = cpu_sum_squares,
+    .adamw_update = cpu_adamw_update,
+};
+
+const Ops *ops_cpu(void) {
+    return &cpu_ops_table;
+}
