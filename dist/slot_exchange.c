@@ -111,9 +111,9 @@ SlotExchange *slot_exchange_create(Comm *comm, const Ops *ops, int N, int R, int
                  x->world);
     x->rows_local = S / x->world;
     x->row_offset = x->rank * x->rows_local;
-    if (x->rows_local < K)
-        hs_fatal("slot exchange: each rank holds n_slots/ranks=%d slots, fewer than top_k=%d",
-                 x->rows_local, K);
+    // A shard may hold fewer than K slots (slot_topk pads its list), the whole table may not.
+    if (S < K)
+        hs_fatal("slot exchange: n_slots=%d is smaller than top_k=%d", S, K);
     x->routes = hs_calloc((size_t)n_layers, sizeof(LayerRoute));
     if (x->world == 1) {
         for (int l = 0; l < n_layers; l++) {
