@@ -1,0 +1,445 @@
+// The cpu backend's dense ops: row gather/scatter, elementwise, GELU, RMSNorm, linear and
+// the causal depthwise conv. Forward results against naive formulas; every gradient against
+// central finite differences of loss = sum(out * proj), proj a fixed random tensor (so the
+// analytic gradient is the op's backward called with dout = proj).
+//
+// Tolerances: the ops compute in double and round outputs to fp32, so a finite difference
+// with step eps carries a rounding error of about 1e-7 * |loss| / eps. With eps = 1e-2 and
+// losses of order 1-10 that is ~1e-4 relative; the truncation error (eps^2 * f''') is of the
+// same order for these smooth ops. We require max relative error < 5e-3 (floor 1e-3 on the
+// denominator so near-zero gradients are compared absolutely).
+#include "kernels/ops.h"
+#include "tests/testutil.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const double FD_EPS = 1e-2;
+static const double FD_TOL = 5e-3;
+static const double FD_FLOOR = 1e-3;
+
+static double project(const float *out, const float *proj, size_t n) {
+    double acc = 0.0;
+    for (size_t i = 0; i < n; i++)
+        acc += (double)out[i] * proj[i];
+    return acc;
+}
+
+static float *random_buffer(TestRng *rng, size_t n, float std) {
+    float *x = calloc(n ? n : 1, sizeof(float));
+    test_fill_normal(rng, x, n, std);
+    return x;
+}
+
+static float *zeros(size_t n) {
+    return calloc(n ? n : 1, sizeof(float));
+}
+
+// ---- gather / scatter ----------------------------------------------------------------------
+
+typedef struct GatherCtx {
+    float *table, *out, *proj;
+    int32_t *idx;
+    int M, D, row_offset;
+} GatherCtx;
+
+static double gather_loss(void *p) {
+    GatherCtx *c = p;
+    ops_cpu()->gather_rows(c->out, c->table, c->idx, c->M, c->D, c->row_offset);
+    return project(c->out, c->proj, (size_t)c->M * c->D);
+}
+
+START_TEST(test_gather_scatter) {
+    const Ops *ops = ops_cpu();
+    TestRng rng = test_rng(1);
+    const int rows = 7, D = 5, M = 9, row_offset = 100;
+    int32_t idx[9] = {100, 106, 103, 103, 101, 106, 100, 105, 103}; // repeats on purpose
+    GatherCtx c = {random_buffer(&rng, rows * D, 1),
+                   zeros(M * D),
+                   random_buffer(&rng, M * D, 1),
+                   idx,
+                   M,
+                   D,
+                   row_offset};
+    gather_loss(&c);
+    for (int m = 0; m < M; m++)
+        for (int d = 0; d < D; d++)
+            ck_assert(c.out[m * D + d] == c.table[(idx[m] - row_offset) * D + d]);
+    float *dtable = zeros(rows * D);
+    ops->scatter_add_rows(dtable, c.proj, idx, M, D, row_offset);
+    // gather is linear in the table: the difference is exact up to rounding
+    ck_assert_double_le(test_grad_check("gather_rows dtable", gather_loss, &c, c.table, rows * D,
+                                        dtable, 1000, FD_EPS, FD_FLOOR),
+                        FD_TOL);
+    free(c.table), free(c.out), free(c.proj), free(dtable);
+}
+END_TEST
+
+// ---- elementwise ---------------------------------------------------------------------------
+
+START_TEST(test_add_axpy_scale) {
+    const Ops *ops = ops_cpu();
+    TestRng rng = test_rng(2);
+    const size_t n = 37;
+    float *a = random_buffer(&rng, n, 1), *b = random_buffer(&rng, n, 1), *out = zeros(n);
+    float *y = random_buffer(&rng, n, 1), *y0 = zeros(n), *s = zeros(n);
+    memcpy(y0, y, n * sizeof(float));
+    memcpy(s, a, n * sizeof(float));
+    ops->add(out, a, b, n);
+    ops->axpy(y, -0.75f, a, n);
+    ops->scale(s, 3.0f, n);
+    for (size_t i = 0; i < n; i++) {
+        ck_assert(out[i] == a[i] + b[i]);         // one fp32 addition: exact match
+        ck_assert(y[i] == y0[i] + -0.75f * a[i]); // one fused-free multiply-add in fp32
+        ck_assert(s[i] == 3.0f * a[i]);
+    }
+    // in place: out may alias an input
+    ops->add(a, a, b, n);
+    for (size_t i = 0; i < n; i++)
+        ck_assert(a[i] == out[i]);
+    free(a), free(b), free(out), free(y), free(y0), free(s);
+}
+END_TEST
+
+// The backward of y += alpha x with respect to x is itself an axpy: dx += alpha * dy.
+typedef struct AxpyCtx {
+    float *x, *y0, *y, *proj;
+    float alpha;
+    size_t n;
+} AxpyCtx;
+
+static double axpy_loss(void *p) {
+    AxpyCtx *c = p;
+    memcpy(c->y, c->y0, c->n * sizeof(float));
+    ops_cpu()->axpy(c->y, c->alpha, c->x, c->n);
+    return project(c->y, c->proj, c->n);
+}
+
+START_TEST(test_axpy_grad) {
+    TestRng rng = test_rng(3);
+    const size_t n = 50;
+    AxpyCtx c = {random_buffer(&rng, n, 1),
+                 random_buffer(&rng, n, 1),
+                 zeros(n),
+                 random_buffer(&rng, n, 1),
+                 1.7f,
+                 n};
+    float *dx = zeros(n);
+    ops_cpu()->axpy(dx, c.alpha, c.proj, n);
+    ck_assert_double_le(
+        test_grad_check("axpy dx", axpy_loss, &c, c.x, n, dx, 1000, FD_EPS, FD_FLOOR), FD_TOL);
+    free(c.x), free(c.y0), free(c.y), free(c.proj), free(dx);
+}
+END_TEST
+
+// ---- GELU ----------------------------------------------------------------------------------
+
+typedef struct GeluCtx {
+    float *x, *out, *proj;
+    size_t n;
+} GeluCtx;
+
+static double gelu_loss(void *p) {
+    GeluCtx *c = p;
+    ops_cpu()->gelu_forward(c->out, c->x, c->n);
+    return project(c->out, c->proj, c->n);
+}
+
+START_TEST(test_gelu) {
+    const Ops *ops = ops_cpu();
+    // Known values of the tanh approximation (0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3)))),
+    // computed independently in double.
+    float x_known[4] = {0.0f, 1.0f, -1.0f, 3.0f};
+    float want[4] = {0.0f, 0.8411919906f, -0.1588080094f, 2.9963626856f};
+    float got[4];
+    ops->gelu_forward(got, x_known, 4);
+    for (int i = 0; i < 4; i++)
+        ck_assert_float_eq_tol(got[i], want[i], 1e-6f);
+
+    TestRng rng = test_rng(4);
+    const size_t n = 64;
+    GeluCtx c = {random_buffer(&rng, n, 2), zeros(n), random_buffer(&rng, n, 1), n};
+    float *dx = zeros(n);
+    ops->gelu_backward(dx, c.proj, c.x, n);
+    ck_assert_double_le(
+        test_grad_check("gelu dx", gelu_loss, &c, c.x, n, dx, 1000, FD_EPS, FD_FLOOR), FD_TOL);
+    free(c.x), free(c.out), free(c.proj), free(dx);
+}
+END_TEST
+
+// ---- RMSNorm -------------------------------------------------------------------------------
+
+typedef struct RmsCtx {
+    float *x, *w, *out, *rstd, *proj;
+    int N, H;
+} RmsCtx;
+
+static double rms_loss(void *p) {
+    RmsCtx *c = p;
+    ops_cpu()->rmsnorm_forward(c->out, c->rstd, c->x, c->w, c->N, c->H);
+    return project(c->out, c->proj, (size_t)c->N * c->H);
+}
+
+START_TEST(test_rmsnorm) {
+    const Ops *ops = ops_cpu();
+    TestRng rng = test_rng(5);
+    const int N = 6, H = 16;
+    RmsCtx c = {random_buffer(&rng, N * H, 1),
+                random_buffer(&rng, H, 1),
+                zeros(N * H),
+                zeros(N),
+                random_buffer(&rng, N * H, 1),
+                N,
+                H};
+    rms_loss(&c);
+    for (int n = 0; n < N; n++) { // naive: x / sqrt(mean(x^2) + 1e-6) * w
+        double ms = 0;
+        for (int j = 0; j < H; j++)
+            ms += (double)c.x[n * H + j] * c.x[n * H + j] / H;
+        double r = 1.0 / sqrt(ms + 1e-6);
+        ck_assert_double_eq_tol(c.rstd[n], r, 1e-6 * r);
+        for (int j = 0; j < H; j++)
+            ck_assert_double_eq_tol(c.out[n * H + j], c.x[n * H + j] * r * c.w[j], 1e-5);
+    }
+    float *dx = zeros(N * H), *dw = zeros(H);
+    ops->rmsnorm_backward(dx, dw, c.proj, c.x, c.w, c.rstd, N, H);
+    ck_assert_double_le(
+        test_grad_check("rmsnorm dx", rms_loss, &c, c.x, N * H, dx, 1000, FD_EPS, FD_FLOOR),
+        FD_TOL);
+    ck_assert_double_le(
+        test_grad_check("rmsnorm dw", rms_loss, &c, c.w, H, dw, 1000, FD_EPS, FD_FLOOR), FD_TOL);
+    // dx = NULL still produces dw
+    float *dw2 = zeros(H);
+    ops->rmsnorm_backward(NULL, dw2, c.proj, c.x, c.w, c.rstd, N, H);
+    ck_assert_double_le(test_max_rel_err("rmsnorm dw (dx NULL)", dw2, dw, H, 1e-7, 1e-6), 1.0);
+    free(c.x), free(c.w), free(c.out), free(c.rstd), free(c.proj), free(dx), free(dw), free(dw2);
+}
+END_TEST
+
+// ---- linear --------------------------------------------------------------------------------
+
+typedef struct LinearCtx {
+    float *x, *w, *b, *out, *proj;
+    int N, I, O;
+} LinearCtx;
+
+static double linear_loss(void *p) {
+    LinearCtx *c = p;
+    ops_cpu()->linear_forward(c->out, c->x, c->w, c->b, c->N, c->I, c->O);
+    return project(c->out, c->proj, (size_t)c->N * c->O);
+}
+
+START_TEST(test_linear) {
+    const Ops *ops = ops_cpu();
+    TestRng rng = test_rng(6);
+    const int N = 7, I = 9, O = 5;
+    LinearCtx c = {random_buffer(&rng, N * I, 1),
+                   random_buffer(&rng, O * I, 1),
+                   random_buffer(&rng, O, 1),
+                   zeros(N * O),
+                   random_buffer(&rng, N * O, 1),
+                   N,
+                   I,
+                   O};
+    linear_loss(&c);
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < O; o++) { // naive y = x w^T + b, w [O, I]
+            double acc = c.b[o];
+            for (int i = 0; i < I; i++)
+                acc += (double)c.x[n * I + i] * c.w[o * I + i];
+            ck_assert_double_eq_tol(c.out[n * O + o], acc, 1e-5);
+        }
+    float *dx = zeros(N * I), *dw = zeros(O * I), *db = zeros(O);
+    ops->linear_backward(dx, dw, db, c.proj, c.x, c.w, N, I, O);
+    ck_assert_double_le(
+        test_grad_check("linear dx", linear_loss, &c, c.x, N * I, dx, 1000, FD_EPS, FD_FLOOR),
+        FD_TOL);
+    ck_assert_double_le(
+        test_grad_check("linear dw", linear_loss, &c, c.w, O * I, dw, 1000, FD_EPS, FD_FLOOR),
+        FD_TOL);
+    ck_assert_double_le(
+        test_grad_check("linear db", linear_loss, &c, c.b, O, db, 1000, FD_EPS, FD_FLOOR), FD_TOL);
+    // b = NULL: no bias in the forward; dx = NULL and db = NULL skip those gradients
+    float *out_nobias = zeros(N * O), *dw2 = zeros(O * I);
+    linear_loss(&c); // c.out at the unperturbed inputs
+    ops->linear_forward(out_nobias, c.x, c.w, NULL, N, I, O);
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < O; o++)
+            ck_assert_float_eq_tol(out_nobias[n * O + o], c.out[n * O + o] - c.b[o], 1e-5f);
+    ops->linear_backward(NULL, dw2, NULL, c.proj, c.x, c.w, N, I, O);
+    ck_assert_double_le(test_max_rel_err("linear dw (dx, db NULL)", dw2, dw, O * I, 1e-7, 1e-6),
+                        1.0);
+    free(c.x), free(c.w), free(c.b), free(c.out), free(c.proj);
+    free(dx), free(dw), free(db), free(out_nobias), free(dw2);
+}
+END_TEST
+
+// ---- causal depthwise conv -----------------------------------------------------------------
+
+typedef struct ConvCtx {
+    float *x, *w, *bias, *out, *proj;
+    int B, T, H, Kc;
+} ConvCtx;
+
+static double conv_loss(void *p) {
+    ConvCtx *c = p;
+    ops_cpu()->conv_forward(c->out, c->x, c->w, c->bias, c->B, c->T, c->H, c->Kc);
+    return project(c->out, c->proj, (size_t)c->B * c->T * c->H);
+}
+
+START_TEST(test_conv) {
+    const Ops *ops = ops_cpu();
+    TestRng rng = test_rng(7);
+    const int B = 2, T = 7, H = 5, Kc = 4;
+    const size_t n = (size_t)B * T * H;
+    ConvCtx c = {random_buffer(&rng, n, 1),
+                 random_buffer(&rng, H * Kc, 1),
+                 random_buffer(&rng, H, 1),
+                 zeros(n),
+                 random_buffer(&rng, n, 1),
+                 B,
+                 T,
+                 H,
+                 Kc};
+    conv_loss(&c);
+    for (int b = 0; b < B; b++) // naive, and no leak across the sequence boundary
+        for (int t = 0; t < T; t++)
+            for (int ch = 0; ch < H; ch++) {
+                double acc = c.bias[ch];
+                for (int j = 0; j < Kc; j++) {
+                    int s = t - Kc + 1 + j;
+                    if (s >= 0)
+                        acc += (double)c.w[ch * Kc + j] * c.x[(b * T + s) * H + ch];
+                }
+                ck_assert_double_eq_tol(c.out[(b * T + t) * H + ch], acc, 1e-5);
+            }
+    float *dx = zeros(n), *dw = zeros(H * Kc), *db = zeros(H);
+    ops->conv_backward(dx, dw, db, c.proj, c.x, c.w, B, T, H, Kc);
+    ck_assert_double_le(
+        test_grad_check("conv dx", conv_loss, &c, c.x, n, dx, 1000, FD_EPS, FD_FLOOR), FD_TOL);
+    ck_assert_double_le(
+        test_grad_check("conv dw", conv_loss, &c, c.w, H * Kc, dw, 1000, FD_EPS, FD_FLOOR), FD_TOL);
+    ck_assert_double_le(
+        test_grad_check("conv dbias", conv_loss, &c, c.bias, H, db, 1000, FD_EPS, FD_FLOOR),
+        FD_TOL);
+    free(c.x), free(c.w), free(c.bias), free(c.out), free(c.proj), free(dx), free(dw), free(db);
+}
+END_TEST
+
+// ---- backward ops accumulate (+=) ------------------------------------------------------------
+
+// grads_twice must equal 2 * grads_once: the second call added onto the first.
+static void assert_doubled(const char *what, const float *twice, const float *once, size_t n) {
+    float *want = zeros(n);
+    for (size_t i = 0; i < n; i++)
+        want[i] = 2.0f * once[i];
+    ck_assert_double_le(test_max_rel_err(what, twice, want, n, 1e-6, 1e-5), 1.0);
+    free(want);
+}
+
+START_TEST(test_backward_accumulates) {
+    const Ops *ops = ops_cpu();
+    TestRng rng = test_rng(8);
+    const int N = 4, I = 6, O = 3, H = 6, B = 2, T = 3, Kc = 2;
+    float *x = random_buffer(&rng, N * I, 1), *w = random_buffer(&rng, O * I, 1);
+    float *dout = random_buffer(&rng, N * O, 1);
+    float *dx = zeros(N * I), *dw = zeros(O * I), *db = zeros(O);
+    float *dx2 = zeros(N * I), *dw2 = zeros(O * I), *db2 = zeros(O);
+    ops->linear_backward(dx, dw, db, dout, x, w, N, I, O);
+    for (int rep = 0; rep < 2; rep++)
+        ops->linear_backward(dx2, dw2, db2, dout, x, w, N, I, O);
+    assert_doubled("linear dx +=", dx2, dx, N * I);
+    assert_doubled("linear dw +=", dw2, dw, O * I);
+    assert_doubled("linear db +=", db2, db, O);
+
+    // rmsnorm over [N, H] (H = I here)
+    float *rw = random_buffer(&rng, H, 1), *rout = zeros(N * H), *rstd = zeros(N);
+    float *rdout = random_buffer(&rng, N * H, 1);
+    ops->rmsnorm_forward(rout, rstd, x, rw, N, H);
+    float *rdx = zeros(N * H), *rdw = zeros(H), *rdx2 = zeros(N * H), *rdw2 = zeros(H);
+    ops->rmsnorm_backward(rdx, rdw, rdout, x, rw, rstd, N, H);
+    for (int rep = 0; rep < 2; rep++)
+        ops->rmsnorm_backward(rdx2, rdw2, rdout, x, rw, rstd, N, H);
+    assert_doubled("rmsnorm dx +=", rdx2, rdx, N * H);
+    assert_doubled("rmsnorm dw +=", rdw2, rdw, H);
+
+    // conv over [B, T, H] (B*T = 6 rows of x reused as [B, T, H] with H = 4)
+    const int CH = 4;
+    float *cw = random_buffer(&rng, CH * Kc, 1), *cdout = random_buffer(&rng, B * T * CH, 1);
+    float *cdx = zeros(B * T * CH), *cdw = zeros(CH * Kc), *cdb = zeros(CH);
+    float *cdx2 = zeros(B * T * CH), *cdw2 = zeros(CH * Kc), *cdb2 = zeros(CH);
+    ops->conv_backward(cdx, cdw, cdb, cdout, x, cw, B, T, CH, Kc);
+    for (int rep = 0; rep < 2; rep++)
+        ops->conv_backward(cdx2, cdw2, cdb2, cdout, x, cw, B, T, CH, Kc);
+    assert_doubled("conv dx +=", cdx2, cdx, B * T * CH);
+    assert_doubled("conv dw +=", cdw2, cdw, CH * Kc);
+    assert_doubled("conv dbias +=", cdb2, cdb, CH);
+
+    // gelu and scatter_add_rows
+    float *gdx = zeros(N * I), *gdx2 = zeros(N * I);
+    ops->gelu_backward(gdx, dx, x, N * I);
+    for (int rep = 0; rep < 2; rep++)
+        ops->gelu_backward(gdx2, dx, x, N * I);
+    assert_doubled("gelu dx +=", gdx2, gdx, N * I);
+    int32_t idx[3] = {2, 0, 2};
+    float *st = zeros(3 * I), *st2 = zeros(3 * I);
+    ops->scatter_add_rows(st, x, idx, 3, I, 0);
+    for (int rep = 0; rep < 2; rep++)
+        ops->scatter_add_rows(st2, x, idx, 3, I, 0);
+    assert_doubled("scatter_add_rows +=", st2, st, 3 * I);
+
+    free(x), free(w), free(dout), free(dx), free(dw), free(db), free(dx2), free(dw2), free(db2);
+    free(rw), free(rout), free(rstd), free(rdout), free(rdx), free(rdw), free(rdx2), free(rdw2);
+    free(cw), free(cdout), free(cdx), free(cdw), free(cdb), free(cdx2), free(cdw2), free(cdb2);
+    free(gdx), free(gdx2), free(st), free(st2);
+}
+END_TEST
+
+// ---- memory functions ----------------------------------------------------------------------
+
+START_TEST(test_memory) {
+    const Ops *ops = ops_cpu();
+    ck_assert_int_eq(ops->kind, BACKEND_CPU);
+    ck_assert_str_eq(ops->name, "cpu");
+    ops->init(0);
+    float *a = ops->alloc(100 * sizeof(float));
+    for (int i = 0; i < 100; i++)
+        ck_assert(a[i] == 0.0f); // alloc is zero-filled
+    float host[100], back[100];
+    for (int i = 0; i < 100; i++)
+        host[i] = (float)i * 0.5f;
+    ops->copy_from_host(a, host, sizeof(host));
+    float *b = ops->alloc(sizeof(host));
+    ops->copy(b, a, sizeof(host));
+    ops->copy_to_host(back, b, sizeof(back));
+    ops->synchronize();
+    ck_assert(memcmp(back, host, sizeof(host)) == 0);
+    ops->zero(b, 10 * sizeof(float));
+    ops->copy_to_host(back, b, sizeof(back));
+    ck_assert(back[9] == 0.0f && back[10] == 5.0f);
+    ops->free(a);
+    ops->free(b);
+    ops->shutdown();
+}
+END_TEST
+
+static Suite *dense_suite(void) {
+    Suite *s = suite_create("ops_dense");
+    TCase *tc = tcase_create("cpu");
+    tcase_add_test(tc, test_memory);
+    tcase_add_test(tc, test_gather_scatter);
+    tcase_add_test(tc, test_add_axpy_scale);
+    tcase_add_test(tc, test_axpy_grad);
+    tcase_add_test(tc, test_gelu);
+    tcase_add_test(tc, test_rmsnorm);
+    tcase_add_test(tc, test_linear);
+    tcase_add_test(tc, test_conv);
+    tcase_add_test(tc, test_backward_accumulates);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) {
+    return test_run_suite(dense_suite());
+}
