@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "io/data_internal.h"
+#include "io/h5util.h"
 #include "kernels/error.h"
 
 // llm.c .bin header: 256 int32 words; [0] magic, [1] version, [2] token count.
@@ -191,7 +192,7 @@ int data_stream_open_hdf5(DataSource *ds, const char *path, const char *dataset,
     TokenFile *f = add_file(ds, path);
     snprintf(f->dataset, sizeof(f->dataset), "%s", dataset);
     // Our own messages name the file; HDF5's stack dump would only add noise.
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    h5_quiet();
     if (access(path, R_OK) != 0) {
         snprintf(err, (size_t)errlen, "data file %s: cannot open: %s", path, strerror(errno));
         return -1;
