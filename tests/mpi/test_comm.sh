@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Every collective of dist/comm.h at 1, 2 and 4 ranks with known-answer data (prog_comm),
+# and the clear refusal of --comm nccl in a build without CUDA.
+set -u
+source "${HSPMN_SRC:?}/tests/mpi/run_mpi.sh"
+prog="${HSPMN_BUILD:?}/tests/prog_comm"
+[ -x "$prog" ] || { echo "test_comm: $prog is not built"; exit 1; }
+
+for np in 1 2 4; do
+    if ! run_mpi "$np" "$prog"; then
+        echo "test_comm: FAILED at -np $np"
+        exit 1
+    fi
+done
+
+# Without CUDA, a NCCL communicator is a fatal error that says why.
+# (A CUDA build defines comm_nccl_create in the library.)
+if ! nm "$HSPMN_BUILD/libhspmn.a" 2>/dev/null | grep -q " T comm_nccl_create"; then
+    out=$(run_mpi 2 "$prog" nccl 2>&1)
+    rc=$?
+    if [ "$rc" -eq 0 ]; then
+        echo "test_comm: a NCCL communicator was created in a build without CUDA"
+        exit 1
+    fi
+    if ! grep -q "needs the CUDA build" <<<"$out"; then
+        echo "test_comm: the NCCL refusal does not say why:"
+        echo "$out"
+        exit 1
+    fi
+fi
+echo "test_comm: passed"
