@@ -1,0 +1,92 @@
+// The second half of one HSPMN-SM block: y = h + memory(RMSNorm(h; norm_m)).
+//   ffn=memory (SparseMind): p = compressor(hn); the top-K slots by p . keys / sqrt(R),
+//                            read out with softmax weights (the slot exchange finds and
+//                            fetches the rows, wherever they live)
+//   ffn=dense (baseline):    y = h + w2 GELU(w1 hn + b1) + b2, H -> 4H -> H
+// In the slot memory only the K chosen rows of a token get gradient: the backward is sparse.
+#include "model/block.h"
+
+// The entropy loss weight of the forward being run (0 without targets: no loss).
+static float entropy_scale(const Model *m, const ForwardArgs *args) {
+    return args->targets ? (float)m->cfg.entropy_loss * args->token_scale : 0.0f;
+}
+
+// ---- slot memory -------------------------------------------------------------------------
+
+static void slot_memory_forward(Model *m, int layer, const LayerView *w, LayerActs *a,
+                                const ForwardArgs *args, float *y) {
+    const Ops *ops = m->ops;
+    const ModelConfig *c = &m->cfg;
+    const int N = m->B * m->T, H = c->d_model;
+    ops->linear_forward(a->p, a->hn, w->comp_w, w->comp_b, N, H, c->ptr_dim);
+    slot_exchange_forward(m->slots, layer, a->p, w->keys, w->values, a->top_s, a->top_i, a->krows,
+                          a->vrows);
+    ops->slot_read_forward(y, a->w, m->losses + 2, a->h, a->top_s, a->vrows, entropy_scale(m, args),
+                           N, c->top_k, H);
+}
+
+// dh += dy (the residual), dhn += d(compressor input); slot row gradients go to their owners.
+static void slot_memory_backward(Model *m, int layer, const LayerView *w, LayerView *gw,
+                                 const LayerActs *a, BlockGrads *g) {
+    const Ops *ops = m->ops;
+    const ModelConfig *c = &m->cfg;
+    const int N = m->B * m->T, H = c->d_model, R = c->ptr_dim, K = c->top_k;
+    ops->slot_read_backward(g->dh, g->ds, g->dvrows, g->dy, a->w, a->vrows,
+                            entropy_scale(m, &m->last), N, K, H);
+    ops->zero(g->dp, (size_t)N * R * sizeof(float));
+    ops->slot_score_backward(g->dp, g->dkrows, g->ds, a->p, a->krows, N, K, R);
+    slot_exchange_backward(m->slots, layer, g->dkrows, g->dvrows, gw->keys, gw->values);
+    ops->linear_backward(g->dhn, gw->comp_w, gw->comp_b, g->dp, a->hn, w->comp_w, N, H, R);
+}
+
+// ---- dense FFN baseline --------------------------------------------------------------------
+
+static void dense_ffn_forward(Model *m, const LayerView *w, LayerActs *a, float *y) {
+    const Ops *ops = m->ops;
+    const int N = m->B * m->T, H = m->cfg.d_model, H4 = 4 * H;
+    ops->linear_forward(a->ffn_pre, a->hn, w->ffn_w1, w->ffn_b1, N, H, H4);
+    ops->gelu_forward(a->ffn_act, a->ffn_pre, (size_t)N * H4);
+    ops->linear_forward(y, a->ffn_act, w->ffn_w2, w->ffn_b2, N, H4, H);
+    ops->axpy(y, 1.0f, a->h, (size_t)N * H);
+}
+
+static void dense_ffn_backward(Model *m, const LayerView *w, LayerView *gw, const LayerActs *a,
+                               BlockGrads *g) {
+    const Ops *ops = m->ops;
+    const int N = m->B * m->T, H = m->cfg.d_model, H4 = 4 * H;
+    ops->axpy(g->dh, 1.0f, g->dy, (size_t)N * H); // the residual
+    ops->zero(g->dffn_act, (size_t)N * H4 * sizeof(float));
+    ops->linear_backward(g->dffn_act, gw->ffn_w2, gw->ffn_b2, g->dy, a->ffn_act, w->ffn_w2, N, H4,
+                         H);
+    ops->zero(g->dffn_pre, (size_t)N * H4 * sizeof(float));
+    ops->gelu_backward(g->dffn_pre, g->dffn_act, a->ffn_pre, (size_t)N * H4);
+    ops->linear_backward(g->dhn, gw->ffn_w1, gw->ffn_b1, g->dffn_pre, a->hn, w->ffn_w1, N, H, H4);
+}
+
+// ---- the block's second half ---------------------------------------------------------------
+
+void block_memory_forward(Model *m, int layer, const ForwardArgs *args, float *y) {
+    const LayerView *w = &m->p.layers[layer];
+    LayerActs *a = &m->acts[layer];
+    const int N = m->B * m->T;
+    m->ops->rmsnorm_forward(a->hn, a->rstd_m, a->h, w->norm_m, N, m->cfg.d_model);
+    if (m->cfg.ffn == FFN_MEMORY)
+        slot_memory_forward(m, layer, w, a, args, y);
+    else
+        dense_ffn_forward(m, w, a, y);
+}
+
+void block_memory_backward(Model *m, int layer, BlockGrads *g) {
+    const Ops *ops = m->ops;
+    const LayerView *w = &m->p.layers[layer];
+    LayerView *gw = &m->g.layers[layer];
+    const LayerActs *a = &m->acts[layer];
+    const int N = m->B * m->T, H = m->cfg.d_model;
+    ops->zero(g->dh, (size_t)N * H * sizeof(float));
+    ops->zero(g->dhn, (size_t)N * H * sizeof(float));
+    if (m->cfg.ffn == FFN_MEMORY)
+        slot_memory_backward(m, layer, w, gw, a, g);
+    else
+        dense_ffn_backward(m, w, gw, a, g);
+    ops->rmsnorm_backward(g->dh, gw->norm_m, g->dhn, a->h, w->norm_m, a->rstd_m, N, H);
+}

@@ -1,0 +1,278 @@
+// HSPMN-SM: buffers, init, and the forward/backward drivers over the blocks
+// (model/block_mix.c, model/block_memory.c):
+//   x = embed[tokens] -> L blocks -> RMSNorm(norm_f) -> lm_head -> cross-entropy
+#include "model/model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/error.h"
+#include "model/block.h"
+
+// ---- carving buffers out of one allocation -------------------------------------------------
+
+// Hands out aligned pieces of one backend allocation. A first pass with base == NULL only
+// measures (every piece is NULL); the second pass, over the allocation, assigns.
+typedef struct Carver {
+    char *base;
+    size_t used; // bytes
+} Carver;
+
+static void *carve(Carver *cv, size_t count, size_t elem_bytes) {
+    const size_t align = 256; // keeps every piece aligned for vector loads on any backend
+    size_t bytes = (count * elem_bytes + align - 1) / align * align;
+    void *piece = cv->base ? cv->base + cv->used : NULL;
+    cv->used += bytes;
+    return piece;
+}
+
+static float *carve_floats(Carver *cv, size_t count) {
+    return carve(cv, count, sizeof(float));
+}
+
+static int32_t *carve_ints(Carver *cv, size_t count) {
+    return carve(cv, count, sizeof(int32_t));
+}
+
+static void carve_layer_acts(const Model *m, LayerActs *a, Carver *cv) {
+    const ModelConfig *c = &m->cfg;
+    const size_t N = (size_t)m->B * m->T, H = c->d_model, mH = (size_t)c->mlp_mult * H;
+    const size_t kv = (size_t)c->n_kv_heads * model_head_dim(c);
+    const size_t Mq = (size_t)block_query_capacity(m), K = c->top_k, R = c->ptr_dim;
+    a->x = carve_floats(cv, N * H);
+    a->u = carve_floats(cv, N * H);
+    a->rstd_a = carve_floats(cv, N);
+    a->c = carve_floats(cv, N * H);
+    a->pre = carve_floats(cv, N * mH);
+    a->act = carve_floats(cv, N * mH);
+    a->r = carve_floats(cv, N);
+    a->z = carve_floats(cv, N);
+    // One extra entry: route=threshold writes its query count after the indices.
+    a->sel = carve_ints(cv, Mq + 1);
+    a->qpos = carve_ints(cv, Mq);
+    a->u_sel = carve_floats(cv, Mq * H);
+    a->q = carve_floats(cv, Mq * H);
+    a->k = carve_floats(cv, N * kv);
+    a->v = carve_floats(cv, N * kv);
+    a->o = carve_floats(cv, Mq * H);
+    a->lse = carve_floats(cv, Mq * c->n_heads);
+    a->ao = carve_floats(cv, Mq * H);
+    a->h = carve_floats(cv, N * H);
+    a->hn = carve_floats(cv, N * H);
+    a->rstd_m = carve_floats(cv, N);
+    if (c->ffn == FFN_MEMORY) {
+        a->p = carve_floats(cv, N * R);
+        a->top_s = carve_floats(cv, N * K);
+        a->top_i = carve_ints(cv, N * K);
+        a->w = carve_floats(cv, N * K);
+        a->krows = carve_floats(cv, N * K * R);
+        a->vrows = carve_floats(cv, N * K * H);
+    } else {
+        a->ffn_pre = carve_floats(cv, N * 4 * H);
+        a->ffn_act = carve_floats(cv, N * 4 * H);
+    }
+}
+
+// Every activation, in one allocation. acts[0].x (= embed_out) is carved first, so it is
+// the allocation's base pointer and model_free frees the whole arena through it.
+static void carve_activations(Model *m, Carver *cv) {
+    const ModelConfig *c = &m->cfg;
+    const size_t N = (size_t)m->B * m->T, H = c->d_model;
+    for (int l = 0; l < c->n_layers; l++)
+        carve_layer_acts(m, &m->acts[l], cv);
+    m->embed_out = m->acts[0].x;
+    m->y_final = carve_floats(cv, N * H);
+    m->yn = carve_floats(cv, N * H);
+    m->rstd_f = carve_floats(cv, N);
+    m->logits = carve_floats(cv, N * (size_t)c->vocab_size);
+    m->losses = carve_floats(cv, 3);
+}
+
+// Model.scratch holds the token positions [N] (int32, written once) and then the
+// backward's gradient buffers.
+static void carve_scratch(const Model *m, Carver *cv, int32_t **positions, BlockGrads *g) {
+    const ModelConfig *c = &m->cfg;
+    const size_t N = (size_t)m->B * m->T, H = c->d_model, mH = (size_t)c->mlp_mult * H;
+    const size_t kv = (size_t)c->n_kv_heads * model_head_dim(c);
+    const size_t Mq = (size_t)block_query_capacity(m), K = c->top_k, R = c->ptr_dim;
+    *positions = carve_ints(cv, N);
+    memset(g, 0, sizeof(*g));
+    g->dy = carve_floats(cv, N * H);
+    g->dx = carve_floats(cv, N * H);
+    g->dh = carve_floats(cv, N * H);
+    g->dhn = carve_floats(cv, N * H);
+    g->du = carve_floats(cv, N * H);
+    g->dc = carve_floats(cv, N * H);
+    g->dpre = carve_floats(cv, N * mH);
+    g->dact = carve_floats(cv, N * mH);
+    g->dr = carve_floats(cv, N);
+    g->dk = carve_floats(cv, N * kv);
+    g->dv = carve_floats(cv, N * kv);
+    g->dao = carve_floats(cv, Mq * H);
+    g->dout = carve_floats(cv, Mq * H);
+    g->dq = carve_floats(cv, Mq * H);
+    g->du_sel = carve_floats(cv, Mq * H);
+    if (c->ffn == FFN_MEMORY) {
+        g->dp = carve_floats(cv, N * R);
+        g->ds = carve_floats(cv, N * K);
+        g->dkrows = carve_floats(cv, N * K * R);
+        g->dvrows = carve_floats(cv, N * K * H);
+    } else {
+        g->dffn_pre = carve_floats(cv, N * 4 * H);
+        g->dffn_act = carve_floats(cv, N * 4 * H);
+    }
+}
+
+const int32_t *model_token_positions(const Model *m) {
+    return (const int32_t *)m->scratch;
+}
+
+// ---- build / free / init -----------------------------------------------------------------
+
+static void alloc_activations(Model *m) {
+    Carver measure = {NULL, 0};
+    carve_activations(m, &measure);
+    Carver assign = {m->ops->alloc(measure.used), 0};
+    carve_activations(m, &assign);
+}
+
+static void alloc_scratch(Model *m) {
+    int32_t *positions;
+    BlockGrads unused;
+    Carver measure = {NULL, 0};
+    carve_scratch(m, &measure, &positions, &unused);
+    m->scratch = m->ops->alloc(measure.used);
+    m->scratch_floats = measure.used / sizeof(float);
+}
+
+// Positions t of every token n = b*T + t; with attn=dense also every layer's query set
+// (all tokens), which never changes.
+static void write_constant_indices(Model *m) {
+    const int N = m->B * m->T;
+    int32_t *flat = hs_malloc((size_t)N * sizeof(int32_t)); // [N] host
+    int32_t *pos = hs_malloc((size_t)N * sizeof(int32_t));  // [N] host
+    for (int n = 0; n < N; n++)
+        flat[n] = n, pos[n] = n % m->T;
+    m->ops->copy_from_host(m->scratch, pos, (size_t)N * sizeof(int32_t));
+    if (m->cfg.attn == ATTN_DENSE) {
+        for (int l = 0; l < m->cfg.n_layers; l++) {
+            m->ops->copy_from_host(m->acts[l].sel, flat, (size_t)N * sizeof(int32_t));
+            m->ops->copy_from_host(m->acts[l].qpos, pos, (size_t)N * sizeof(int32_t));
+        }
+    }
+    free(flat);
+    free(pos);
+}
+
+void model_build(Model *m, const ModelConfig *cfg, const Ops *ops, Comm *comm, int B, int T) {
+    char err[256];
+    if (model_config_validate(cfg, err, sizeof(err)) != 0)
+        hs_fatal("invalid model configuration: %s", err);
+    if (B <= 0 || T <= 0)
+        hs_fatal("model_build: micro-batch B=%d, T=%d must be positive", B, T);
+    memset(m, 0, sizeof(*m));
+    m->cfg = *cfg;
+    m->ops = ops;
+    m->comm = comm;
+    m->B = B;
+    m->T = T;
+    m->n_sel = model_n_selected(cfg, T);
+    int rank = comm ? comm_rank(comm) : 0, world = comm ? comm_world(comm) : 1;
+    param_layout_build(&m->layout, cfg, rank, world);
+    m->params = ops->alloc(m->layout.n_local * sizeof(float));
+    m->grads = ops->alloc(m->layout.n_local * sizeof(float));
+    model_view_build(&m->p, &m->layout, cfg, m->params);
+    model_view_build(&m->g, &m->layout, cfg, m->grads);
+    m->acts = hs_calloc((size_t)cfg->n_layers, sizeof(LayerActs));
+    alloc_activations(m);
+    alloc_scratch(m);
+    write_constant_indices(m);
+    if (cfg->ffn == FFN_MEMORY)
+        m->slots = slot_exchange_create(comm, ops, B * T, cfg->ptr_dim, cfg->d_model, cfg->top_k,
+                                        cfg->n_slots, cfg->n_layers);
+}
+
+void model_free(Model *m) {
+    slot_exchange_destroy(m->slots);
+    m->ops->free(m->embed_out); // the activation arena (see carve_activations)
+    m->ops->free(m->scratch);
+    m->ops->free(m->params);
+    m->ops->free(m->grads);
+    model_view_free(&m->p);
+    model_view_free(&m->g);
+    free(m->acts);
+    param_layout_free(&m->layout);
+    memset(m, 0, sizeof(*m));
+}
+
+void model_init(Model *m, uint64_t seed) {
+    float *host = hs_malloc(m->layout.n_local * sizeof(float)); // [n_local]
+    param_layout_init_host(&m->layout, seed, host);
+    m->ops->copy_from_host(m->params, host, m->layout.n_local * sizeof(float));
+    free(host);
+}
+
+void model_zero_grad(Model *m) {
+    m->ops->zero(m->grads, m->layout.n_local * sizeof(float));
+}
+
+LossParts model_losses(const Model *m) {
+    float parts[3];
+    m->ops->copy_to_host(parts, m->losses, sizeof(parts));
+    LossParts out = {parts[0], parts[1], parts[2], 0.0};
+    out.total = out.ce + out.route + out.entropy;
+    return out;
+}
+
+// ---- forward / backward --------------------------------------------------------------------
+
+// The output of block l is the input of block l + 1; the last block writes y_final.
+static float *block_output(Model *m, int layer) {
+    return layer + 1 < m->cfg.n_layers ? m->acts[layer + 1].x : m->y_final;
+}
+
+void model_forward(Model *m, const ForwardArgs *args) {
+    const Ops *ops = m->ops;
+    const ModelConfig *c = &m->cfg;
+    const int N = m->B * m->T, H = c->d_model, V = c->vocab_size;
+    m->last = *args;
+    ops->zero(m->losses, 3 * sizeof(float));
+    ops->gather_rows(m->embed_out, m->p.embed, args->tokens, N, H, 0);
+    for (int l = 0; l < c->n_layers; l++) {
+        block_mix_forward(m, l, args);
+        block_memory_forward(m, l, args, block_output(m, l));
+    }
+    ops->rmsnorm_forward(m->yn, m->rstd_f, m->y_final, m->p.norm_f, N, H);
+    ops->linear_forward(m->logits, m->yn, m->p.lm_head, NULL, N, H, V);
+    if (args->targets)
+        ops->cross_entropy_forward(m->losses, m->logits, args->targets, args->token_scale, N, V);
+}
+
+// The backward of the head turns logits into dlogits in place, so it runs once per forward.
+void model_backward(Model *m) {
+    const Ops *ops = m->ops;
+    const ModelConfig *c = &m->cfg;
+    const int N = m->B * m->T, H = c->d_model, V = c->vocab_size;
+    const ForwardArgs *args = &m->last;
+    if (args->targets == NULL)
+        hs_fatal("model_backward: the last forward had no targets, so there is no loss");
+    int32_t *positions;
+    BlockGrads g;
+    Carver cv = {(char *)m->scratch, 0};
+    carve_scratch(m, &cv, &positions, &g);
+
+    ops->cross_entropy_backward(m->logits, m->logits, args->targets, args->token_scale, N, V);
+    ops->zero(g.dh, (size_t)N * H * sizeof(float)); // here: d RMSNorm(y; norm_f)
+    ops->linear_backward(g.dh, m->g.lm_head, NULL, m->logits, m->yn, m->p.lm_head, N, H, V);
+    ops->zero(g.dy, (size_t)N * H * sizeof(float));
+    ops->rmsnorm_backward(g.dy, m->g.norm_f, g.dh, m->y_final, m->p.norm_f, m->rstd_f, N, H);
+    for (int l = c->n_layers - 1; l >= 0; l--) {
+        block_memory_backward(m, l, &g); // dy -> dh
+        block_mix_backward(m, l, &g);    // dh -> dx
+        float *next_dy = g.dx;           // the input gradient feeds the block below
+        g.dx = g.dy;
+        g.dy = next_dy;
+    }
+    ops->scatter_add_rows(m->g.embed, g.dy, args->tokens, N, H, 0);
+}
