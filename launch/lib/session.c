@@ -226,6 +226,26 @@ void session_resolve_config(Session *s, int from_checkpoint) {
 
 void session_build_model(Session *s, int B) {
     model_build(&s->model, &s->cfg, s->ops, s->comm, B, s->cfg.seq_len);
+    s->model_built = 1;
+}
+
+void session_load_checkpoint(Session *s, float *m_host, float *v_host, CheckpointState *state,
+                             int64_t *optim_step) {
+    size_t n = s->model.layout.n_local;
+    float *params = hs_malloc(n * sizeof(float));
+    float *m = m_host ? m_host : hs_malloc(n * sizeof(float));
+    float *v = v_host ? v_host : hs_malloc(n * sizeof(float));
+    char err[1024];
+    if (checkpoint_load(MPI_COMM_WORLD, s->ckpt_path, &s->cfg, &s->model.layout, params, m, v, NULL,
+                        state, optim_step, err, sizeof(err)) != 0)
+        hs_fatal("cannot resume from checkpoint %s: %s", s->ckpt_path, err);
+    s->ops->copy_from_host(s->model.params, params, n * sizeof(float));
+    s->ops->synchronize();
+    if (!m_host)
+        free(m);
+    if (!v_host)
+        free(v);
+    free(params);
 }
 
 void session_open_data(Session *s, uint64_t seed) {
@@ -233,6 +253,7 @@ void session_open_data(Session *s, uint64_t seed) {
     if (data_open(&s->data, s->opt.data, s->cfg.seq_len, s->cfg.vocab_size, seed, NULL, err,
                   sizeof(err)) != 0)
         hs_fatal("--data %s: %s", s->opt.data, err);
+    s->data_opened = 1;
 }
 
 // ---- the configuration table ----------------------------------------------------------------
@@ -308,8 +329,10 @@ void session_print_config(const Session *s, int accum_steps) {
 }
 
 void session_close(Session *s) {
-    data_close(&s->data);
-    model_free(&s->model);
+    if (s->data_opened)
+        data_close(&s->data);
+    if (s->model_built)
+        model_free(&s->model);
     comm_destroy(s->comm);
     s->ops->shutdown();
 }

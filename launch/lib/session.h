@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "dist/comm.h"
+#include "io/checkpoint.h"
 #include "io/data.h"
 #include "kernels/ops.h"
 #include "launch/lib/options.h"
@@ -27,6 +28,7 @@ typedef struct Session {
     ModelConfig cfg;
     Model model;
     DataSource data;
+    int model_built, data_opened; // what session_close must free
 } Session;
 
 // Exit codes. A usage error (bad flag, impossible combination) is reported on rank 0 and
@@ -50,6 +52,12 @@ void session_resolve_config(Session *s, int from_checkpoint);
 
 // Build the model for micro-batches of B sequences (T = cfg.seq_len).
 void session_build_model(Session *s, int B);
+
+// Load s->ckpt_path into the model's parameters (every rank its own rows). m_host, v_host:
+// host [layout.n_local] buffers for the AdamW moments, or NULL to discard them. state and
+// optim_step may be NULL. A bad file is a fatal error naming it.
+void session_load_checkpoint(Session *s, float *m_host, float *v_host, CheckpointState *state,
+                             int64_t *optim_step);
 
 // Open the data source with cfg's T and V and `seed` (the run's seed drives the tasks).
 void session_open_data(Session *s, uint64_t seed);
