@@ -1,9 +1,11 @@
-// Every collective of dist/comm.h over MPI on the cpu backend, with known-answer data, at
-// whatever world size mpirun gives. Exits 1 with a message naming the collective, the rank
-// and the first wrong element on any mismatch.
+// Every collective of dist/comm.h over MPI, with known-answer data, at whatever world size
+// mpirun gives. The data is prepared on the host and moved to buffers of the backend, so on
+// the cuda backend the MPI path's host staging is what is tested. Exits 1 with a message
+// naming the collective, the rank and the first wrong element on any mismatch.
 //
-//   prog_comm            run every check
-//   prog_comm nccl       ask for a NCCL communicator (the CPU-only build must refuse it)
+//   prog_comm            every check on the cpu backend
+//   prog_comm cuda       every check on the cuda backend (exit 77 where there is none)
+//   prog_comm nccl       ask for a NCCL communicator on the cpu backend (must be refused)
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +18,22 @@
 
 static int failures = 0;
 static int rank, world;
+static const Ops *ops; // the backend whose buffers the collectives get
+
+// A backend buffer holding a copy of host[bytes].
+static void *on_backend(const void *host, size_t bytes) {
+    void *buf = ops->alloc(bytes ? bytes : 1);
+    if (bytes)
+        ops->copy_from_host(buf, host, bytes);
+    return buf;
+}
+
+// host[bytes] = the backend buffer's contents, and the buffer is freed.
+static void back_to_host(void *host, void *buf, size_t bytes) {
+    if (bytes)
+        ops->copy_to_host(host, buf, bytes);
+    ops->free(buf);
+}
 
 static void fail(const char *what, size_t index, double got, double expected) {
     fprintf(stderr, "prog_comm: rank %d of %d: %s: element %zu is %.17g, expected %.17g\n", rank,
@@ -28,7 +46,10 @@ static void check_allreduce(Comm *comm) {
     float *buf = hs_malloc(n * sizeof(float));
     for (size_t i = 0; i < n; i++)
         buf[i] = (float)rank + 0.5f * (float)i; // small halves: every sum is exact
-    comm_allreduce_sum(comm, buf, n);
+    float *dev = on_backend(buf, n * sizeof(float));
+    comm_allreduce_sum(comm, dev, n);
+    comm_allreduce_sum(comm, dev, 0); // an empty reduction is allowed and changes nothing
+    back_to_host(buf, dev, n * sizeof(float));
     for (size_t i = 0; i < n; i++) {
         double expected = world * (world - 1) / 2.0 + world * 0.5 * (double)i;
         if (buf[i] != expected) {
@@ -36,7 +57,6 @@ static void check_allreduce(Comm *comm) {
             break;
         }
     }
-    comm_allreduce_sum(comm, buf, 0); // an empty reduction is allowed
     free(buf);
 }
 
@@ -46,7 +66,11 @@ static void check_allgather(Comm *comm, size_t bytes) {
     unsigned char *recv = hs_malloc(bytes * world);
     for (size_t b = 0; b < bytes; b++)
         send[b] = (unsigned char)(rank * 31 + b);
-    comm_allgather(comm, send, recv, bytes);
+    void *dev_send = on_backend(send, bytes);
+    void *dev_recv = on_backend(recv, bytes * world);
+    comm_allgather(comm, dev_send, dev_recv, bytes);
+    ops->free(dev_send);
+    back_to_host(recv, dev_recv, bytes * world);
     for (int r = 0; r < world; r++)
         for (size_t b = 0; b < bytes; b++) {
             unsigned char expected = (unsigned char)(r * 31 + b);
@@ -67,7 +91,11 @@ static void check_reduce_scatter(Comm *comm) {
     for (int j = 0; j < world; j++)
         for (size_t i = 0; i < n; i++)
             send[j * n + i] = (float)(rank * 100 + j * 10) + (float)i;
-    comm_reduce_scatter_sum(comm, send, recv, n);
+    float *dev_send = on_backend(send, n * world * sizeof(float));
+    float *dev_recv = on_backend(recv, n * sizeof(float));
+    comm_reduce_scatter_sum(comm, dev_send, dev_recv, n);
+    ops->free(dev_send);
+    back_to_host(recv, dev_recv, n * sizeof(float));
     for (size_t i = 0; i < n; i++) {
         // sum over r of (100 r + 10 rank + i)
         double expected = 100.0 * world * (world - 1) / 2.0 + world * (10.0 * rank + (double)i);
@@ -87,7 +115,11 @@ static void check_alltoall(Comm *comm) {
     for (int j = 0; j < world; j++)
         for (size_t k = 0; k < ints; k++)
             send[j * ints + k] = rank * 10000 + j * 100 + (int32_t)k; // from rank to j
-    comm_alltoall(comm, send, recv, bytes);
+    void *dev_send = on_backend(send, bytes * world);
+    void *dev_recv = on_backend(recv, bytes * world);
+    comm_alltoall(comm, dev_send, dev_recv, bytes);
+    ops->free(dev_send);
+    back_to_host(recv, dev_recv, bytes * world);
     for (int i = 0; i < world; i++)
         for (size_t k = 0; k < ints; k++) {
             int32_t expected = i * 10000 + rank * 100 + (int32_t)k;
@@ -135,7 +167,11 @@ static void check_alltoallv(Comm *comm) {
     for (int j = 0; j < world; j++)
         for (size_t k = 0; k < pair_count(rank, j); k++)
             send[send_displs[j] / sizeof(int32_t) + k] = rank * 10000 + j * 100 + (int32_t)k;
-    comm_alltoallv(comm, send, send_counts, send_displs, recv, recv_counts, recv_displs);
+    void *dev_send = on_backend(send, send_total);
+    void *dev_recv = on_backend(recv, recv_total);
+    comm_alltoallv(comm, dev_send, send_counts, send_displs, dev_recv, recv_counts, recv_displs);
+    ops->free(dev_send);
+    back_to_host(recv, dev_recv, recv_total);
     for (int i = 0; i < world; i++)
         for (size_t k = 0; k < pair_count(i, rank); k++) {
             size_t e = recv_displs[i] / sizeof(int32_t) + k;
@@ -160,7 +196,9 @@ static void check_broadcast(Comm *comm) {
     unsigned char buf[37];
     for (size_t b = 0; b < bytes; b++)
         buf[b] = (unsigned char)(rank == root ? 200 - b : 0);
-    comm_broadcast(comm, buf, bytes, root);
+    void *dev = on_backend(buf, bytes);
+    comm_broadcast(comm, dev, bytes, root);
+    back_to_host(buf, dev, bytes);
     for (size_t b = 0; b < bytes; b++)
         if (buf[b] != (unsigned char)(200 - b)) {
             fail("comm_broadcast", b, buf[b], 200 - b);
@@ -218,7 +256,9 @@ static void check_grad_norm(Comm *comm) {
     // Every rank holds a partial dense gradient of 1 per element: after the sum over ranks
     // each element is `world`. Shard elements are rank + 1.
     float grads[5] = {1, 1, 1, (float)(rank + 1), (float)(rank + 1)};
-    grads_allreduce(comm, grads, layout.n_dense);
+    float *dev_grads = on_backend(grads, sizeof(grads));
+    grads_allreduce(comm, dev_grads, layout.n_dense);
+    ops->copy_to_host(grads, dev_grads, sizeof(grads));
     for (int i = 0; i < 3; i++)
         if (grads[i] != world)
             fail("grads_allreduce", i, grads[i], world);
@@ -226,8 +266,9 @@ static void check_grad_norm(Comm *comm) {
         fail("grads_allreduce touched the shard span", 3, grads[3], rank + 1);
     OptimConfig cfg = optim_config_default();
     Optimizer opt;
-    optimizer_init(&opt, &cfg, ops_cpu(), &layout);
-    double norm = optimizer_grad_norm(&opt, grads, comm);
+    optimizer_init(&opt, &cfg, ops, &layout);
+    double norm = optimizer_grad_norm(&opt, dev_grads, comm);
+    ops->free(dev_grads);
     double shard = 0;
     for (int r = 1; r <= world; r++)
         shard += 2.0 * r * r;
@@ -248,13 +289,25 @@ int main(int argc, char **argv) {
                 info.local_world, info.world);
         failures++;
     }
-    if (argc > 1 && strcmp(argv[1], "nccl") == 0) {
+    const char *mode = argc > 1 ? argv[1] : "cpu";
+    ops = ops_cpu();
+    if (strcmp(mode, "cuda") == 0) {
+        ops = ops_cuda();
+        if (!ops) {
+            if (rank == 0)
+                printf("prog_comm: no cuda backend or no GPU here: skipped\n");
+            dist_finalize();
+            return 77;
+        }
+        ops->init(info.local_rank % ops_cuda_device_count());
+    }
+    if (strcmp(mode, "nccl") == 0) {
         Comm *nccl = comm_create(COMM_NCCL, ops_cpu()); // must end the job with a message
         comm_destroy(nccl);
         dist_finalize();
         return 0;
     }
-    Comm *comm = comm_create(COMM_MPI, ops_cpu());
+    Comm *comm = comm_create(COMM_MPI, ops);
     if (comm_rank(comm) != rank || comm_world(comm) != world) {
         fprintf(stderr, "prog_comm: comm says rank %d of %d, MPI says %d of %d\n", comm_rank(comm),
                 comm_world(comm), rank, world);
@@ -276,7 +329,7 @@ int main(int argc, char **argv) {
     comm_host_sum_f64(comm, &total_failures, 1);
     comm_destroy(comm);
     if (rank == 0)
-        printf("prog_comm: world %d: %s (%g failures)\n", world,
+        printf("prog_comm: %s backend, world %d: %s (%g failures)\n", ops->name, world,
                total_failures == 0 ? "all collectives correct" : "FAILED", total_failures);
     dist_finalize();
     return total_failures == 0 ? 0 : 1;

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Every collective of dist/comm.h at 1, 2 and 4 ranks with known-answer data (prog_comm),
+# on the cuda backend too where a GPU is present,
 # and the clear refusal of --comm nccl in a build without CUDA.
 set -u
 source "${HSPMN_SRC:?}/tests/mpi/run_mpi.sh"
@@ -12,6 +13,14 @@ for np in 1 2 4; do
         exit 1
     fi
 done
+
+# On the cuda backend (device buffers staged through the host); 77 = no GPU here.
+run_mpi 2 "$prog" cuda
+rc=$?
+if [ "$rc" -ne 0 ] && [ "$rc" -ne 77 ]; then
+    echo "test_comm: FAILED on the cuda backend at -np 2"
+    exit 1
+fi
 
 # Without CUDA, a NCCL communicator is a fatal error that says why.
 # (A CUDA build defines comm_nccl_create in the library.)
