@@ -8,7 +8,9 @@
 // of the sums differs). Two layers with different pointers check that each layer keeps its
 // own routing.
 //
-//   prog_slot_exchange                 the checks above
+//   prog_slot_exchange                 the checks above on the cpu backend
+//   prog_slot_exchange cuda            the same with the exchange on the cuda backend (device
+//                                      buffers, MPI staged through the host); 77: no GPU
 //   prog_slot_exchange bad-slots S     slot_exchange_create with S slots (must fail clearly
 //                                      when the world does not divide S)
 //   prog_slot_exchange bad-layout S    param_layout_build of the tiny model with S slots
@@ -28,6 +30,53 @@ enum { N = 7, R = 8, H = 12, K = 4, S = 64, LAYERS = 2 };
 
 static int rank, world;
 static int failures = 0;
+static const Ops *ops; // the backend the exchange runs on; the checks run on the host
+
+// slot_exchange_forward on backend copies of the host inputs, the outputs back on the host.
+// keys [rows, R], values [rows, H] host.
+static void forward_on_backend(SlotExchange *x, int layer, const float *p, const float *keys,
+                               const float *values, int rows, float *top_s, int32_t *top_i,
+                               float *krows, float *vrows) {
+    size_t nk = (size_t)N * K;
+    float *d_p = ops->alloc((size_t)N * R * sizeof(float));
+    float *d_keys = ops->alloc((size_t)rows * R * sizeof(float));
+    float *d_values = ops->alloc((size_t)rows * H * sizeof(float));
+    float *d_top_s = ops->alloc(nk * sizeof(float));
+    int32_t *d_top_i = ops->alloc(nk * sizeof(int32_t));
+    float *d_krows = ops->alloc(nk * R * sizeof(float));
+    float *d_vrows = ops->alloc(nk * H * sizeof(float));
+    ops->copy_from_host(d_p, p, (size_t)N * R * sizeof(float));
+    ops->copy_from_host(d_keys, keys, (size_t)rows * R * sizeof(float));
+    ops->copy_from_host(d_values, values, (size_t)rows * H * sizeof(float));
+    slot_exchange_forward(x, layer, d_p, d_keys, d_values, d_top_s, d_top_i, d_krows, d_vrows);
+    ops->copy_to_host(top_s, d_top_s, nk * sizeof(float));
+    ops->copy_to_host(top_i, d_top_i, nk * sizeof(int32_t));
+    ops->copy_to_host(krows, d_krows, nk * R * sizeof(float));
+    ops->copy_to_host(vrows, d_vrows, nk * H * sizeof(float));
+    void *all[] = {d_p, d_keys, d_values, d_top_s, d_top_i, d_krows, d_vrows};
+    for (int i = 0; i < 7; i++)
+        ops->free(all[i]);
+}
+
+// slot_exchange_backward on backend copies; dkeys [rows, R], dvalues [rows, H] host, added to.
+static void backward_on_backend(SlotExchange *x, int layer, const float *dkrows,
+                                const float *dvrows, float *dkeys, float *dvalues, int rows) {
+    size_t nk = (size_t)N * K;
+    float *d_dkrows = ops->alloc(nk * R * sizeof(float));
+    float *d_dvrows = ops->alloc(nk * H * sizeof(float));
+    float *d_dkeys = ops->alloc((size_t)rows * R * sizeof(float));
+    float *d_dvalues = ops->alloc((size_t)rows * H * sizeof(float));
+    ops->copy_from_host(d_dkrows, dkrows, nk * R * sizeof(float));
+    ops->copy_from_host(d_dvrows, dvrows, nk * H * sizeof(float));
+    ops->copy_from_host(d_dkeys, dkeys, (size_t)rows * R * sizeof(float));
+    ops->copy_from_host(d_dvalues, dvalues, (size_t)rows * H * sizeof(float));
+    slot_exchange_backward(x, layer, d_dkrows, d_dvrows, d_dkeys, d_dvalues);
+    ops->copy_to_host(dkeys, d_dkeys, (size_t)rows * R * sizeof(float));
+    ops->copy_to_host(dvalues, d_dvalues, (size_t)rows * H * sizeof(float));
+    void *all[] = {d_dkrows, d_dvrows, d_dkeys, d_dvalues};
+    for (int i = 0; i < 4; i++)
+        ops->free(all[i]);
+}
 
 // Bitwise comparison of two buffers of `count` elements of `size` bytes.
 static void expect_identical(const char *what, int layer, const void *got, const void *want,
@@ -72,8 +121,8 @@ static void build_pointers(int layer, float *p) {
     memset(p + (size_t)(N - 1) * R, 0, R * sizeof(float));
 }
 
-static void run_checks(Comm *comm) {
-    const Ops *ops = ops_cpu();
+// comm: the exchange's communicator (on `ops`); host_comm: a cpu one for the checks.
+static void run_checks(Comm *comm, Comm *host_comm) {
     int rows = S / world, first = rank * rows;
     float *keys = hs_malloc((size_t)LAYERS * S * R * sizeof(float));   // [L, S, R]
     float *values = hs_malloc((size_t)LAYERS * S * H * sizeof(float)); // [L, S, H]
@@ -98,11 +147,11 @@ static void run_checks(Comm *comm) {
     for (int l = 0; l < LAYERS; l++) {
         const float *k_l = keys + (size_t)l * S * R, *v_l = values + (size_t)l * S * H;
         const float *p_l = p + (size_t)l * N * R;
-        slot_exchange_forward(dist, l, p_l, k_l + (size_t)first * R, v_l + (size_t)first * H,
-                              top_s_d + l * nk, top_i_d + l * nk, krows_d + l * nk * R,
-                              vrows_d + l * nk * H);
-        slot_exchange_forward(single, l, p_l, k_l, v_l, top_s_s + l * nk, top_i_s + l * nk,
-                              krows_s + l * nk * R, vrows_s + l * nk * H);
+        forward_on_backend(dist, l, p_l, k_l + (size_t)first * R, v_l + (size_t)first * H, rows,
+                           top_s_d + l * nk, top_i_d + l * nk, krows_d + l * nk * R,
+                           vrows_d + l * nk * H);
+        forward_on_backend(single, l, p_l, k_l, v_l, S, top_s_s + l * nk, top_i_s + l * nk,
+                           krows_s + l * nk * R, vrows_s + l * nk * H);
     }
     for (int l = 0; l < LAYERS; l++) {
         expect_identical("top_s", l, top_s_d + l * nk, top_s_s + l * nk, nk, sizeof(float));
@@ -140,17 +189,18 @@ static void run_checks(Comm *comm) {
             dvalues_shard[i] = 0.25f;
         memset(dkeys_full, 0, (size_t)S * R * sizeof(float));
         memset(dvalues_full, 0, (size_t)S * H * sizeof(float));
-        slot_exchange_backward(dist, l, dkrows, dvrows, dkeys_shard, dvalues_shard);
-        slot_exchange_backward(single, l, dkrows, dvrows, dkeys_full, dvalues_full);
+        backward_on_backend(dist, l, dkrows, dvrows, dkeys_shard, dvalues_shard, rows);
+        backward_on_backend(single, l, dkrows, dvrows, dkeys_full, dvalues_full, S);
         // Expected: 0.25 + the sum over ranks of each rank's single-rank gradient.
-        comm_allreduce_sum(comm, dkeys_full, (size_t)S * R);
-        comm_allreduce_sum(comm, dvalues_full, (size_t)S * H);
+        comm_allreduce_sum(host_comm, dkeys_full, (size_t)S * R);
+        comm_allreduce_sum(host_comm, dvalues_full, (size_t)S * H);
         for (int i = 0; i < S * R; i++)
             dkeys_full[i] += 0.25f;
         for (int i = 0; i < S * H; i++)
             dvalues_full[i] += 0.25f;
-        comm_allgather(comm, dkeys_shard, dkeys_gathered, (size_t)rows * R * sizeof(float));
-        comm_allgather(comm, dvalues_shard, dvalues_gathered, (size_t)rows * H * sizeof(float));
+        comm_allgather(host_comm, dkeys_shard, dkeys_gathered, (size_t)rows * R * sizeof(float));
+        comm_allgather(host_comm, dvalues_shard, dvalues_gathered,
+                       (size_t)rows * H * sizeof(float));
         expect_close("dkeys", l, dkeys_gathered, dkeys_full, (size_t)S * R);
         expect_close("dvalues", l, dvalues_gathered, dvalues_full, (size_t)S * H);
     }
@@ -159,7 +209,7 @@ static void run_checks(Comm *comm) {
     double sent, received;
     slot_exchange_bytes(dist, &sent, &received);
     double totals[2] = {sent, received};
-    comm_host_sum_f64(comm, totals, 2);
+    comm_host_sum_f64(host_comm, totals, 2);
     if (world == 1 && (sent != 0 || received != 0)) {
         fprintf(stderr, "prog_slot_exchange: one rank moved %g/%g bytes\n", sent, received);
         failures++;
@@ -184,7 +234,19 @@ int main(int argc, char **argv) {
     dist_init(&argc, &argv, &info);
     rank = info.rank;
     world = info.world;
+    ops = ops_cpu();
+    if (argc == 2 && strcmp(argv[1], "cuda") == 0) {
+        ops = ops_cuda();
+        if (!ops) {
+            if (rank == 0)
+                printf("prog_slot_exchange: no cuda backend or no GPU here: skipped\n");
+            dist_finalize();
+            return 77;
+        }
+        ops->init(info.local_rank % ops_cuda_device_count());
+    }
     Comm *comm = comm_create(COMM_MPI, ops_cpu());
+    Comm *exchange_comm = ops == ops_cpu() ? comm : comm_create(COMM_MPI, ops);
     if (argc == 3 && strcmp(argv[1], "bad-slots") == 0) {
         SlotExchange *x = slot_exchange_create(comm, ops_cpu(), N, R, H, K, atoi(argv[2]), 1);
         slot_exchange_destroy(x);
@@ -194,16 +256,18 @@ int main(int argc, char **argv) {
         ParamLayout layout;
         param_layout_build(&layout, &cfg, rank, world);
         param_layout_free(&layout);
-    } else if (argc == 1) {
-        run_checks(comm);
+    } else if (argc == 1 || (argc == 2 && strcmp(argv[1], "cuda") == 0)) {
+        run_checks(exchange_comm, comm);
     } else {
         hs_fatal("usage: prog_slot_exchange [bad-slots S | bad-layout S]");
     }
     double total_failures = failures;
     comm_host_sum_f64(comm, &total_failures, 1);
+    if (exchange_comm != comm)
+        comm_destroy(exchange_comm);
     comm_destroy(comm);
     if (rank == 0)
-        printf("prog_slot_exchange: world %d: %s\n", world,
+        printf("prog_slot_exchange: %s backend, world %d: %s\n", ops->name, world,
                total_failures == 0 ? "distributed exchange equals the single-rank one" : "FAILED");
     dist_finalize();
     return total_failures == 0 ? 0 : 1;

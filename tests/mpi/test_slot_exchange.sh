@@ -14,6 +14,14 @@ for np in 1 2 4; do
     fi
 done
 
+# On the cuda backend (device buffers, MPI staged through the host); 77 = no GPU here.
+run_mpi 2 "$prog" cuda
+rc=$?
+if [ "$rc" -ne 0 ] && [ "$rc" -ne 77 ]; then
+    echo "test_slot_exchange: FAILED on the cuda backend at -np 2"
+    exit 1
+fi
+
 # 66 slots over 4 ranks: both the exchange and the parameter layout must refuse, clearly.
 for mode in bad-slots bad-layout; do
     out=$(run_mpi 4 "$prog" "$mode" 66 2>&1)
