@@ -23,7 +23,7 @@ float test_uniform(TestRng *rng) {
 float test_normal(TestRng *rng) {
     double u1 = ((splitmix64(rng) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
     double u2 = (splitmix64(rng) >> 11) * (1.0 / 9007199254740992.0);
-    return (float)(sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2));
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
 }
 
 void test_fill_normal(TestRng *rng, float *x, size_t n, float std) {
