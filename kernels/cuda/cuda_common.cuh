@@ -1,0 +1,176 @@
+// Internal header of the cuda backend: error checking, the backend's stream, cuBLAS handle
+// and scratch workspace, warp/block reductions, and the host entry points of every op
+// (each defined in the .cu file of its concern; kernels/cuda/cuda_ops.cu puts them in the
+// op table). fp32 everywhere in this first version: the kernels take `float` buffers and
+// accumulate in fp32, so a bf16 variant can later be added beside each entry point.
+#pragma once
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <stddef.h>
+#include <stdint.h>
+
+extern "C" {
+#include "kernels/ops.h"
+}
+#include "kernels/cuda/cuda_backend.h"
+
+// The fatal-error function of kernels/error.h. That header is C11 (it spells the attribute
+// _Noreturn, which C++ does not know), so the .cu files declare the same C function here
+// with the C++ spelling of the attribute.
+extern "C" [[noreturn]] void hs_fatal_at(const char *file, int line, const char *fmt, ...);
+
+static inline void cuda_check_at(const char *file, int line, cudaError_t err, const char *what) {
+    if (err != cudaSuccess)
+        hs_fatal_at(file, line, "%s failed: %s (%s)", what, cudaGetErrorString(err),
+                    cudaGetErrorName(err));
+}
+static inline void cublas_check_at(const char *file, int line, cublasStatus_t status,
+                                   const char *what) {
+    if (status != CUBLAS_STATUS_SUCCESS)
+        hs_fatal_at(file, line, "%s failed: %s (%s)", what, cublasGetStatusString(status),
+                    cublasGetStatusName(status));
+}
+#define CUDA_CHECK(call)   cuda_check_at(__FILE__, __LINE__, (call), #call)
+#define CUBLAS_CHECK(call) cublas_check_at(__FILE__, __LINE__, (call), #call)
+// After every kernel launch: a bad launch configuration is reported where it happened.
+#define CUDA_CHECK_LAUNCH(kernel_name)                                                             \
+    cuda_check_at(__FILE__, __LINE__, cudaGetLastError(), "launch of " kernel_name)
+
+// ---- backend state (kernels/cuda/cuda_backend.cu) -----------------------------------------
+cudaStream_t cuda_stream(void);
+cublasHandle_t cuda_cublas(void);
+// A device scratch buffer of at least `bytes`, owned by the backend and reused by every op.
+// Ops run in order on the one stream, so an op may use it freely until it returns; it must
+// not hold on to it. Growing it synchronizes the stream.
+void *cuda_workspace(size_t bytes);
+
+// Grid size for a grid-stride loop over n elements (capped; the loops cover the rest).
+static inline int cuda_grid(size_t n, int threads) {
+    size_t blocks = (n + (size_t)threads - 1) / (size_t)threads;
+    if (blocks > 65535u * 8u)
+        blocks = 65535u * 8u;
+    return blocks == 0 ? 1 : (int)blocks;
+}
+
+// ---- reductions (deterministic: a fixed tree for a given blockDim) -------------------------
+__device__ inline float warp_sum(float v) {
+    for (int offset = 16; offset > 0; offset >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, offset);
+    return v;
+}
+__device__ inline float warp_max(float v) {
+    for (int offset = 16; offset > 0; offset >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    return v;
+}
+// Every thread of the block gets the sum. blockDim.x must be a multiple of 32.
+__device__ inline float block_sum(float v) {
+    __shared__ float partial[32];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads(); // an earlier call may still be reading `partial`
+    if (lane == 0)
+        partial[warp] = v;
+    __syncthreads();
+    v = lane < n_warps ? partial[lane] : 0.0f;
+    return warp_sum(v);
+}
+__device__ inline float block_max(float v) {
+    __shared__ float partial[32];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0)
+        partial[warp] = v;
+    __syncthreads();
+    v = lane < n_warps ? partial[lane] : -INFINITY;
+    return warp_max(v);
+}
+
+// loss[0] += scale * sum(values[0..n)), summed in double by one block in a fixed order:
+// how every loss op stays deterministic (no float atomics on the loss).
+void cuda_add_scaled_sum(float *loss, const float *values, int n, float scale);
+// out[c] += sum_n a[n, c] * (b ? b[n, c] : 1) * (row_scale ? row_scale[n] : 1), deterministic.
+// out [C]; a, b [N, C]; row_scale [N]
+void cuda_column_sum(float *out, const float *a, const float *b, const float *row_scale, int N,
+                     int C);
+
+// ---- the ops (signatures of kernels/ops.h) --------------------------------------------------
+// cuda_backend.cu
+void cuda_init(int device);
+void cuda_shutdown(void);
+void *cuda_alloc(size_t bytes);
+void cuda_free(void *ptr);
+void cuda_zero(void *ptr, size_t bytes);
+void cuda_copy_to_host(void *host_dst, const void *src, size_t bytes);
+void cuda_copy_from_host(void *dst, const void *host_src, size_t bytes);
+void cuda_copy(void *dst, const void *src, size_t bytes);
+void cuda_synchronize(void);
+// cuda_elementwise.cu
+void cuda_gather_rows(float *out, const float *table, const int32_t *idx, int M, int D,
+                      int row_offset);
+void cuda_scatter_add_rows(float *dtable, const float *drows, const int32_t *idx, int M, int D,
+                           int row_offset);
+void cuda_add(float *out, const float *a, const float *b, size_t n);
+void cuda_axpy(float *y, float alpha, const float *x, size_t n);
+void cuda_scale(float *x, float alpha, size_t n);
+void cuda_gelu_forward(float *out, const float *x, size_t n);
+void cuda_gelu_backward(float *dx, const float *dout, const float *x, size_t n);
+// cuda_rmsnorm.cu
+void cuda_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N, int H);
+void cuda_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
+                           const float *rstd, int N, int H);
+// cuda_linear.cu
+void cuda_linear_forward(float *out, const float *x, const float *w, const float *b, int N, int I,
+                         int O);
+void cuda_linear_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
+                          const float *w, int N, int I, int O);
+// cuda_conv.cu
+void cuda_conv_forward(float *out, const float *x, const float *w, const float *bias, int B, int T,
+                       int H, int Kc);
+void cuda_conv_backward(float *dx, float *dw, float *dbias, const float *dout, const float *x,
+                        const float *w, int B, int T, int H, int Kc);
+// cuda_router.cu
+void cuda_gumbel_noise(float *out, uint64_t seed, uint32_t step, uint32_t layer,
+                       uint32_t seq_offset, int B, int T);
+void cuda_select_topn(int32_t *sel, const float *z, int B, int T, int n_sel);
+void cuda_select_threshold(int32_t *sel, int32_t *count, const float *r, int N);
+// cuda_rope.cu
+void cuda_rope_forward(float *x, const int32_t *pos, int M, int nheads, int hd, float theta);
+void cuda_rope_backward(float *dx, const int32_t *pos, int M, int nheads, int hd, float theta);
+// cuda_attention.cu
+void cuda_attention_forward(float *o, float *lse, const float *q, const float *k, const float *v,
+                            const int32_t *qpos, int B, int T, int Mq, int nh, int nkv, int hd);
+void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                             const float *k, const float *v, const float *o, const float *lse,
+                             const int32_t *qpos, int B, int T, int Mq, int nh, int nkv, int hd);
+// cuda_gate.cu
+void cuda_gated_scatter_add(float *h, const float *y, const float *r, const int32_t *idx, int M,
+                            int H);
+void cuda_gated_scatter_add_backward(float *dy, float *dr, const float *dh, const float *y,
+                                     const float *r, const int32_t *idx, int M, int H);
+// cuda_slot_memory.cu
+void cuda_slot_topk(float *top_s, int32_t *top_i, const float *p, const float *keys, int N, int R,
+                    int rows, int row_offset, int K);
+void cuda_slot_topk_merge(float *top_s, int32_t *top_i, const float *cand_s, const int32_t *cand_i,
+                          int P, int N, int K);
+void cuda_slot_read_forward(float *y, float *w, float *loss, const float *h, const float *top_s,
+                            const float *vrows, float scale, int N, int K, int H);
+void cuda_slot_read_backward(float *dh, float *ds, float *dvrows, const float *dy, const float *w,
+                             const float *vrows, float scale, int N, int K, int H);
+void cuda_slot_score_backward(float *dp, float *dkrows, const float *ds, const float *p,
+                              const float *krows, int N, int K, int R);
+// cuda_loss.cu
+void cuda_cross_entropy_forward(float *loss, const float *logits, const int32_t *targets,
+                                float scale, int N, int V);
+void cuda_cross_entropy_backward(float *dlogits, const float *logits, const int32_t *targets,
+                                 float scale, int N, int V);
+void cuda_route_loss_forward(float *loss, const float *r, const int32_t *sel, float rho,
+                             float token_scale, float seq_scale, int B, int T, int n_sel);
+void cuda_route_loss_backward(float *dr, const float *r, const int32_t *sel, float rho,
+                              float token_scale, float seq_scale, int B, int T, int n_sel);
+// cuda_optim.cu
+void cuda_sum_squares(float *out, const float *x, size_t n);
+void cuda_adamw_update(float *param, const float *grad, float *m, float *v, size_t n, float lr,
+                       float beta1, float beta2, float eps, float weight_decay, float grad_scale,
+                       int t);
