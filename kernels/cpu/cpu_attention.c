@@ -28,7 +28,7 @@ void cpu_attention_forward(float *o, float *lse, const float *q, const float *k,
     check_shapes("attention_forward", T, nh, nkv, qpos, B * Mq);
     const int group = nh / nkv; // query heads per kv head
     const double scale = 1.0 / sqrt((double)hd);
-#pragma omp parallel
+#pragma omp parallel if (cpu_worth_threads((double)B * Mq * nh * (T / 2 + 1) * hd))
     {
         double *scores = hs_malloc((size_t)T * sizeof(double)); // [T] one query's logits
         double *acc = hs_malloc((size_t)hd * sizeof(double));   // [hd] one output row
@@ -79,7 +79,7 @@ void cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, 
     check_shapes("attention_backward", T, nh, nkv, qpos, B * Mq);
     const int group = nh / nkv;
     const double scale = 1.0 / sqrt((double)hd);
-#pragma omp parallel
+#pragma omp parallel if (cpu_worth_threads((double)B * Mq * nh * (T / 2 + 1) * hd))
     {
         double *prob = hs_malloc((size_t)T * sizeof(double));  // [T] P_s of one query
         double *dprob = hs_malloc((size_t)T * sizeof(double)); // [T] dP_s of one query

@@ -8,7 +8,7 @@
 
 void cpu_conv_forward(float *out, const float *x, const float *w, const float *bias, int B, int T,
                       int H, int Kc) {
-#pragma omp parallel for
+#pragma omp parallel for if (cpu_worth_threads((double)B * T * H * Kc))
     for (int bt = 0; bt < B * T; bt++) {
         int b = bt / T, t = bt % T;
         float *orow = out + (size_t)bt * H; // [H]
@@ -29,7 +29,7 @@ void cpu_conv_forward(float *out, const float *x, const float *w, const float *b
 void cpu_conv_backward(float *dx, float *dw, float *dbias, const float *dout, const float *x,
                        const float *w, int B, int T, int H, int Kc) {
     if (dx) {
-#pragma omp parallel for
+#pragma omp parallel for if (cpu_worth_threads((double)B * T * H * Kc))
         for (int bs = 0; bs < B * T; bs++) {
             int b = bs / T, s = bs % T;
             float *dxrow = dx + (size_t)bs * H; // [H]

@@ -8,7 +8,7 @@
 
 void cpu_linear_forward(float *out, const float *x, const float *w, const float *b, int N, int I,
                         int O) {
-#pragma omp parallel for
+#pragma omp parallel for if (cpu_worth_threads((double)N * I * O))
     for (int n = 0; n < N; n++) {
         const float *xrow = x + (size_t)n * I; // [I]
         float *orow = out + (size_t)n * O;     // [O]
@@ -24,7 +24,7 @@ void cpu_linear_forward(float *out, const float *x, const float *w, const float 
 
 // dx[n, i] += sum_o dout[n, o] w[o, i]    (parallel over tokens n)
 static void linear_backward_dx(float *dx, const float *dout, const float *w, int N, int I, int O) {
-#pragma omp parallel
+#pragma omp parallel if (cpu_worth_threads((double)N * I * O))
     {
         double *acc = hs_malloc((size_t)I * sizeof(double)); // [I] this thread's row of dx
 #pragma omp for
@@ -50,7 +50,7 @@ static void linear_backward_dx(float *dx, const float *dout, const float *w, int
 // Parallel over output rows o: a token loop would need every thread to write every row.
 static void linear_backward_dw(float *dw, float *db, const float *dout, const float *x, int N,
                                int I, int O) {
-#pragma omp parallel
+#pragma omp parallel if (cpu_worth_threads((double)N * I * O))
     {
         double *acc = hs_malloc((size_t)I * sizeof(double)); // [I] this thread's row of dw
 #pragma omp for

@@ -28,7 +28,7 @@ static void row_softmax_stats(const float *row, int V, double *max_out, double *
 void cpu_cross_entropy_forward(float *loss, const float *logits, const int32_t *targets,
                                float scale, int N, int V) {
     double *ce_of = hs_calloc((size_t)N, sizeof(double)); // [N], 0 on ignored rows
-#pragma omp parallel for
+#pragma omp parallel for if (cpu_worth_threads((double)N * V))
     for (int n = 0; n < N; n++) {
         if (targets[n] < 0)
             continue;
@@ -48,7 +48,7 @@ void cpu_cross_entropy_forward(float *loss, const float *logits, const int32_t *
 // Every row's statistics are read before that row is written, so dlogits may alias logits.
 void cpu_cross_entropy_backward(float *dlogits, const float *logits, const int32_t *targets,
                                 float scale, int N, int V) {
-#pragma omp parallel for
+#pragma omp parallel for if (cpu_worth_threads((double)N * V))
     for (int n = 0; n < N; n++) {
         const float *row = logits + (size_t)n * V; // [V]
         float *drow = dlogits + (size_t)n * V;     // [V]

@@ -5,6 +5,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// Whether a loop of about `work` multiply-adds is worth waking the OpenMP threads for:
+// below this, thread start-up and barrier spinning cost more than they save (and the many
+// tiny calls of the unit tests slow to a crawl on a loaded machine). Used in the `if`
+// clause of every parallel region; the results do not depend on it.
+static inline int cpu_worth_threads(double work) {
+    return work >= 65536.0;
+}
+
 // cpu_rows.c
 void cpu_gather_rows(float *out, const float *table, const int32_t *idx, int M, int D,
                      int row_offset);

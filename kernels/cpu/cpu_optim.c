@@ -17,7 +17,7 @@ void cpu_adamw_update(float *param, const float *grad, float *m, float *v, size_
                       int t) {
     const double bias1 = 1.0 - pow((double)beta1, t); // bias corrections of step t (from 1)
     const double bias2 = 1.0 - pow((double)beta2, t);
-#pragma omp parallel for
+#pragma omp parallel for if (cpu_worth_threads((double)n))
     for (long i = 0; i < (long)n; i++) {
         double g = (double)grad[i] * grad_scale;
         double mi = beta1 * (double)m[i] + (1.0 - beta1) * g;

@@ -8,7 +8,7 @@
 static const double RMSNORM_EPS = 1e-6;
 
 void cpu_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N, int H) {
-#pragma omp parallel for
+#pragma omp parallel for if (cpu_worth_threads((double)N * H))
     for (int n = 0; n < N; n++) {
         const float *xrow = x + (size_t)n * H; // [H]
         float *orow = out + (size_t)n * H;     // [H]
@@ -27,7 +27,7 @@ void cpu_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w
 void cpu_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
                           const float *rstd, int N, int H) {
     if (dx) {
-#pragma omp parallel for
+#pragma omp parallel for if (cpu_worth_threads((double)N * H))
         for (int n = 0; n < N; n++) {
             const float *xrow = x + (size_t)n * H;    // [H]
             const float *drow = dout + (size_t)n * H; // [H]

@@ -8,7 +8,7 @@
 static void rope_rotate(float *x, const int32_t *pos, int M, int nheads, int hd, float theta,
                         double sign) {
     int half = hd / 2;
-#pragma omp parallel for
+#pragma omp parallel for if (cpu_worth_threads((double)M * hd * nheads))
     for (int m = 0; m < M; m++) {
         for (int i = 0; i < half; i++) {
             double inv_freq = pow((double)theta, -2.0 * i / hd);

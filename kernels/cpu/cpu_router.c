@@ -9,7 +9,7 @@
 
 void cpu_gumbel_noise(float *out, uint64_t seed, uint32_t step, uint32_t layer, uint32_t seq_offset,
                       int B, int T) {
-#pragma omp parallel for
+#pragma omp parallel for if (cpu_worth_threads((double)B * T * 64))
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++)
             out[(size_t)b * T + t] =

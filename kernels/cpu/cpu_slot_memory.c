@@ -16,7 +16,7 @@ void cpu_slot_read_forward(float *y, float *w, float *loss, const float *h, cons
                            const float *vrows, float scale, int N, int K, int H) {
     // Per-token entropies summed serially afterwards: the loss does not depend on threads.
     double *entropy_of = hs_malloc((size_t)N * sizeof(double)); // [N]
-#pragma omp parallel for
+#pragma omp parallel for if (cpu_worth_threads((double)N * K * H))
     for (int n = 0; n < N; n++) {
         const float *s = top_s + (size_t)n * K; // [K]
         float *wn = w + (size_t)n * K;          // [K]
@@ -56,7 +56,7 @@ void cpu_slot_read_forward(float *y, float *w, float *loss, const float *h, cons
 // The entropy part simplifies to ds_k = -scale w_k (log w_k + E) (the +1 cancels).
 void cpu_slot_read_backward(float *dh, float *ds, float *dvrows, const float *dy, const float *w,
                             const float *vrows, float scale, int N, int K, int H) {
-#pragma omp parallel
+#pragma omp parallel if (cpu_worth_threads((double)N * K * H))
     {
         double *dw = hs_malloc((size_t)K * sizeof(double)); // [K] dy . v_k of one token
 #pragma omp for
@@ -96,7 +96,7 @@ void cpu_slot_read_backward(float *dh, float *ds, float *dvrows, const float *dy
 void cpu_slot_score_backward(float *dp, float *dkrows, const float *ds, const float *p,
                              const float *krows, int N, int K, int R) {
     const double inv_sqrt_r = 1.0 / sqrt((double)R);
-#pragma omp parallel for
+#pragma omp parallel for if (cpu_worth_threads((double)N * K * R))
     for (int n = 0; n < N; n++) {
         const float *pn = p + (size_t)n * R; // [R]
         float *dpn = dp + (size_t)n * R;     // [R]

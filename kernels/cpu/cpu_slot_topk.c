@@ -45,7 +45,7 @@ void cpu_slot_topk(float *top_s, int32_t *top_i, const float *p, const float *ke
     if (K < 1)
         hs_fatal("slot_topk: K = %d must be at least 1", K);
     const double inv_sqrt_r = 1.0 / sqrt((double)R);
-#pragma omp parallel for
+#pragma omp parallel for if (cpu_worth_threads((double)N * rows * R))
     for (int n = 0; n < N; n++) {
         const float *pn = p + (size_t)n * R; // [R]
         float *s = top_s + (size_t)n * K;    // [K]
@@ -63,7 +63,7 @@ void cpu_slot_topk(float *top_s, int32_t *top_i, const float *p, const float *ke
 
 void cpu_slot_topk_merge(float *top_s, int32_t *top_i, const float *cand_s, const int32_t *cand_i,
                          int P, int N, int K) {
-#pragma omp parallel for
+#pragma omp parallel for if (cpu_worth_threads((double)N * P * K * K))
     for (int n = 0; n < N; n++) {
         float *s = top_s + (size_t)n * K; // [K]
         int32_t *ids = top_i + (size_t)n * K;
