@@ -14,6 +14,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 static const double FD_EPS = 1e-2;
 static const double FD_TOL = 5e-3;
@@ -396,6 +399,34 @@ START_TEST(test_backward_accumulates) {
 }
 END_TEST
 
+// ---- results do not depend on the thread count ---------------------------------------------
+
+// Linear backward on a problem big enough to run threaded: 1 thread and 2 threads must give
+// bit-identical gradients (dw is parallel over output rows, never over tokens).
+START_TEST(test_thread_count_independent) {
+#ifdef _OPENMP
+    const Ops *ops = ops_cpu();
+    TestRng rng = test_rng(9);
+    const int N = 96, I = 64, O = 48;
+    float *x = random_buffer(&rng, N * I, 1), *w = random_buffer(&rng, O * I, 1);
+    float *dout = random_buffer(&rng, N * O, 1);
+    float *grads[2][3];
+    for (int run = 0; run < 2; run++) {
+        omp_set_num_threads(run + 1);
+        grads[run][0] = zeros(N * I), grads[run][1] = zeros(O * I), grads[run][2] = zeros(O);
+        ops->linear_backward(grads[run][0], grads[run][1], grads[run][2], dout, x, w, N, I, O);
+    }
+    ck_assert(memcmp(grads[0][0], grads[1][0], N * I * sizeof(float)) == 0);
+    ck_assert(memcmp(grads[0][1], grads[1][1], O * I * sizeof(float)) == 0);
+    ck_assert(memcmp(grads[0][2], grads[1][2], O * sizeof(float)) == 0);
+    for (int run = 0; run < 2; run++)
+        for (int g = 0; g < 3; g++)
+            free(grads[run][g]);
+    free(x), free(w), free(dout);
+#endif
+}
+END_TEST
+
 // ---- memory functions ----------------------------------------------------------------------
 
 START_TEST(test_memory) {
@@ -436,6 +467,7 @@ static Suite *dense_suite(void) {
     tcase_add_test(tc, test_linear);
     tcase_add_test(tc, test_conv);
     tcase_add_test(tc, test_backward_accumulates);
+    tcase_add_test(tc, test_thread_count_independent);
     suite_add_tcase(s, tc);
     return s;
 }
