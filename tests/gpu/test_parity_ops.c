@@ -1,0 +1,566 @@
+// Parity of every op of the cuda backend against the cpu oracle (kernels/cpu/), forward and
+// backward, at realistic shapes: the same random inputs go to both backends and the outputs
+// are compared with a tolerance stated per op (fp32 on the GPU against the cpu's double
+// accumulations). Integer outputs (selections, slot ids) must match exactly.
+// Backward ops accumulate, so gradients start from the same random values on both sides.
+// Skips (exit 77) where no CUDA device is visible.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "kernels/error.h"
+#include "kernels/ops.h"
+#include "tests/testutil.h"
+
+static const Ops *cpu, *gpu;
+
+// One float tensor held twice: in cpu memory and in GPU memory.
+typedef struct Buf {
+    float *cpu, *gpu;
+    size_t n;
+} Buf;
+typedef struct IBuf {
+    int32_t *cpu, *gpu;
+    size_t n;
+} IBuf;
+
+static Buf buf_from_host(const float *host, size_t n) {
+    Buf b = {cpu->alloc(n * sizeof(float)), gpu->alloc(n * sizeof(float)), n};
+    for (size_t i = 0; i < n; i++)
+        b.cpu[i] = host[i];
+    gpu->copy_from_host(b.gpu, host, n * sizeof(float));
+    return b;
+}
+
+static Buf buf_random(TestRng *rng, size_t n, float std) {
+    float *host = hs_malloc(n * sizeof(float));
+    test_fill_normal(rng, host, n, std);
+    Buf b = buf_from_host(host, n);
+    free(host);
+    return b;
+}
+
+static Buf buf_zeros(size_t n) {
+    Buf b = {cpu->alloc(n * sizeof(float)), gpu->alloc(n * sizeof(float)), n};
+    return b;
+}
+
+static IBuf ibuf_from_host(const int32_t *host, size_t n) {
+    IBuf b = {cpu->alloc(n * sizeof(int32_t)), gpu->alloc(n * sizeof(int32_t)), n};
+    for (size_t i = 0; i < n; i++)
+        b.cpu[i] = host[i];
+    gpu->copy_from_host(b.gpu, host, n * sizeof(int32_t));
+    return b;
+}
+
+static IBuf ibuf_zeros(size_t n) {
+    IBuf b = {cpu->alloc(n * sizeof(int32_t)), gpu->alloc(n * sizeof(int32_t)), n};
+    return b;
+}
+
+static void buf_free(Buf *b) {
+    cpu->free(b->cpu);
+    gpu->free(b->gpu);
+}
+
+static void ibuf_free(IBuf *b) {
+    cpu->free(b->cpu);
+    gpu->free(b->gpu);
+}
+
+// The GPU copy must match the cpu copy within |gpu - cpu| <= atol + rtol |cpu|.
+static void expect_close(const char *what, Buf b, double atol, double rtol) {
+    float *host = hs_malloc(b.n * sizeof(float));
+    gpu->copy_to_host(host, b.gpu, b.n * sizeof(float));
+    double err = test_max_rel_err(what, host, b.cpu, b.n, atol, rtol);
+    free(host);
+    ck_assert_msg(err <= 1.0, "%s: cuda differs from cpu by %.3g x the tolerance", what, err);
+}
+
+// Integer outputs must match exactly.
+static void expect_equal(const char *what, IBuf b) {
+    int32_t *host = hs_malloc(b.n * sizeof(int32_t));
+    gpu->copy_to_host(host, b.gpu, b.n * sizeof(int32_t));
+    size_t mismatches = 0, first = 0;
+    for (size_t i = 0; i < b.n; i++)
+        if (host[i] != b.cpu[i] && mismatches++ == 0)
+            first = i;
+    if (mismatches)
+        fprintf(stderr, "%s: %zu of %zu differ; first at %zu: cuda %d cpu %d\n", what, mismatches,
+                b.n, first, host[first], b.cpu[first]);
+    free(host);
+    ck_assert_msg(mismatches == 0, "%s: %zu of %zu integers differ", what, mismatches, b.n);
+}
+
+// Mq distinct positions of [0, T), ascending, for each of B sequences; always including the
+// first and the last position (the edges of the causal mask).
+static void random_sorted_positions(TestRng *rng, int32_t *qpos, int B, int T, int Mq) {
+    unsigned char *taken = hs_malloc((size_t)T);
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < T; t++)
+            taken[t] = 0;
+        taken[0] = 1;
+        taken[T - 1] = Mq > 1;
+        int count = Mq > 1 ? 2 : 1;
+        while (count < Mq) {
+            int t = (int)(test_uniform(rng) * T);
+            if (t < T && !taken[t]) {
+                taken[t] = 1;
+                count++;
+            }
+        }
+        int written = 0;
+        for (int t = 0; t < T; t++)
+            if (taken[t])
+                qpos[b * Mq + written++] = t;
+    }
+    free(taken);
+}
+
+START_TEST(test_elementwise_and_rows) {
+    TestRng rng = test_rng(1);
+    const size_t n = 1024 * 512;
+    Buf a = buf_random(&rng, n, 1.0f), b = buf_random(&rng, n, 1.0f), out = buf_zeros(n);
+    cpu->add(out.cpu, a.cpu, b.cpu, n);
+    gpu->add(out.gpu, a.gpu, b.gpu, n);
+    expect_close("add", out, 0, 1e-7);
+    cpu->axpy(out.cpu, -0.37f, a.cpu, n);
+    gpu->axpy(out.gpu, -0.37f, a.gpu, n);
+    expect_close("axpy", out, 1e-7, 1e-6);
+    cpu->scale(out.cpu, 1.7f, n);
+    gpu->scale(out.gpu, 1.7f, n);
+    expect_close("scale", out, 1e-7, 1e-6);
+    Buf x = buf_random(&rng, n, 2.0f), y = buf_zeros(n), dx = buf_random(&rng, n, 1.0f);
+    cpu->gelu_forward(y.cpu, x.cpu, n);
+    gpu->gelu_forward(y.gpu, x.gpu, n);
+    expect_close("gelu_forward", y, 1e-6, 1e-5);
+    cpu->gelu_backward(dx.cpu, a.cpu, x.cpu, n);
+    gpu->gelu_backward(dx.gpu, a.gpu, x.gpu, n);
+    expect_close("gelu_backward", dx, 1e-6, 1e-5);
+
+    // embedding-style gather from a table shard and the scatter-add back, with repeats
+    const int V = 5000, D = 512, M = 2048, offset = 1000;
+    Buf table = buf_random(&rng, (size_t)V * D, 1.0f), rows = buf_zeros((size_t)M * D);
+    int32_t *idx_host = hs_malloc(M * sizeof(int32_t));
+    test_fill_uniform_int(&rng, idx_host, M, offset, offset + V);
+    idx_host[1] = idx_host[0]; // a repeated row: the scatter must add twice
+    IBuf idx = ibuf_from_host(idx_host, M);
+    cpu->gather_rows(rows.cpu, table.cpu, idx.cpu, M, D, offset);
+    gpu->gather_rows(rows.gpu, table.gpu, idx.gpu, M, D, offset);
+    expect_close("gather_rows", rows, 1e-30, 0);
+    cpu->scatter_add_rows(table.cpu, rows.cpu, idx.cpu, M, D, offset);
+    gpu->scatter_add_rows(table.gpu, rows.gpu, idx.gpu, M, D, offset);
+    expect_close("scatter_add_rows", table, 1e-6, 1e-6);
+    free(idx_host);
+    buf_free(&a), buf_free(&b), buf_free(&out), buf_free(&x), buf_free(&y), buf_free(&dx);
+    buf_free(&table), buf_free(&rows), ibuf_free(&idx);
+}
+END_TEST
+
+START_TEST(test_rmsnorm) {
+    TestRng rng = test_rng(2);
+    const int N = 1024, H = 512;
+    Buf x = buf_random(&rng, (size_t)N * H, 1.5f), w = buf_random(&rng, H, 1.0f);
+    Buf out = buf_zeros((size_t)N * H), rstd = buf_zeros(N);
+    cpu->rmsnorm_forward(out.cpu, rstd.cpu, x.cpu, w.cpu, N, H);
+    gpu->rmsnorm_forward(out.gpu, rstd.gpu, x.gpu, w.gpu, N, H);
+    expect_close("rmsnorm_forward out", out, 1e-5, 1e-5);
+    expect_close("rmsnorm_forward rstd", rstd, 0, 1e-5);
+    Buf dout = buf_random(&rng, (size_t)N * H, 1.0f), dx = buf_random(&rng, (size_t)N * H, 1.0f);
+    Buf dw = buf_random(&rng, H, 1.0f);
+    cpu->rmsnorm_backward(dx.cpu, dw.cpu, dout.cpu, x.cpu, w.cpu, rstd.cpu, N, H);
+    gpu->rmsnorm_backward(dx.gpu, dw.gpu, dout.gpu, x.gpu, w.gpu, rstd.gpu, N, H);
+    expect_close("rmsnorm_backward dx", dx, 1e-5, 1e-4);
+    expect_close("rmsnorm_backward dw", dw, 1e-3, 1e-4);
+    // dx may be NULL: dw alone
+    cpu->rmsnorm_backward(NULL, dw.cpu, dout.cpu, x.cpu, w.cpu, rstd.cpu, N, H);
+    gpu->rmsnorm_backward(NULL, dw.gpu, dout.gpu, x.gpu, w.gpu, rstd.gpu, N, H);
+    expect_close("rmsnorm_backward dw (dx NULL)", dw, 1e-3, 1e-4);
+    buf_free(&x), buf_free(&w), buf_free(&out), buf_free(&rstd), buf_free(&dout), buf_free(&dx);
+    buf_free(&dw);
+}
+END_TEST
+
+START_TEST(test_linear) {
+    TestRng rng = test_rng(3);
+    const int N = 1024, I = 512, O = 1024;
+    Buf x = buf_random(&rng, (size_t)N * I, 1.0f), w = buf_random(&rng, (size_t)O * I, 0.05f);
+    Buf b = buf_random(&rng, O, 1.0f), out = buf_random(&rng, (size_t)N * O, 1.0f);
+    cpu->linear_forward(out.cpu, x.cpu, w.cpu, b.cpu, N, I, O);
+    gpu->linear_forward(out.gpu, x.gpu, w.gpu, b.gpu, N, I, O);
+    expect_close("linear_forward (bias)", out, 1e-4, 1e-4);
+    cpu->linear_forward(out.cpu, x.cpu, w.cpu, NULL, N, I, O);
+    gpu->linear_forward(out.gpu, x.gpu, w.gpu, NULL, N, I, O);
+    expect_close("linear_forward (no bias)", out, 1e-4, 1e-4);
+    Buf dout = buf_random(&rng, (size_t)N * O, 1.0f), dx = buf_random(&rng, (size_t)N * I, 1.0f);
+    Buf dw = buf_random(&rng, (size_t)O * I, 1.0f), db = buf_random(&rng, O, 1.0f);
+    cpu->linear_backward(dx.cpu, dw.cpu, db.cpu, dout.cpu, x.cpu, w.cpu, N, I, O);
+    gpu->linear_backward(dx.gpu, dw.gpu, db.gpu, dout.gpu, x.gpu, w.gpu, N, I, O);
+    expect_close("linear_backward dx", dx, 1e-4, 1e-4);
+    expect_close("linear_backward dw", dw, 2e-3, 1e-4);
+    expect_close("linear_backward db", db, 2e-3, 1e-4);
+    cpu->linear_backward(NULL, dw.cpu, NULL, dout.cpu, x.cpu, w.cpu, N, I, O);
+    gpu->linear_backward(NULL, dw.gpu, NULL, dout.gpu, x.gpu, w.gpu, N, I, O);
+    expect_close("linear_backward dw (dx, db NULL)", dw, 4e-3, 1e-4);
+    buf_free(&x), buf_free(&w), buf_free(&b), buf_free(&out), buf_free(&dout), buf_free(&dx);
+    buf_free(&dw), buf_free(&db);
+}
+END_TEST
+
+START_TEST(test_conv) {
+    TestRng rng = test_rng(4);
+    const int B = 2, T = 512, H = 512, Kc = 4;
+    const size_t n = (size_t)B * T * H;
+    Buf x = buf_random(&rng, n, 1.0f), w = buf_random(&rng, (size_t)H * Kc, 0.5f);
+    Buf bias = buf_random(&rng, H, 1.0f), out = buf_zeros(n);
+    cpu->conv_forward(out.cpu, x.cpu, w.cpu, bias.cpu, B, T, H, Kc);
+    gpu->conv_forward(out.gpu, x.gpu, w.gpu, bias.gpu, B, T, H, Kc);
+    expect_close("conv_forward", out, 1e-5, 1e-5);
+    Buf dout = buf_random(&rng, n, 1.0f), dx = buf_random(&rng, n, 1.0f);
+    Buf dw = buf_random(&rng, (size_t)H * Kc, 1.0f), dbias = buf_random(&rng, H, 1.0f);
+    cpu->conv_backward(dx.cpu, dw.cpu, dbias.cpu, dout.cpu, x.cpu, w.cpu, B, T, H, Kc);
+    gpu->conv_backward(dx.gpu, dw.gpu, dbias.gpu, dout.gpu, x.gpu, w.gpu, B, T, H, Kc);
+    expect_close("conv_backward dx", dx, 1e-5, 1e-5);
+    expect_close("conv_backward dw", dw, 1e-3, 1e-4);
+    expect_close("conv_backward dbias", dbias, 1e-3, 1e-4);
+    buf_free(&x), buf_free(&w), buf_free(&bias), buf_free(&out), buf_free(&dout), buf_free(&dx);
+    buf_free(&dw), buf_free(&dbias);
+}
+END_TEST
+
+START_TEST(test_router) {
+    TestRng rng = test_rng(5);
+    const int B = 4, T = 4096, n_sel = 820;
+    const uint64_t seed = 0x123456789ABCDEFull;
+    Buf noise = buf_zeros((size_t)B * T);
+    cpu->gumbel_noise(noise.cpu, seed, 17, 3, 5, B, T);
+    gpu->gumbel_noise(noise.gpu, seed, 17, 3, 5, B, T);
+    // same Philox bits, same double-precision logs: equal up to the last bit of a log
+    expect_close("gumbel_noise", noise, 1e-6, 1e-6);
+
+    Buf z = buf_random(&rng, (size_t)B * T, 1.0f);
+    cpu->add(z.cpu, z.cpu, noise.cpu, (size_t)B * T);
+    gpu->add(z.gpu, z.gpu, noise.gpu, (size_t)B * T);
+    IBuf sel = ibuf_zeros((size_t)B * n_sel);
+    cpu->select_topn(sel.cpu, z.cpu, B, T, n_sel);
+    gpu->select_topn(sel.gpu, z.gpu, B, T, n_sel);
+    expect_equal("select_topn", sel);
+
+    // ties: equal values go to the lower position; odd T (padding of the sort)
+    const int T_odd = 1000, n_odd = 333;
+    float *ties = hs_malloc(2 * T_odd * sizeof(float));
+    for (int i = 0; i < 2 * T_odd; i++)
+        ties[i] = (float)((i * 7) % 5); // five distinct values, many ties
+    Buf z_ties = buf_from_host(ties, 2 * T_odd);
+    IBuf sel_ties = ibuf_zeros(2 * n_odd);
+    cpu->select_topn(sel_ties.cpu, z_ties.cpu, 2, T_odd, n_odd);
+    gpu->select_topn(sel_ties.gpu, z_ties.gpu, 2, T_odd, n_odd);
+    expect_equal("select_topn (ties, odd T)", sel_ties);
+
+    const int N = B * T;
+    IBuf thr = ibuf_zeros(N), count = ibuf_zeros(1);
+    cpu->select_threshold(thr.cpu, count.cpu, z.cpu, N);
+    gpu->select_threshold(thr.gpu, count.gpu, z.gpu, N);
+    expect_equal("select_threshold count", count);
+    int32_t chosen = count.cpu[0];
+    ck_assert_int_gt(chosen, 0);
+    IBuf thr_head = {thr.cpu, thr.gpu, (size_t)chosen};
+    expect_equal("select_threshold indices", thr_head);
+    free(ties);
+    buf_free(&noise), buf_free(&z), buf_free(&z_ties);
+    ibuf_free(&sel), ibuf_free(&sel_ties), ibuf_free(&thr), ibuf_free(&count);
+}
+END_TEST
+
+START_TEST(test_rope) {
+    TestRng rng = test_rng(6);
+    const int M = 1024, nheads = 8, hd = 64;
+    const size_t n = (size_t)M * nheads * hd;
+    int32_t *pos_host = hs_malloc(M * sizeof(int32_t));
+    test_fill_uniform_int(&rng, pos_host, M, 0, 4096);
+    IBuf pos = ibuf_from_host(pos_host, M);
+    Buf x = buf_random(&rng, n, 1.0f);
+    cpu->rope_forward(x.cpu, pos.cpu, M, nheads, hd, 10000.0f);
+    gpu->rope_forward(x.gpu, pos.gpu, M, nheads, hd, 10000.0f);
+    expect_close("rope_forward", x, 1e-6, 1e-5);
+    cpu->rope_backward(x.cpu, pos.cpu, M, nheads, hd, 10000.0f);
+    gpu->rope_backward(x.gpu, pos.gpu, M, nheads, hd, 10000.0f);
+    expect_close("rope_backward", x, 1e-6, 1e-5);
+    free(pos_host);
+    buf_free(&x), ibuf_free(&pos);
+}
+END_TEST
+
+// Forward and backward of attention for one shape; qpos random sorted (or every position).
+static void check_attention(uint64_t seed, int B, int T, int Mq, int nh, int nkv, int hd,
+                            int dense) {
+    TestRng rng = test_rng(seed);
+    const size_t q_n = (size_t)B * Mq * nh * hd, kv_n = (size_t)B * T * nkv * hd;
+    int32_t *qpos_host = hs_malloc((size_t)B * Mq * sizeof(int32_t));
+    if (dense)
+        for (int i = 0; i < B * Mq; i++)
+            qpos_host[i] = i % T;
+    else
+        random_sorted_positions(&rng, qpos_host, B, T, Mq);
+    IBuf qpos = ibuf_from_host(qpos_host, (size_t)B * Mq);
+    Buf q = buf_random(&rng, q_n, 1.0f), k = buf_random(&rng, kv_n, 1.0f);
+    Buf v = buf_random(&rng, kv_n, 1.0f);
+    Buf o = buf_zeros(q_n), lse = buf_zeros((size_t)B * Mq * nh);
+    cpu->attention_forward(o.cpu, lse.cpu, q.cpu, k.cpu, v.cpu, qpos.cpu, B, T, Mq, nh, nkv, hd);
+    gpu->attention_forward(o.gpu, lse.gpu, q.gpu, k.gpu, v.gpu, qpos.gpu, B, T, Mq, nh, nkv, hd);
+    expect_close("attention_forward o", o, 2e-5, 1e-4);
+    expect_close("attention_forward lse", lse, 2e-5, 1e-5);
+    Buf dout = buf_random(&rng, q_n, 1.0f), dq = buf_random(&rng, q_n, 1.0f);
+    Buf dk = buf_random(&rng, kv_n, 1.0f), dv = buf_random(&rng, kv_n, 1.0f);
+    cpu->attention_backward(dq.cpu, dk.cpu, dv.cpu, dout.cpu, q.cpu, k.cpu, v.cpu, o.cpu, lse.cpu,
+                            qpos.cpu, B, T, Mq, nh, nkv, hd);
+    gpu->attention_backward(dq.gpu, dk.gpu, dv.gpu, dout.gpu, q.gpu, k.gpu, v.gpu, o.gpu, lse.gpu,
+                            qpos.gpu, B, T, Mq, nh, nkv, hd);
+    expect_close("attention_backward dq", dq, 1e-4, 1e-4);
+    expect_close("attention_backward dk", dk, 1e-4, 1e-4);
+    expect_close("attention_backward dv", dv, 1e-4, 1e-4);
+    free(qpos_host);
+    ibuf_free(&qpos), buf_free(&q), buf_free(&k), buf_free(&v), buf_free(&o), buf_free(&lse);
+    buf_free(&dout), buf_free(&dq), buf_free(&dk), buf_free(&dv);
+}
+
+START_TEST(test_attention_sparse_queries) {
+    check_attention(7, 2, 1024, 205, 8, 2, 64, 0);
+}
+END_TEST
+
+START_TEST(test_attention_dense_and_small_heads) {
+    check_attention(8, 2, 300, 300, 8, 2, 64, 1);  // attn=dense: every token a query
+    check_attention(9, 3, 16, 5, 4, 2, 8, 0);      // the tiny model: hd 8
+    check_attention(10, 1, 257, 40, 6, 6, 128, 0); // MHA, hd 128, odd T
+}
+END_TEST
+
+START_TEST(test_gate) {
+    TestRng rng = test_rng(11);
+    const int B = 2, T = 1024, M = 205, H = 512, N = B * T;
+    int32_t *qpos_host = hs_malloc((size_t)B * M * sizeof(int32_t));
+    random_sorted_positions(&rng, qpos_host, B, T, M);
+    for (int i = 0; i < B * M; i++)
+        qpos_host[i] += (i / M) * T; // flat token indices
+    IBuf idx = ibuf_from_host(qpos_host, (size_t)B * M);
+    Buf h = buf_random(&rng, (size_t)N * H, 1.0f), y = buf_random(&rng, (size_t)B * M * H, 1.0f);
+    Buf r = buf_random(&rng, N, 2.0f);
+    cpu->gated_scatter_add(h.cpu, y.cpu, r.cpu, idx.cpu, B * M, H);
+    gpu->gated_scatter_add(h.gpu, y.gpu, r.gpu, idx.gpu, B * M, H);
+    expect_close("gated_scatter_add", h, 1e-6, 1e-5);
+    cpu->gated_scatter_add(h.cpu, y.cpu, NULL, idx.cpu, B * M, H);
+    gpu->gated_scatter_add(h.gpu, y.gpu, NULL, idx.gpu, B * M, H);
+    expect_close("gated_scatter_add (gate 1)", h, 1e-6, 1e-5);
+    Buf dy = buf_random(&rng, (size_t)B * M * H, 1.0f), dr = buf_random(&rng, N, 1.0f);
+    cpu->gated_scatter_add_backward(dy.cpu, dr.cpu, h.cpu, y.cpu, r.cpu, idx.cpu, B * M, H);
+    gpu->gated_scatter_add_backward(dy.gpu, dr.gpu, h.gpu, y.gpu, r.gpu, idx.gpu, B * M, H);
+    expect_close("gated_scatter_add_backward dy", dy, 1e-6, 1e-5);
+    expect_close("gated_scatter_add_backward dr", dr, 1e-4, 1e-4);
+    free(qpos_host);
+    ibuf_free(&idx), buf_free(&h), buf_free(&y), buf_free(&r), buf_free(&dy), buf_free(&dr);
+}
+END_TEST
+
+START_TEST(test_slot_topk_and_merge) {
+    TestRng rng = test_rng(12);
+    const int N = 1024, R = 32, rows = 65536, K = 8, P = 4;
+    Buf p = buf_random(&rng, (size_t)N * R, 1.0f);
+    // P shards of one global table; shard j holds rows [j*rows, (j+1)*rows)
+    Buf cand_s = buf_zeros((size_t)P * N * K);
+    IBuf cand_i = ibuf_zeros((size_t)P * N * K);
+    for (int part = 0; part < P; part++) {
+        Buf keys = buf_random(&rng, (size_t)rows * R, 0.02f);
+        size_t at = (size_t)part * N * K;
+        cpu->slot_topk(cand_s.cpu + at, cand_i.cpu + at, p.cpu, keys.cpu, N, R, rows, part * rows,
+                       K);
+        gpu->slot_topk(cand_s.gpu + at, cand_i.gpu + at, p.gpu, keys.gpu, N, R, rows, part * rows,
+                       K);
+        buf_free(&keys);
+    }
+    // scores are accumulated in double on both sides: the same fp32 bits, the same slots
+    expect_close("slot_topk scores", cand_s, 1e-7, 1e-6);
+    expect_equal("slot_topk slot ids", cand_i);
+    Buf top_s = buf_zeros((size_t)N * K);
+    IBuf top_i = ibuf_zeros((size_t)N * K);
+    cpu->slot_topk_merge(top_s.cpu, top_i.cpu, cand_s.cpu, cand_i.cpu, P, N, K);
+    gpu->slot_topk_merge(top_s.gpu, top_i.gpu, cand_s.gpu, cand_i.gpu, P, N, K);
+    expect_close("slot_topk_merge scores", top_s, 1e-30, 0);
+    expect_equal("slot_topk_merge slot ids", top_i);
+
+    // a shard smaller than K (padding with -inf / -1) and duplicate keys (ties: lower slot)
+    const int small_rows = 5;
+    float *small_host = hs_malloc((size_t)small_rows * R * sizeof(float));
+    test_fill_normal(&rng, small_host, (size_t)small_rows * R, 1.0f);
+    for (int r = 0; r < R; r++)
+        small_host[3 * R + r] = small_host[1 * R + r]; // slot 3 ties slot 1 for every token
+    Buf small_keys = buf_from_host(small_host, (size_t)small_rows * R);
+    cpu->slot_topk(top_s.cpu, top_i.cpu, p.cpu, small_keys.cpu, N, R, small_rows, 40, K);
+    gpu->slot_topk(top_s.gpu, top_i.gpu, p.gpu, small_keys.gpu, N, R, small_rows, 40, K);
+    expect_close("slot_topk scores (small shard)", top_s, 1e-7, 1e-6);
+    expect_equal("slot_topk slot ids (small shard)", top_i);
+    free(small_host);
+    buf_free(&p), buf_free(&cand_s), ibuf_free(&cand_i), buf_free(&top_s), ibuf_free(&top_i);
+    buf_free(&small_keys);
+}
+END_TEST
+
+START_TEST(test_slot_read) {
+    TestRng rng = test_rng(13);
+    const int N = 1024, K = 8, H = 512, R = 32;
+    const float scale = 0.001f / N;
+    Buf h = buf_random(&rng, (size_t)N * H, 1.0f), top_s = buf_random(&rng, (size_t)N * K, 2.0f);
+    Buf vrows = buf_random(&rng, (size_t)N * K * H, 0.5f);
+    Buf y = buf_zeros((size_t)N * H), w = buf_zeros((size_t)N * K);
+    float half = 0.5f;
+    Buf loss = buf_from_host(&half, 1);
+    cpu->slot_read_forward(y.cpu, w.cpu, loss.cpu, h.cpu, top_s.cpu, vrows.cpu, scale, N, K, H);
+    gpu->slot_read_forward(y.gpu, w.gpu, loss.gpu, h.gpu, top_s.gpu, vrows.gpu, scale, N, K, H);
+    expect_close("slot_read_forward y", y, 1e-5, 1e-5);
+    expect_close("slot_read_forward w", w, 1e-7, 1e-5);
+    expect_close("slot_read_forward entropy loss", loss, 0, 1e-6);
+    Buf dy = buf_random(&rng, (size_t)N * H, 1.0f), dh = buf_random(&rng, (size_t)N * H, 1.0f);
+    Buf ds = buf_zeros((size_t)N * K), dvrows = buf_zeros((size_t)N * K * H);
+    const float entropy_scale = 100.0f * scale; // large enough that the entropy term matters
+    cpu->slot_read_backward(dh.cpu, ds.cpu, dvrows.cpu, dy.cpu, w.cpu, vrows.cpu, entropy_scale, N,
+                            K, H);
+    gpu->slot_read_backward(dh.gpu, ds.gpu, dvrows.gpu, dy.gpu, w.gpu, vrows.gpu, entropy_scale, N,
+                            K, H);
+    expect_close("slot_read_backward dh", dh, 1e-6, 1e-6);
+    expect_close("slot_read_backward ds", ds, 1e-5, 1e-4);
+    expect_close("slot_read_backward dvrows", dvrows, 1e-7, 1e-6);
+    Buf p = buf_random(&rng, (size_t)N * R, 1.0f),
+        krows = buf_random(&rng, (size_t)N * K * R, 1.0f);
+    Buf dp = buf_random(&rng, (size_t)N * R, 1.0f), dkrows = buf_zeros((size_t)N * K * R);
+    cpu->slot_score_backward(dp.cpu, dkrows.cpu, ds.cpu, p.cpu, krows.cpu, N, K, R);
+    gpu->slot_score_backward(dp.gpu, dkrows.gpu, ds.gpu, p.gpu, krows.gpu, N, K, R);
+    expect_close("slot_score_backward dp", dp, 1e-5, 1e-5);
+    expect_close("slot_score_backward dkrows", dkrows, 1e-7, 1e-5);
+    buf_free(&h), buf_free(&top_s), buf_free(&vrows), buf_free(&y), buf_free(&w), buf_free(&loss);
+    buf_free(&dy), buf_free(&dh), buf_free(&ds), buf_free(&dvrows), buf_free(&p);
+    buf_free(&krows), buf_free(&dp), buf_free(&dkrows);
+}
+END_TEST
+
+START_TEST(test_cross_entropy) {
+    TestRng rng = test_rng(14);
+    const int N = 300, V = 50257;
+    const float scale = 1.0f / N;
+    Buf logits = buf_random(&rng, (size_t)N * V, 3.0f);
+    int32_t *targets_host = hs_malloc(N * sizeof(int32_t));
+    test_fill_uniform_int(&rng, targets_host, N, 0, V);
+    targets_host[7] = -1; // ignored rows
+    targets_host[N - 1] = -1;
+    IBuf targets = ibuf_from_host(targets_host, N);
+    float start = 0.25f;
+    Buf loss = buf_from_host(&start, 1);
+    cpu->cross_entropy_forward(loss.cpu, logits.cpu, targets.cpu, scale, N, V);
+    gpu->cross_entropy_forward(loss.gpu, logits.gpu, targets.gpu, scale, N, V);
+    expect_close("cross_entropy_forward", loss, 0, 1e-5);
+    Buf dlogits = buf_zeros((size_t)N * V);
+    cpu->cross_entropy_backward(dlogits.cpu, logits.cpu, targets.cpu, scale, N, V);
+    gpu->cross_entropy_backward(dlogits.gpu, logits.gpu, targets.gpu, scale, N, V);
+    expect_close("cross_entropy_backward", dlogits, 1e-9, 1e-4);
+    // in place, as the model uses it
+    cpu->cross_entropy_backward(logits.cpu, logits.cpu, targets.cpu, scale, N, V);
+    gpu->cross_entropy_backward(logits.gpu, logits.gpu, targets.gpu, scale, N, V);
+    expect_close("cross_entropy_backward (in place)", logits, 1e-9, 1e-4);
+    free(targets_host);
+    buf_free(&logits), ibuf_free(&targets), buf_free(&loss), buf_free(&dlogits);
+}
+END_TEST
+
+START_TEST(test_route_loss) {
+    TestRng rng = test_rng(15);
+    const int B = 2, T = 1024, n_sel = 205;
+    Buf r = buf_random(&rng, (size_t)B * T, 2.0f);
+    IBuf sel = ibuf_zeros((size_t)B * n_sel);
+    cpu->select_topn(sel.cpu, r.cpu, B, T, n_sel);
+    gpu->select_topn(sel.gpu, r.gpu, B, T, n_sel);
+    expect_equal("select_topn (route loss input)", sel);
+    float start = 1.0f;
+    Buf loss = buf_from_host(&start, 1);
+    const float token_scale = 0.01f / (B * T), seq_scale = 0.01f / B;
+    cpu->route_loss_forward(loss.cpu, r.cpu, sel.cpu, 0.2f, token_scale, seq_scale, B, T, n_sel);
+    gpu->route_loss_forward(loss.gpu, r.gpu, sel.gpu, 0.2f, token_scale, seq_scale, B, T, n_sel);
+    expect_close("route_loss_forward", loss, 0, 1e-6);
+    Buf dr = buf_random(&rng, (size_t)B * T, 1e-4f);
+    cpu->route_loss_backward(dr.cpu, r.cpu, sel.cpu, 0.2f, token_scale, seq_scale, B, T, n_sel);
+    gpu->route_loss_backward(dr.gpu, r.gpu, sel.gpu, 0.2f, token_scale, seq_scale, B, T, n_sel);
+    expect_close("route_loss_backward", dr, 1e-10, 1e-5);
+    buf_free(&r), ibuf_free(&sel), buf_free(&loss), buf_free(&dr);
+}
+END_TEST
+
+START_TEST(test_optimizer_ops) {
+    TestRng rng = test_rng(16);
+    const size_t n = 3 * 1000 * 1000 + 17;
+    Buf x = buf_random(&rng, n, 1.0f);
+    float start = 2.0f;
+    Buf sum = buf_from_host(&start, 1);
+    cpu->sum_squares(sum.cpu, x.cpu, n);
+    gpu->sum_squares(sum.gpu, x.gpu, n);
+    expect_close("sum_squares", sum, 0, 1e-5);
+    // deterministic: the same sum bit for bit a second time
+    float first = 0.0f, again = 0.0f;
+    gpu->copy_to_host(&first, sum.gpu, sizeof(float));
+    gpu->zero(sum.gpu, sizeof(float));
+    gpu->sum_squares(sum.gpu, x.gpu, n);
+    gpu->copy_to_host(&again, sum.gpu, sizeof(float));
+    ck_assert_msg(again == first - 2.0f || fabsf(again - (first - 2.0f)) <= 1e-6f * first,
+                  "sum_squares changed between runs: %.9g then %.9g", first - 2.0f, again);
+
+    const size_t np = 1000 * 1000;
+    Buf param = buf_random(&rng, np, 1.0f), grad = buf_random(&rng, np, 0.1f);
+    Buf m = buf_random(&rng, np, 0.01f), v = buf_zeros(np);
+    for (int t = 1; t <= 3; t++) {
+        cpu->adamw_update(param.cpu, grad.cpu, m.cpu, v.cpu, np, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f,
+                          0.5f, t);
+        gpu->adamw_update(param.gpu, grad.gpu, m.gpu, v.gpu, np, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f,
+                          0.5f, t);
+    }
+    expect_close("adamw param", param, 1e-6, 1e-5);
+    expect_close("adamw m", m, 1e-8, 1e-5);
+    expect_close("adamw v", v, 1e-10, 1e-5);
+    buf_free(&x), buf_free(&sum), buf_free(&param), buf_free(&grad), buf_free(&m), buf_free(&v);
+}
+END_TEST
+
+static Suite *parity_suite(void) {
+    Suite *s = suite_create("cuda op parity");
+    TCase *tc = tcase_create("ops");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_elementwise_and_rows);
+    tcase_add_test(tc, test_rmsnorm);
+    tcase_add_test(tc, test_linear);
+    tcase_add_test(tc, test_conv);
+    tcase_add_test(tc, test_router);
+    tcase_add_test(tc, test_rope);
+    tcase_add_test(tc, test_attention_sparse_queries);
+    tcase_add_test(tc, test_attention_dense_and_small_heads);
+    tcase_add_test(tc, test_gate);
+    tcase_add_test(tc, test_slot_topk_and_merge);
+    tcase_add_test(tc, test_slot_read);
+    tcase_add_test(tc, test_cross_entropy);
+    tcase_add_test(tc, test_route_loss);
+    tcase_add_test(tc, test_optimizer_ops);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) {
+    gpu = ops_cuda();
+    if (!gpu) {
+        printf("no CUDA device: skipped\n");
+        return 77;
+    }
+    // The CUDA context lives in this process: Check must not fork a child per test.
+    setenv("CK_FORK", "no", 1);
+    cpu = ops_cpu();
+    cpu->init(0);
+    gpu->init(0);
+    int status = test_run_suite(parity_suite());
+    gpu->shutdown();
+    cpu->shutdown();
+    return status;
+}
