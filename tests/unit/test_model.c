@@ -1,0 +1,388 @@
+// The tiny model on the CPU backend: parameter layout and init, variant equivalences,
+// causal routing, and the loss at init.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "kernels/error.h"
+#include "model/model.h"
+#include "tests/testutil.h"
+
+enum { B = 2, T = 16 };
+
+static ForwardArgs make_args(const int32_t *tokens, const int32_t *targets, int training) {
+    ForwardArgs args = {.tokens = tokens,
+                        .targets = targets,
+                        .training = training,
+                        .seed = 11,
+                        .step = 2,
+                        .seq_offset = 0,
+                        .token_scale = 1.0f / (B * T),
+                        .seq_scale = 1.0f / B};
+    return args;
+}
+
+static void random_tokens(int32_t *tokens, int n, int vocab, uint64_t seed) {
+    TestRng rng = test_rng(seed);
+    test_fill_uniform_int(&rng, tokens, (size_t)n, 0, vocab);
+}
+
+// Multiply every normally initialised tensor by `factor`, so each path of the model has a
+// visible effect on the output.
+static void scale_normal_params(Model *m, float factor) {
+    for (int i = 0; i < m->layout.n_tensors; i++) {
+        const ParamTensor *t = &m->layout.tensors[i];
+        if (t->init == INIT_NORMAL)
+            for (size_t j = 0; j < t->numel; j++)
+                m->params[t->offset + j] *= factor;
+    }
+}
+
+// ---- layout --------------------------------------------------------------------------------
+
+START_TEST(test_layout_names_order_and_sharding) {
+    ModelConfig c = model_config_tiny();
+    ParamLayout layout;
+    param_layout_build(&layout, &c, 1, 2);
+    ck_assert_str_eq(layout.tensors[0].name, "/model/embed/weight");
+    ck_assert_str_eq(layout.tensors[1].name, "/model/layers/00/norm_a/weight");
+    const ParamTensor *wk = param_layout_find(&layout, "/model/layers/01/attn/wk");
+    ck_assert_ptr_nonnull(wk);
+    ck_assert_int_eq(wk->shape[0], 2 * 8); // nkv * hd
+    ck_assert_int_eq(wk->shape[1], 32);
+    const ParamTensor *bias = param_layout_find(&layout, "/model/layers/00/router/bias");
+    ck_assert_int_eq(bias->ndim, 0);
+    ck_assert_int_eq(bias->numel, 1);
+    ck_assert_ptr_nonnull(param_layout_find(&layout, "/model/norm_f/weight"));
+    ck_assert_ptr_null(param_layout_find(&layout, "/model/layers/00/ffn/w1"));
+    // Dense tensors first, replicated; then keys and values of every layer, sharded.
+    int seen_sharded = 0;
+    for (int i = 0; i < layout.n_tensors; i++) {
+        const ParamTensor *t = &layout.tensors[i];
+        if (t->sharded) {
+            seen_sharded = 1;
+            ck_assert(t->offset >= layout.n_dense);
+            ck_assert_int_eq(t->rows, 32);
+            ck_assert_int_eq(t->row_begin, 32);
+            ck_assert_int_eq(t->shape[0], 64);
+        } else {
+            ck_assert_msg(!seen_sharded, "%s follows a sharded tensor", t->name);
+            ck_assert(t->offset + t->numel <= layout.n_dense);
+        }
+    }
+    const ParamTensor *keys = param_layout_find(&layout, "/model/layers/01/memory/keys");
+    ck_assert_int_eq(keys->group, GROUP_SLOT_KEYS);
+    ck_assert_int_eq(param_layout_find(&layout, "/model/layers/01/memory/values")->group,
+                     GROUP_SLOT_VALUES);
+    ck_assert_int_eq(layout.n_local, layout.n_dense + 2 * 32 * (8 + 32));
+    // Global count: every shard counted once.
+    int64_t H = 32, V = 50,
+            per_layer = H + H * 4 + H + 64 * H + 64 + H * 64 + H + H + 1 + H * H + 2 * 16 * H +
+                        H * H + H + 8 * H + 8 + 64 * 8 + 64 * H;
+    ck_assert_int_eq(param_layout_global_count(&layout), 2 * V * H + H + 2 * per_layer);
+    param_layout_free(&layout);
+
+    // ffn=dense: the slot memory is gone, the FFN H -> 4H -> H is there, norm_m stays.
+    c.ffn = FFN_DENSE;
+    param_layout_build(&layout, &c, 0, 3); // any world: nothing is sharded
+    const ParamTensor *w1 = param_layout_find(&layout, "/model/layers/01/ffn/w1");
+    ck_assert_ptr_nonnull(w1);
+    ck_assert_int_eq(w1->shape[0], 128);
+    ck_assert_int_eq(w1->shape[1], 32);
+    const ParamTensor *w2 = param_layout_find(&layout, "/model/layers/01/ffn/w2");
+    ck_assert_float_eq_tol(w2->init_std, 0.02 / sqrt(4.0), 1e-7);
+    ck_assert_ptr_nonnull(param_layout_find(&layout, "/model/layers/01/norm_m/weight"));
+    ck_assert_ptr_null(param_layout_find(&layout, "/model/layers/01/memory/keys"));
+    ck_assert_int_eq(layout.n_dense, layout.n_local);
+    param_layout_free(&layout);
+
+    // attn=dense keeps the router in the layout, so checkpoints share paths.
+    c = model_config_tiny();
+    c.attn = ATTN_DENSE;
+    param_layout_build(&layout, &c, 0, 1);
+    ck_assert_ptr_nonnull(param_layout_find(&layout, "/model/layers/00/router/weight"));
+    param_layout_free(&layout);
+}
+END_TEST
+
+// Runs param_layout_build(S = 64, world = 3) in a child and returns what it printed.
+START_TEST(test_slots_not_divisible_by_world) {
+    int pipe_fd[2];
+    ck_assert_int_eq(pipe(pipe_fd), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        dup2(pipe_fd[1], STDERR_FILENO);
+        close(pipe_fd[0]);
+        ModelConfig c = model_config_tiny();
+        ParamLayout layout;
+        param_layout_build(&layout, &c, 0, 3);
+        _exit(0); // not reached when the error is detected
+    }
+    close(pipe_fd[1]);
+    char message[512] = "";
+    size_t used = 0;
+    ssize_t got;
+    while (used + 1 < sizeof(message) &&
+           (got = read(pipe_fd[0], message + used, sizeof(message) - 1 - used)) > 0)
+        used += (size_t)got;
+    message[used] = '\0';
+    close(pipe_fd[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) != 0, "the build did not fail");
+    ck_assert_msg(strstr(message, "n_slots=64") && strstr(message, "world=3"),
+                  "message does not name both values: %s", message);
+}
+END_TEST
+
+// ---- init ----------------------------------------------------------------------------------
+
+static void mean_std(const float *x, size_t n, double *mean, double *std) {
+    double s = 0.0, s2 = 0.0;
+    for (size_t i = 0; i < n; i++)
+        s += x[i], s2 += (double)x[i] * x[i];
+    *mean = s / (double)n;
+    *std = sqrt(s2 / (double)n - *mean * *mean);
+}
+
+START_TEST(test_init_statistics) {
+    ModelConfig c = model_config_tiny();
+    c.vocab_size = 2000; // a big normal tensor: 64000 draws
+    ParamLayout layout;
+    param_layout_build(&layout, &c, 0, 1);
+    float *params = hs_malloc(layout.n_local * sizeof(float));
+    param_layout_init_host(&layout, 5, params);
+    double mean, std;
+    const ParamTensor *embed = param_layout_find(&layout, "/model/embed/weight");
+    mean_std(params + embed->offset, embed->numel, &mean, &std);
+    ck_assert_double_le(fabs(mean), 0.001);
+    ck_assert_double_le(fabs(std - 0.02), 0.0005);
+    // Residual output projections: 0.02 / sqrt(2L) = 0.01
+    const ParamTensor *wo = param_layout_find(&layout, "/model/layers/01/attn/wo");
+    mean_std(params + wo->offset, wo->numel, &mean, &std);
+    ck_assert_double_le(fabs(std - 0.01), 0.001);
+    const ParamTensor *values = param_layout_find(&layout, "/model/layers/00/memory/values");
+    mean_std(params + values->offset, values->numel, &mean, &std);
+    ck_assert_double_le(fabs(std - 0.02), 0.002);
+    for (int i = 0; i < layout.n_tensors; i++) {
+        const ParamTensor *t = &layout.tensors[i];
+        const float *x = params + t->offset;
+        for (size_t j = 0; j < t->numel; j++) {
+            if (t->init == INIT_ONES)
+                ck_assert_float_eq(x[j], 1.0f);
+            else if (t->init == INIT_ZEROS)
+                ck_assert_float_eq(x[j], 0.0f);
+            else if (t->init == INIT_CONV_IDENTITY) {
+                float tap = (j % c.conv_kernel == (size_t)c.conv_kernel - 1) ? 1.0f : 0.0f;
+                ck_assert_float_eq(x[j], tap);
+            }
+        }
+        if (strstr(t->name, "norm"))
+            ck_assert_int_eq(t->init, INIT_ONES);
+        if (strstr(t->name, "bias"))
+            ck_assert_int_eq(t->init, INIT_ZEROS);
+    }
+    // Different tensors draw different streams.
+    const ParamTensor *head = param_layout_find(&layout, "/model/lm_head/weight");
+    ck_assert_float_ne(params[embed->offset], params[head->offset]);
+    free(params);
+    param_layout_free(&layout);
+}
+END_TEST
+
+START_TEST(test_init_same_for_any_rank_count) {
+    ModelConfig c = model_config_tiny();
+    enum { WORLD = 4 };
+    ParamLayout whole;
+    param_layout_build(&whole, &c, 0, 1);
+    float *full = hs_malloc(whole.n_local * sizeof(float));
+    param_layout_init_host(&whole, 77, full);
+    for (int rank = 0; rank < WORLD; rank++) {
+        ParamLayout part;
+        param_layout_build(&part, &c, rank, WORLD);
+        ck_assert_int_eq(part.n_tensors, whole.n_tensors);
+        ck_assert_int_eq(part.n_dense, whole.n_dense);
+        float *slice = hs_malloc(part.n_local * sizeof(float));
+        param_layout_init_host(&part, 77, slice);
+        for (int i = 0; i < part.n_tensors; i++) {
+            const ParamTensor *t = &part.tensors[i], *w = &whole.tensors[i];
+            ck_assert_str_eq(t->name, w->name);
+            // This rank's rows sit at row_begin of the whole tensor.
+            size_t first = (size_t)t->row_begin * (size_t)t->shape[1];
+            ck_assert_int_eq(t->row_begin, t->sharded ? rank * 16 : 0);
+            ck_assert_msg(
+                memcmp(slice + t->offset, full + w->offset + first, t->numel * sizeof(float)) == 0,
+                "%s differs on rank %d of %d", t->name, rank, WORLD);
+        }
+        free(slice);
+        param_layout_free(&part);
+    }
+    free(full);
+    param_layout_free(&whole);
+}
+END_TEST
+
+START_TEST(test_conv_is_identity_at_init) {
+    ModelConfig c = model_config_tiny();
+    Model m;
+    model_build(&m, &c, ops_cpu(), NULL, B, T);
+    model_init(&m, 3);
+    int32_t tokens[B * T];
+    random_tokens(tokens, B * T, c.vocab_size, 1);
+    ForwardArgs args = make_args(tokens, NULL, 0);
+    model_forward(&m, &args);
+    const size_t n = (size_t)B * T * c.d_model;
+    for (int l = 0; l < c.n_layers; l++) {
+        ck_assert_msg(memcmp(m.acts[l].c, m.acts[l].u, n * sizeof(float)) == 0,
+                      "layer %d: conv output differs from its input", l);
+        // and the input is not trivially zero
+        double mean, std;
+        mean_std(m.acts[l].u, n, &mean, &std);
+        ck_assert_double_gt(std, 0.5);
+    }
+    model_free(&m);
+}
+END_TEST
+
+// ---- variants and routing ----------------------------------------------------------------
+
+// Loss parts and gradients of one training step from the same init.
+static LossParts loss_and_grads(const ModelConfig *c, float *grads_out, size_t *n_out) {
+    Model m;
+    model_build(&m, c, ops_cpu(), NULL, B, T);
+    model_init(&m, 9);
+    scale_normal_params(&m, 10.0f);
+    int32_t tokens[B * T], targets[B * T];
+    random_tokens(tokens, B * T, c->vocab_size, 4);
+    random_tokens(targets, B * T, c->vocab_size, 5);
+    ForwardArgs args = make_args(tokens, targets, 1);
+    model_zero_grad(&m);
+    model_forward(&m, &args);
+    model_backward(&m);
+    LossParts parts = model_losses(&m);
+    memcpy(grads_out, m.grads, m.layout.n_local * sizeof(float));
+    *n_out = m.layout.n_local;
+    model_free(&m);
+    return parts;
+}
+
+START_TEST(test_full_capacity_fixed_gate_equals_dense_attention) {
+    ModelConfig sparse = model_config_tiny();
+    sparse.capacity = 1.0;
+    sparse.gate_fixed = 1;
+    sparse.route_loss = 0.0; // the dense variant has no route loss
+    ModelConfig dense = sparse;
+    dense.attn = ATTN_DENSE;
+    ParamLayout layout;
+    param_layout_build(&layout, &sparse, 0, 1);
+    float *g_sparse = hs_malloc(layout.n_local * sizeof(float));
+    float *g_dense = hs_malloc(layout.n_local * sizeof(float));
+    size_t n_sparse, n_dense;
+    LossParts ls = loss_and_grads(&sparse, g_sparse, &n_sparse);
+    LossParts ld = loss_and_grads(&dense, g_dense, &n_dense);
+    ck_assert_int_eq(n_sparse, n_dense);
+    ck_assert_double_eq_tol(ls.ce, ld.ce, 1e-6);
+    ck_assert_double_eq_tol(ls.entropy, ld.entropy, 1e-7);
+    ck_assert_double_eq(ls.route, 0.0);
+    ck_assert(test_max_rel_err("gradients", g_sparse, g_dense, n_sparse, 1e-7, 1e-5) <= 1.0);
+    // and the gradients are not trivially zero
+    double norm = 0.0;
+    for (size_t i = 0; i < n_dense; i++)
+        norm += (double)g_dense[i] * g_dense[i];
+    ck_assert_double_gt(norm, 1e-6);
+    free(g_sparse);
+    free(g_dense);
+    param_layout_free(&layout);
+}
+END_TEST
+
+START_TEST(test_threshold_routing_is_causal) {
+    ModelConfig c = model_config_tiny();
+    c.route = ROUTE_THRESHOLD;
+    Model m;
+    model_build(&m, &c, ops_cpu(), NULL, B, T);
+    model_init(&m, 21);
+    scale_normal_params(&m, 10.0f);
+    int32_t tokens[B * T];
+    random_tokens(tokens, B * T, c.vocab_size, 8);
+    ForwardArgs args = make_args(tokens, NULL, 0);
+    model_forward(&m, &args);
+    const size_t V = (size_t)c.vocab_size, N = (size_t)B * T;
+    float *before = hs_malloc(N * V * sizeof(float));
+    memcpy(before, m.logits, N * V * sizeof(float));
+    // Queries are a strict, non-empty subset of the tokens in every layer.
+    for (int l = 0; l < c.n_layers; l++) {
+        int32_t count = m.acts[l].sel[N];
+        ck_assert_msg(count > 0 && count < (int32_t)N, "layer %d: %d queries", l, count);
+    }
+    // Change the tokens of sequence 0 after position t = 6.
+    const int t_cut = 6;
+    for (int t = t_cut + 1; t < T; t++)
+        tokens[t] = (tokens[t] + 1 + t) % c.vocab_size;
+    model_forward(&m, &args);
+    for (size_t n = 0; n < N; n++) {
+        int seq = (int)(n / T), t = (int)(n % T);
+        const float *a = before + n * V, *b = m.logits + n * V;
+        if (seq == 1 || t <= t_cut) {
+            ck_assert_msg(test_max_rel_err("logits", b, a, V, 1e-6, 1e-6) <= 1.0,
+                          "sequence %d position %d saw a later token", seq, t);
+        } else {
+            ck_assert_msg(memcmp(a, b, V * sizeof(float)) != 0,
+                          "position %d did not change with its own token", t);
+        }
+    }
+    free(before);
+    model_free(&m);
+}
+END_TEST
+
+START_TEST(test_loss_at_init_is_log_vocab) {
+    ModelConfig c = model_config_tiny();
+    Model m;
+    model_build(&m, &c, ops_cpu(), NULL, B, T);
+    model_init(&m, 1);
+    int32_t tokens[B * T], targets[B * T];
+    random_tokens(tokens, B * T, c.vocab_size, 2);
+    random_tokens(targets, B * T, c.vocab_size, 3);
+    ForwardArgs args = make_args(tokens, targets, 1);
+    model_forward(&m, &args);
+    LossParts parts = model_losses(&m);
+    ck_assert_double_le(fabs(parts.ce - log((double)c.vocab_size)), 0.05);
+    // Route loss at init: r ~ 0, so BCE ~ log 2 and (sigmoid - rho)^2 ~ 0.09, per layer.
+    double route_expect = c.n_layers * c.route_loss * (log(2.0) + 0.09);
+    ck_assert_double_le(fabs(parts.route - route_expect), 0.1 * route_expect);
+    // Entropy at init: near-uniform weights over K slots, log K per token and layer.
+    double entropy_expect = c.n_layers * c.entropy_loss * log((double)c.top_k);
+    ck_assert_double_le(fabs(parts.entropy - entropy_expect), 0.05 * entropy_expect);
+    ck_assert_double_eq_tol(parts.total, parts.ce + parts.route + parts.entropy, 1e-12);
+    model_free(&m);
+}
+END_TEST
+
+int main(void) {
+#ifdef _OPENMP
+    // The tiny model is far too small to share out; threads would only wait on each other.
+    omp_set_num_threads(1);
+#endif
+    Suite *s = suite_create("model");
+    TCase *tc = tcase_create("model");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_layout_names_order_and_sharding);
+    tcase_add_test(tc, test_slots_not_divisible_by_world);
+    tcase_add_test(tc, test_init_statistics);
+    tcase_add_test(tc, test_init_same_for_any_rank_count);
+    tcase_add_test(tc, test_conv_is_identity_at_init);
+    tcase_add_test(tc, test_full_capacity_fixed_gate_equals_dense_attention);
+    tcase_add_test(tc, test_threshold_routing_is_causal);
+    tcase_add_test(tc, test_loss_at_init_is_log_vocab);
+    suite_add_tcase(s, tc);
+    return test_run_suite(s);
+}
