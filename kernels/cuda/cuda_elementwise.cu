@@ -47,28 +47,32 @@ __global__ void scale_kernel(float *x, float alpha, size_t n) {
         x[i] *= alpha;
 }
 
-// GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+// GELU, tanh approximation: 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3).
+// Written as x * sigmoid(2u) (the same function, since 1 + tanh(u) = 2 sigmoid(2u)): for
+// negative x, 1 + tanh(u) cancels to a few bits in fp32, the sigmoid form does not.
 #define GELU_SQRT_2_OVER_PI 0.7978845608028654f
 #define GELU_CUBIC          0.044715f
+
+__device__ inline float gelu_inner(float x) {
+    return GELU_SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x);
+}
 
 __global__ void gelu_forward_kernel(float *out, const float *x, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
         float xi = x[i];
-        float inner = GELU_SQRT_2_OVER_PI * (xi + GELU_CUBIC * xi * xi * xi);
-        out[i] = 0.5f * xi * (1.0f + tanhf(inner));
+        out[i] = xi / (1.0f + expf(-2.0f * gelu_inner(xi)));
     }
 }
 
-// dx += dout * GELU'(x)
+// dx += dout * GELU'(x); with s = sigmoid(2u): GELU = x s, GELU' = s + 2 x s (1 - s) u'(x)
 __global__ void gelu_backward_kernel(float *dx, const float *dout, const float *x, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
         float xi = x[i];
-        float inner = GELU_SQRT_2_OVER_PI * (xi + GELU_CUBIC * xi * xi * xi);
-        float th = tanhf(inner);
+        float s = 1.0f / (1.0f + expf(-2.0f * gelu_inner(xi)));
         float dinner = GELU_SQRT_2_OVER_PI * (1.0f + 3.0f * GELU_CUBIC * xi * xi);
-        float grad = 0.5f * (1.0f + th) + 0.5f * xi * (1.0f - th * th) * dinner;
+        float grad = s + 2.0f * xi * s * (1.0f - s) * dinner;
         dx[i] += dout[i] * grad;
     }
 }
