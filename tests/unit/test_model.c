@@ -12,6 +12,7 @@
 #endif
 
 #include "kernels/error.h"
+#include "kernels/philox.h"
 #include "model/model.h"
 #include "tests/testutil.h"
 
@@ -304,6 +305,49 @@ START_TEST(test_full_capacity_fixed_gate_equals_dense_attention) {
 }
 END_TEST
 
+// Training routes on z = r + Gumbel(seed, step, layer, seq_offset + b, t); evaluation on r.
+// The queries are the n_sel largest z of each sequence, ascending.
+START_TEST(test_router_noise_and_selection) {
+    ModelConfig c = model_config_tiny();
+    Model m;
+    model_build(&m, &c, ops_cpu(), NULL, B, T);
+    model_init(&m, 13);
+    int32_t tokens[B * T];
+    random_tokens(tokens, B * T, c.vocab_size, 6);
+    ForwardArgs args = make_args(tokens, NULL, 1);
+    args.seq_offset = 5;
+    model_forward(&m, &args);
+    for (int l = 0; l < c.n_layers; l++) {
+        const LayerActs *a = &m.acts[l];
+        for (int n = 0; n < B * T; n++) {
+            float noise = philox_gumbel(args.seed, args.step, (uint32_t)l,
+                                        args.seq_offset + (uint32_t)(n / T), (uint32_t)(n % T));
+            ck_assert_float_eq_tol(a->z[n] - a->r[n], noise, 1e-5);
+        }
+        for (int b = 0; b < B; b++) {
+            const int32_t *sel = a->sel + b * m.n_sel;
+            float weakest_chosen = INFINITY;
+            for (int i = 0; i < m.n_sel; i++) {
+                ck_assert_int_eq(sel[i] / T, b);
+                if (i > 0)
+                    ck_assert_int_lt(sel[i - 1], sel[i]);
+                weakest_chosen = fminf(weakest_chosen, a->z[sel[i]]);
+                ck_assert_int_eq(a->qpos[b * m.n_sel + i], sel[i] % T);
+            }
+            int above = 0; // tokens with a larger z than the weakest chosen one
+            for (int t = 0; t < T; t++)
+                above += a->z[b * T + t] > weakest_chosen;
+            ck_assert_int_eq(above, m.n_sel - 1);
+        }
+    }
+    args.training = 0;
+    model_forward(&m, &args);
+    for (int l = 0; l < c.n_layers; l++)
+        ck_assert(memcmp(m.acts[l].z, m.acts[l].r, (size_t)B * T * sizeof(float)) == 0);
+    model_free(&m);
+}
+END_TEST
+
 START_TEST(test_threshold_routing_is_causal) {
     ModelConfig c = model_config_tiny();
     c.route = ROUTE_THRESHOLD;
@@ -381,6 +425,7 @@ int main(void) {
     tcase_add_test(tc, test_init_same_for_any_rank_count);
     tcase_add_test(tc, test_conv_is_identity_at_init);
     tcase_add_test(tc, test_full_capacity_fixed_gate_equals_dense_attention);
+    tcase_add_test(tc, test_router_noise_and_selection);
     tcase_add_test(tc, test_threshold_routing_is_causal);
     tcase_add_test(tc, test_loss_at_init_is_log_vocab);
     suite_add_tcase(s, tc);
