@@ -241,20 +241,22 @@ static int set_flag(Options *opt, const char *flag, const char *value, char *err
 
 int options_parse(Options *opt, int argc, char **argv, char *err, int errlen) {
     options_defaults(opt);
-    int i = 1;
-    if (i < argc && argv[i][0] != '-') {
-        if (!strcmp(argv[i], "train"))
-            opt->mode = MODE_TRAIN;
-        else if (!strcmp(argv[i], "eval"))
-            opt->mode = MODE_EVAL;
-        else if (!strcmp(argv[i], "sample"))
-            opt->mode = MODE_SAMPLE;
-        else
-            return fail(err, errlen, "unknown command '%s' (train|eval|sample)", argv[i]);
-        i++;
-    }
-    for (; i < argc; i++) {
+    int have_mode = 0;
+    for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
+        // The command (train|eval|sample) is the one bare word, wherever it stands.
+        if (arg[0] != '-' && !have_mode) {
+            if (!strcmp(arg, "train"))
+                opt->mode = MODE_TRAIN;
+            else if (!strcmp(arg, "eval"))
+                opt->mode = MODE_EVAL;
+            else if (!strcmp(arg, "sample"))
+                opt->mode = MODE_SAMPLE;
+            else
+                return fail(err, errlen, "unknown command '%s' (train|eval|sample)", arg);
+            have_mode = 1;
+            continue;
+        }
         if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
             opt->help = 1;
             continue;
@@ -319,7 +321,7 @@ int options_model_config(const Options *opt, int data_vocab, int data_seq_len, M
                     cfg->vocab_size, data_vocab);
     char why[256];
     if (model_config_validate(cfg, why, sizeof(why)) != 0)
-        return fail(err, errlen, "model configuration: %s", why);
+        return fail(err, errlen, "model configuration (preset %s and flags): %s", opt->preset, why);
     return 0;
 }
 

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# hspmn_dist's command line: --help, and clear usage errors (exit 2, the flag and the value
+# named) for malformed flags and impossible combinations, on 1 and 2 ranks.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/run_mpi.sh"
+bin="$HSPMN_BUILD/hspmn_dist"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+failures=0
+
+# expect NP CODE PATTERN args...: hspmn_dist on NP ranks exits with CODE and prints PATTERN
+# (a fixed string) somewhere in its output.
+expect() {
+    local np=$1 code=$2 pattern=$3
+    shift 3
+    local rc=0
+    run_mpi "$np" "$bin" --run_dir "$work/run" "$@" >"$work/out" 2>&1 || rc=$?
+    if [[ $rc -ne $code ]] || ! grep -qF -- "$pattern" "$work/out"; then
+        echo "FAIL: np=$np '$*': exit $rc (want $code), output should contain '$pattern':"
+        sed 's/^/    /' "$work/out" | head -20
+        failures=$((failures + 1))
+    else
+        echo "ok: np=$np '$*' -> exit $rc, '$(grep -m1 -F -- "$pattern" "$work/out")'"
+    fi
+}
+
+# --help lists the flags with their defaults and exits 0.
+"$bin" --help >"$work/help"
+for flag in --d_model --n_slots --capacity --attn --ffn --preset --micro_batch --batch --steps \
+    --lr --data --run_dir --ckpt_every --resume --device --comm --threads; do
+    grep -q -- "$flag " "$work/help" || { echo "FAIL: --help does not list $flag"; failures=$((failures + 1)); }
+done
+grep -q -- "--steps *300" "$work/help" || { echo "FAIL: --help shows no default for --steps"; failures=$((failures + 1)); }
+
+expect 1 2 "--steps: '12x'" --steps 12x
+expect 2 2 "--steps: '12x'" --steps 12x
+expect 2 2 "--steps: -3 is out of range" --steps -3
+expect 1 2 "--lr: 'fast'" --lr fast
+expect 1 2 "unknown flag --bogus" --bogus 1
+expect 1 2 "--steps: missing value" --steps
+expect 1 2 "unknown data kind 'nope'" --data nope
+expect 1 2 "--d_model: 'abc'" --d_model abc
+expect 1 2 "--attn: 'sideways'" --attn sideways
+expect 1 2 "--device: 'tpu'" --device tpu
+expect 1 2 "unknown command 'fly'" fly
+expect 1 2 "d_model=30 is not divisible by n_heads=4" --preset tiny --d_model 30
+# batch = micro_batch x ranks x accumulation must hold exactly
+expect 2 2 "--batch 8 is not divisible by --micro_batch 3 x 2 ranks" --preset tiny \
+    --micro_batch 3 --batch 8 --steps 1
+# every rank holds an equal shard of each slot table
+expect 2 2 "--n_slots 63 is not divisible by the number of ranks (2)" --preset tiny \
+    --n_slots 63 --steps 1
+# eval without a checkpoint
+expect 1 2 "eval needs a checkpoint" eval
+# cuda asked for where there is none
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    echo "skip: --device cuda check (a GPU is visible here)"
+else
+    expect 1 2 "--device cuda:" --device cuda --preset tiny --steps 1
+fi
+expect 1 2 "--comm nccl needs --device cuda" --device cpu --comm nccl --preset tiny --steps 1
+
+if [[ $failures -ne 0 ]]; then
+    echo "$failures check(s) failed"
+    exit 1
+fi
+echo "all command-line checks passed"
