@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Data parallelism changes nothing but fp32 summation order: the same global batch (8
+# sequences) at -np 1 (4 micro-batches of 2), -np 2 (2 of 2 per rank) and -np 4 (1 of 2 per
+# rank) gives the same loss at every one of 20 steps and the same final parameters.
+# Tolerances: loss relative 1e-4; parameters |a - b| <= 1e-4 + 1e-3 |b| (AdamW divides by
+# sqrt(v), so rounding-level gradient differences move parameters by up to ~lr * 1e-3).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/run_mpi.sh"
+bin="$HSPMN_BUILD/hspmn_dist"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+common=(--preset tiny --batch 8 --micro_batch 2 --steps 20 --lr 3e-3 --warmup 5
+        --log_every 5 --eval_every 0 --eval_batches 0 --ckpt_every 0 --seed 7)
+for np in 1 2 4; do
+    echo "== -np $np"
+    run_mpi "$np" "$bin" "${common[@]}" --run_dir "$work/np$np" | grep -E '^step|batch '
+done
+
+/usr/bin/python3 - "$work" <<'PY'
+import sys, h5py, numpy as np
+work = sys.argv[1]
+def losses(np_):
+    with h5py.File(f"{work}/np{np_}/metrics.h5", "r") as f:
+        return f["step"][:], f["loss"][:]
+def params(np_):
+    out = {}
+    with h5py.File(f"{work}/np{np_}/ckpt_20.h5", "r") as f:
+        f["model"].visititems(lambda name, obj: out.__setitem__(name, obj[()])
+                              if isinstance(obj, h5py.Dataset) else None)
+    return out
+steps1, loss1 = losses(1)
+p1 = params(1)
+assert list(steps1) == list(range(1, 21)), f"np1 logged steps {steps1}"
+assert np.all(np.isfinite(loss1)) and loss1[-1] < loss1[0], f"np1 did not train: {loss1}"
+ok = True
+for n in (2, 4):
+    steps, loss = losses(n)
+    rel = np.abs(loss - loss1) / np.abs(loss1)
+    print(f"np{n} vs np1: {len(loss)} losses, max relative difference {rel.max():.2e}")
+    if list(steps) != list(steps1) or rel.max() > 1e-4:
+        print("  FAIL: losses differ beyond 1e-4:", loss1, loss); ok = False
+    pn = params(n)
+    if sorted(pn) != sorted(p1):
+        print("  FAIL: different tensors in the checkpoints"); ok = False; continue
+    worst, where = 0.0, ""
+    for name, a in p1.items():
+        b = pn[name]
+        if a.shape != b.shape:
+            print(f"  FAIL: {name} shape {a.shape} vs {b.shape}"); ok = False; continue
+        err = float(np.max(np.abs(b - a) / (1e-4 + 1e-3 * np.abs(a)))) if a.size else 0.0
+        if err > worst: worst, where = err, name
+    print(f"  final parameters: {len(p1)} tensors, worst error {worst:.3f} of tolerance ({where})")
+    if worst > 1.0:
+        print("  FAIL: parameters differ beyond tolerance"); ok = False
+sys.exit(0 if ok else 1)
+PY
+echo "equivalence at -np 1, 2, 4: ok"
