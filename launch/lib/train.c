@@ -23,6 +23,7 @@
 #include "launch/lib/batch.h"
 #include "launch/lib/eval.h"
 #include "launch/lib/layer_stats.h"
+#include "launch/lib/metrics_recover.h"
 #include "optim/adamw.h"
 #include "optim/schedule.h"
 
@@ -66,7 +67,8 @@ static void trainer_init_optimizer(Trainer *tr) {
     oc.slot_value_lr_mult = (float)s->opt.slot_value_lr_mult;
     optimizer_init(&tr->optim, &oc, s->ops, &s->model.layout);
     tr->schedule.lr = (float)s->opt.lr;
-    tr->schedule.warmup_steps = s->opt.warmup;
+    // A run shorter than the default warm-up warms up over all of it.
+    tr->schedule.warmup_steps = s->opt.warmup < s->opt.steps ? s->opt.warmup : s->opt.steps;
     tr->schedule.total_steps = s->opt.steps;
     tr->schedule.min_lr_frac = (float)s->opt.min_lr_frac;
     char err[256];
@@ -288,6 +290,28 @@ static void run_eval(Trainer *tr, int64_t step_done) {
     }
 }
 
+// metrics.h5 on rank 0: new, or continued after the resume step. A file left open by a
+// crashed writer is moved aside and its rows up to the resume step carried over.
+static void open_metrics(Trainer *tr) {
+    Session *s = tr->s;
+    const int resuming = s->ckpt_path[0] != '\0';
+    const int crashed = resuming && metrics_set_aside_if_crashed(s->run_dir);
+    tr->metrics = metrics_open(s->run_dir, extra_scalars, N_EXTRA_SCALARS, NULL, 0, s->cfg.n_layers,
+                               resuming && !crashed ? tr->start_step : -1, 10);
+    if (crashed) {
+        const char *scalars[32];
+        int n = 0;
+        for (int i = 0; metrics_standard_scalars[i] && n < 31; i++)
+            scalars[n++] = metrics_standard_scalars[i];
+        for (int i = 0; i < N_EXTRA_SCALARS && n < 31; i++)
+            scalars[n++] = extra_scalars[i];
+        scalars[n] = NULL;
+        int64_t rows = metrics_replay_crashed(tr->metrics, s->run_dir, tr->start_step, scalars,
+                                              metrics_standard_per_layer, s->cfg.n_layers);
+        printf("note: carried %lld metrics rows over from the crashed run\n", (long long)rows);
+    }
+}
+
 static int due(int64_t step_done, int every, int64_t last) {
     return step_done == last || (every > 0 && step_done % every == 0);
 }
@@ -313,8 +337,7 @@ int train_main(Session *s) {
         batch_alloc(&tr.micro[a], s->ops, o->micro_batch, s->cfg.seq_len);
     layer_stats_init(&tr.stats, &s->cfg, s->model.B * s->model.T);
     if (s->info.rank == 0)
-        tr.metrics = metrics_open(s->run_dir, extra_scalars, N_EXTRA_SCALARS, NULL, 0,
-                                  s->cfg.n_layers, s->ckpt_path[0] ? tr.start_step : -1, 10);
+        open_metrics(&tr);
 
     const int64_t last = o->steps;
     const double tokens_per_step = (double)o->batch * s->cfg.seq_len;
@@ -363,8 +386,13 @@ int train_main(Session *s) {
             run_eval(&tr, step_done);
         if (tr.metrics)
             metrics_commit(tr.metrics);
-        if (due(step_done, o->ckpt_every, last))
+        if (due(step_done, o->ckpt_every, last)) {
+            // The curves up to a checkpoint reach the disk before it does: a crash after it
+            // loses no rows that a resume would keep.
+            if (tr.metrics)
+                metrics_flush(tr.metrics);
             save_checkpoint(&tr, step_done);
+        }
         if (log_now)
             window_start = session_now_seconds(); // eval and checkpoints are not step time
     }
