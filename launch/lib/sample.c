@@ -134,9 +134,14 @@ static void print_result(const Session *s, const int32_t *ids, int n_prompt, int
 int sample_main(Session *s) {
     session_resolve_run(s, 1);
     session_resolve_config(s, 1);
-    s->cfg.route = ROUTE_THRESHOLD; // generation cannot see the future
+    // Generation cannot see the future: the model routes by threshold. The checkpoint was
+    // trained with top-n routing, which is what its /config says and what loading checks.
+    const RouteKind trained_route = s->cfg.route;
+    s->cfg.route = ROUTE_THRESHOLD;
     session_build_model(s, 1);
+    s->cfg.route = trained_route;
     session_load_checkpoint(s, NULL, NULL, NULL, NULL);
+    s->cfg.route = ROUTE_THRESHOLD;
     session_print_config(s, 1);
 
     const int T = s->cfg.seq_len, V = s->cfg.vocab_size;
