@@ -27,7 +27,7 @@ void options_defaults(Options *opt) {
     snprintf(opt->preset, sizeof(opt->preset), "small");
     opt->micro_batch = 8;
     opt->batch = 16;
-    opt->steps = 1500;
+    opt->steps = 2500;
     opt->lr = 3e-3;
     opt->warmup = 20;
     opt->min_lr_frac = 0.1;
@@ -36,12 +36,12 @@ void options_defaults(Options *opt) {
     opt->slot_value_lr_mult = 1.0;
     opt->seed = 1234;
     snprintf(opt->data, sizeof(opt->data), "tasks");
-    opt->ckpt_every = 250;
+    opt->ckpt_every = 500;
     opt->keep = 2;
     snprintf(opt->resume, sizeof(opt->resume), "auto");
-    opt->eval_every = 250;
+    opt->eval_every = 100;
     opt->eval_batches = 8;
-    opt->log_every = 50;
+    opt->log_every = 100;
     opt->temperature = 1.0;
     opt->sample_top_k = 0;
     opt->max_new_tokens = 64;
