@@ -246,7 +246,7 @@ void model_forward(Model *m, const ForwardArgs *args) {
     ops->rmsnorm_forward(m->yn, m->rstd_f, m->y_final, m->p.norm_f, N, H);
     ops->linear_forward(m->logits, m->yn, m->p.lm_head, NULL, N, H, V);
     if (args->targets)
-        ops->cross_entropy_forward(m->losses, m->logits, args->targets, args->token_scale, N, V);
+        ops->cross_entropy_forward(m->losses, m->logits, args->targets, args->ce_scale, N, V);
 }
 
 // The backward of the head turns logits into dlogits in place, so it runs once per forward.
@@ -262,7 +262,7 @@ void model_backward(Model *m) {
     Carver cv = {(char *)m->scratch, 0};
     carve_scratch(m, &cv, &positions, &g);
 
-    ops->cross_entropy_backward(m->logits, m->logits, args->targets, args->token_scale, N, V);
+    ops->cross_entropy_backward(m->logits, m->logits, args->targets, args->ce_scale, N, V);
     ops->zero(g.dh, (size_t)N * H * sizeof(float)); // here: d RMSNorm(y; norm_f)
     ops->linear_backward(g.dh, m->g.lm_head, NULL, m->logits, m->yn, m->p.lm_head, N, H, V);
     ops->zero(g.dy, (size_t)N * H * sizeof(float));

@@ -10,25 +10,25 @@
 
 // Saved activations of one layer, for the backward. Shapes with N = B*T, M = B*n_sel.
 typedef struct LayerActs {
-    float *x;       // [N, H] block input (residual stream)
-    float *u;       // [N, H] RMSNorm(x; norm_a)
-    float *rstd_a;  // [N]
-    float *c;       // [N, H] conv output
-    float *pre;     // [N, mH] w1 c + b1
-    float *act;     // [N, mH] GELU(pre)
-    float *r;       // [N] router logits
-    float *z;       // [N] r + Gumbel noise (training)
-    int32_t *sel;   // [M] flat indices of the query tokens, ascending per sequence
-    int32_t *qpos;  // [M] their positions in the sequence
-    float *u_sel;   // [M, H]
-    float *q;       // [M, nh*hd] after RoPE
-    float *k, *v;   // [N, nkv*hd] (k after RoPE)
-    float *o;       // [M, nh*hd] attention output
-    float *lse;     // [M, nh]
-    float *ao;      // [M, H] wo . o
-    float *h;       // [N, H] x + f + a
-    float *hn;      // [N, H] RMSNorm(h; norm_m)
-    float *rstd_m;  // [N]
+    float *x;      // [N, H] block input (residual stream)
+    float *u;      // [N, H] RMSNorm(x; norm_a)
+    float *rstd_a; // [N]
+    float *c;      // [N, H] conv output
+    float *pre;    // [N, mH] w1 c + b1
+    float *act;    // [N, mH] GELU(pre)
+    float *r;      // [N] router logits
+    float *z;      // [N] r + Gumbel noise (training)
+    int32_t *sel;  // [M] flat indices of the query tokens, ascending per sequence
+    int32_t *qpos; // [M] their positions in the sequence
+    float *u_sel;  // [M, H]
+    float *q;      // [M, nh*hd] after RoPE
+    float *k, *v;  // [N, nkv*hd] (k after RoPE)
+    float *o;      // [M, nh*hd] attention output
+    float *lse;    // [M, nh]
+    float *ao;     // [M, H] wo . o
+    float *h;      // [N, H] x + f + a
+    float *hn;     // [N, H] RMSNorm(h; norm_m)
+    float *rstd_m; // [N]
     // ffn=memory
     float *p;       // [N, R] pointers
     float *top_s;   // [N, K]
@@ -48,7 +48,8 @@ typedef struct ForwardArgs {
     uint64_t seed;          // run seed (Gumbel key)
     uint32_t step;          // optimizer step (Gumbel counter)
     uint32_t seq_offset;    // global index of this rank's first sequence in the step
-    float token_scale;      // 1 / (tokens in the global batch): CE and per-token means
+    float ce_scale;         // 1 / (scored targets in the global batch): the CE is a mean over them
+    float token_scale;      // 1 / (tokens in the global batch): route BCE and entropy means
     float seq_scale;        // 1 / (sequences in the global batch)
 } ForwardArgs;
 
@@ -65,8 +66,8 @@ typedef struct Model {
     float *params; // [layout.n_local] backend buffer
     float *grads;  // [layout.n_local] backend buffer
     ModelView p, g;
-    int B, T, n_sel; // micro-batch the activations are sized for
-    LayerActs *acts; // [L]
+    int B, T, n_sel;  // micro-batch the activations are sized for
+    LayerActs *acts;  // [L]
     float *embed_out; // [N, H]
     float *y_final;   // [N, H] output of the last block
     float *yn;        // [N, H] RMSNorm(y; norm_f)

@@ -38,7 +38,7 @@ void eval_run(Session *s, int n_batches, EvalResult *out) {
         int64_t first = data_batch_first_index((int64_t)i * B * world, 0, rank, world, B);
         batch_read(&batch, &s->data, first, 1);
         batch_upload(&batch, s->ops);
-        // token_scale 1: the loss buffer holds this rank's CE sum; the mean is taken below
+        // ce_scale 1: the loss buffer holds this rank's CE sum; the mean is taken below
         // over the scored tokens of every rank.
         ForwardArgs args = {.tokens = batch.tokens,
                             .targets = batch.targets,
@@ -46,7 +46,8 @@ void eval_run(Session *s, int n_batches, EvalResult *out) {
                             .seed = 0,
                             .step = 0,
                             .seq_offset = (uint32_t)first,
-                            .token_scale = 1.0f,
+                            .ce_scale = 1.0f,
+                            .token_scale = 1.0f / (float)(B * T * world),
                             .seq_scale = 1.0f / (float)(B * world)};
         model_forward(m, &args);
         ce_sum += model_losses(m).ce;

@@ -157,6 +157,7 @@ int sample_main(Session *s) {
         ForwardArgs args = {.tokens = tokens,
                             .targets = NULL,
                             .training = 0,
+                            .ce_scale = 1.0f,
                             .token_scale = 1.0f,
                             .seq_scale = 1.0f};
         model_forward(&s->model, &args);

@@ -232,7 +232,8 @@ static void train_step(Trainer *tr, int64_t step, StepResult *out) {
                             .seed = tr->seed,
                             .step = (uint32_t)step,
                             .seq_offset = (uint32_t)b->first,
-                            .token_scale = (float)(1.0 / scored),
+                            .ce_scale = (float)(1.0 / scored),
+                            .token_scale = 1.0f / (float)((int64_t)o->batch * model->T),
                             .seq_scale = 1.0f / (float)o->batch};
         model_forward(model, &args);
         model_backward(model);

@@ -52,6 +52,7 @@ static ForwardArgs forward_args(const Batch *batch, int B, int T, uint32_t step)
                         .seed = 0xC0FFEEull,
                         .step = step,
                         .seq_offset = 0,
+                        .ce_scale = 1.0f / (float)(B * T),
                         .token_scale = 1.0f / (float)(B * T),
                         .seq_scale = 1.0f / (float)B};
     return args;

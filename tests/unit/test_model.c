@@ -25,6 +25,7 @@ static ForwardArgs make_args(const int32_t *tokens, const int32_t *targets, int 
                         .seed = 11,
                         .step = 2,
                         .seq_offset = 0,
+                        .ce_scale = 1.0f / (B * T),
                         .token_scale = 1.0f / (B * T),
                         .seq_scale = 1.0f / B};
     return args;

@@ -118,6 +118,7 @@ static void grad_case_build(GradCase *gc, ModelConfig cfg, uint64_t token_seed) 
                              .seed = 42,
                              .step = 3,
                              .seq_offset = 5,
+                             .ce_scale = 1.0f / (B * T),
                              .token_scale = 1.0f / (B * T),
                              .seq_scale = 1.0f / B};
     gc->n_sel_total = cfg.route == ROUTE_THRESHOLD ? B * T + 1 : B * gc->m.n_sel;

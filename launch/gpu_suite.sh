@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# One call on a GPU machine: build the CUDA backend, run the whole ctest suite (the gpu
+# parity tests included), then train the MODEL.md seed configuration for a few steps and
+# print a short table. Logs go to $OUT (or ./gpu_suite_out).
+#   bash launch/gpu_suite.sh [steps]
+# On this workplace's lent GPU machine, the build kit is carried as .gpu/ (env.sh unpacks
+# Open MPI, parallel HDF5 and Check); elsewhere the system's packages are used.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+steps=${1:-20}
+out=${OUT:-gpu_suite_out}
+mkdir -p "$out"
+[ -f .gpu/env.sh ] && source .gpu/env.sh
+source launch/mpi_env.sh
+
+t0=$(date +%s)
+cmake -S . -B build-gpu ${GPU_CMAKE_FLAGS:-} -DCMAKE_BUILD_TYPE=Release >"$out/configure.log" 2>&1 ||
+    { tail -30 "$out/configure.log"; exit 1; }
+cmake --build build-gpu -j"$(nproc)" >"$out/build.log" 2>&1 || { grep -E "error" -A3 "$out/build.log" | head -60; exit 1; }
+t_build=$(($(date +%s) - t0))
+
+(cd build-gpu && ctest --output-on-failure -j4 --timeout 600) >"$out/ctest.log" 2>&1
+ctest_rc=$?
+t_ctest=$(($(date +%s) - t0 - t_build))
+
+# Seed configuration at T = 4096 on the one GPU; GPU memory sampled every 100 ms.
+nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 >"$out/gpu_mem.csv" 2>/dev/null &
+smi=$!
+mpirun -np 1 build-gpu/hspmn_dist train --preset seed --device cuda --steps "$steps" \
+    --micro_batch 1 --batch 1 --log_every 1 --eval_every 0 --ckpt_every 0 --resume none \
+    --run_dir "$out/seed_run" >"$out/seed_train.log" 2>&1
+train_rc=$?
+kill $smi 2>/dev/null
+
+echo "=== ctest (last lines) ==="
+grep -E "tests passed|tests failed|Failed|\*\*\*|Not Run|Skipped" "$out/ctest.log" | tail -20
+echo "=== seed training (last lines) ==="
+tail -8 "$out/seed_train.log"
+peak=$(sort -n "$out/gpu_mem.csv" 2>/dev/null | tail -1)
+echo "=== summary ==="
+printf "%-28s %s\n" "build (s)" "$t_build" "ctest (s)" "$t_ctest" "ctest exit" "$ctest_rc" \
+    "seed train exit" "$train_rc" "peak GPU memory (MiB)" "${peak:-?}"
