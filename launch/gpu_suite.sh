@@ -2,12 +2,13 @@
 # One call on a GPU machine: build the CUDA backend, run the whole ctest suite (the gpu
 # parity tests included), then train the MODEL.md seed configuration for a few steps and
 # print a short table. Logs go to $OUT (or ./gpu_suite_out).
-#   bash launch/gpu_suite.sh [steps]
+#   bash launch/gpu_suite.sh [steps] [micro_batch]
 # On this workplace's lent GPU machine, the build kit is carried as .gpu/ (env.sh unpacks
 # Open MPI, parallel HDF5 and Check); elsewhere the system's packages are used.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 steps=${1:-20}
+mb=${2:-1}
 out=${OUT:-gpu_suite_out}
 mkdir -p "$out"
 [ -f .gpu/env.sh ] && source .gpu/env.sh
@@ -27,7 +28,7 @@ t_ctest=$(($(date +%s) - t0 - t_build))
 nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 >"$out/gpu_mem.csv" 2>/dev/null &
 smi=$!
 mpirun -np 1 build-gpu/hspmn_dist train --preset seed --device cuda --steps "$steps" \
-    --micro_batch 1 --batch 1 --log_every 1 --eval_every 0 --ckpt_every 0 --resume none \
+    --micro_batch "$mb" --batch "$mb" --warmup 2 --log_every 1 --eval_every 0 --ckpt_every 0 --resume none \
     --run_dir "$out/seed_run" >"$out/seed_train.log" 2>&1
 train_rc=$?
 kill $smi 2>/dev/null

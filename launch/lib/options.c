@@ -304,11 +304,12 @@ int options_model_config(const Options *opt, int data_vocab, int data_seq_len, M
         *cfg = model_config_tiny();
     else
         *cfg = preset_small();
-    // The data decides the vocabulary; small and tiny also train at the data's length
-    // (seed keeps MODEL.md's T unless the data fixes one).
-    if (data_vocab > 0)
+    // small and tiny take the data's vocabulary and length; seed keeps MODEL.md's V and T
+    // (the data must fit in V: checked below), so `--preset seed` is the reference model.
+    int is_seed = !strcmp(opt->preset, "seed");
+    if (data_vocab > 0 && !is_seed)
         cfg->vocab_size = data_vocab;
-    if (data_seq_len > 0)
+    if (data_seq_len > 0 && !is_seed)
         cfg->seq_len = data_seq_len;
     for (int i = 0; i < opt->n_overrides; i++) {
         char why[256];
