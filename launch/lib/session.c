@@ -73,12 +73,21 @@ static int choose_threads(const Session *s) {
 
 void session_open_backend(Session *s) {
     s->ops = choose_backend(s);
+    // NCCL refuses two ranks on one GPU, so nccl is the default only when every rank of a
+    // node has a GPU of its own; otherwise the ranks share GPUs through MPI.
+    int n_devices = s->ops->kind == BACKEND_CUDA ? ops_cuda_device_count() : 0;
+    int gpu_per_rank = n_devices >= s->info.local_world;
     if (s->opt.comm[0] == '\0')
-        s->comm_kind = s->ops->kind == BACKEND_CUDA ? COMM_NCCL : COMM_MPI;
+        s->comm_kind = s->ops->kind == BACKEND_CUDA && gpu_per_rank ? COMM_NCCL : COMM_MPI;
     else
         s->comm_kind = strcmp(s->opt.comm, "nccl") == 0 ? COMM_NCCL : COMM_MPI;
     if (s->comm_kind == COMM_NCCL && s->ops->kind != BACKEND_CUDA)
         session_usage_error(s, "--comm nccl needs --device cuda (the cpu backend uses --comm mpi)");
+    if (s->comm_kind == COMM_NCCL && !gpu_per_rank)
+        session_usage_error(s,
+                            "--comm nccl needs one GPU per rank, but %d ranks on this node share "
+                            "%d GPU(s): use --comm mpi",
+                            s->info.local_world, n_devices);
 
     s->threads = choose_threads(s);
 #ifdef _OPENMP
@@ -87,10 +96,8 @@ void session_open_backend(Session *s) {
     s->threads = 1;
 #endif
     int device = 0;
-    if (s->ops->kind == BACKEND_CUDA) {
-        int n_devices = ops_cuda_device_count();
+    if (s->ops->kind == BACKEND_CUDA)
         device = n_devices > 0 ? s->info.local_rank % n_devices : 0;
-    }
     s->ops->init(device);
     s->comm = comm_create(s->comm_kind, s->ops);
 }
