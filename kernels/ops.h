@@ -63,8 +63,8 @@ typedef struct Ops {
 
     // ---- linear: out = x . w^T + b ----------------------------------------------------
     // out [N, O] (overwritten), x [N, I], w [O, I], b [O] or NULL
-    void (*linear_forward)(float *out, const float *x, const float *w, const float *b, int N,
-                           int I, int O);
+    void (*linear_forward)(float *out, const float *x, const float *w, const float *b, int N, int I,
+                           int O);
     // dx [N, I] (may be NULL), dw [O, I], db [O] (may be NULL)
     void (*linear_backward)(float *dx, float *dw, float *db, const float *dout, const float *x,
                             const float *w, int N, int I, int O);
@@ -92,6 +92,9 @@ typedef struct Ops {
     // Writes the flat indices of such tokens, ascending, into sel [N] and their count into
     // count [1] (int32, a backend buffer).
     void (*select_threshold)(int32_t *sel, int32_t *count, const float *r, int N);
+    // pos[m] = idx[m] % T: the position in its sequence of each flat token index.
+    // pos, idx [M] int32. Keeps the query positions on the backend (no host round trip).
+    void (*token_positions)(int32_t *pos, const int32_t *idx, int M, int T);
 
     // ---- rotary embedding (GPT-NeoX layout: pairs (i, i + hd/2) of each head) ----------
     // In place. x [M, nheads, hd]; pos [M] int32 position of each row in its sequence.
@@ -107,19 +110,17 @@ typedef struct Ops {
     // o [B*Mq, nh, hd] (overwritten); lse [B*Mq, nh] log-sum-exp saved for the backward;
     // q [B*Mq, nh, hd]; k, v [B, T, nkv, hd]; qpos [B*Mq] int32.
     // attn=dense is the same op with Mq = T and qpos = t.
-    void (*attention_forward)(float *o, float *lse, const float *q, const float *k,
-                              const float *v, const int32_t *qpos, int B, int T, int Mq, int nh,
-                              int nkv, int hd);
+    void (*attention_forward)(float *o, float *lse, const float *q, const float *k, const float *v,
+                              const int32_t *qpos, int B, int T, int Mq, int nh, int nkv, int hd);
     // dq [B*Mq, nh, hd]; dk, dv [B, T, nkv, hd]
     void (*attention_backward)(float *dq, float *dk, float *dv, const float *dout, const float *q,
                                const float *k, const float *v, const float *o, const float *lse,
-                               const int32_t *qpos, int B, int T, int Mq, int nh, int nkv,
-                               int hd);
+                               const int32_t *qpos, int B, int T, int Mq, int nh, int nkv, int hd);
 
     // ---- gate: h[idx[m], :] += g_m * y[m, :], g_m = sigmoid(r[idx[m]]) ------------------
     // h [N, H]; y [M, H]; r [N] router logits, or NULL for a gate fixed at 1; idx [M]
-    void (*gated_scatter_add)(float *h, const float *y, const float *r, const int32_t *idx,
-                              int M, int H);
+    void (*gated_scatter_add)(float *h, const float *y, const float *r, const int32_t *idx, int M,
+                              int H);
     // dy [M, H] (overwrites); dr [N] (may be NULL; += g(1-g) <dh[idx], y>)
     void (*gated_scatter_add_backward)(float *dy, float *dr, const float *dh, const float *y,
                                        const float *r, const int32_t *idx, int M, int H);
@@ -129,8 +130,8 @@ typedef struct Ops {
     // s_ti = p_t . keys_i / sqrt(R); top_s [N, K] (descending), top_i [N, K] global slot
     // ids (ties: lower slot first). p [N, R]; keys [rows, R] holding global slots
     // [row_offset, row_offset + rows). The [N, rows] score matrix need not exist.
-    void (*slot_topk)(float *top_s, int32_t *top_i, const float *p, const float *keys, int N,
-                      int R, int rows, int row_offset, int K);
+    void (*slot_topk)(float *top_s, int32_t *top_i, const float *p, const float *keys, int N, int R,
+                      int rows, int row_offset, int K);
     // Merge P candidate lists into the best K: cand_s, cand_i [P, N, K] -> top_s, top_i [N, K]
     // (descending score, ties: lower slot first).
     void (*slot_topk_merge)(float *top_s, int32_t *top_i, const float *cand_s,
@@ -142,9 +143,8 @@ typedef struct Ops {
                               const float *vrows, float scale, int N, int K, int H);
     // Backward of slot_read_forward with the entropy loss weighted by `scale` (the same
     // scale times the loss weight). ds [N, K] and dvrows [N, K, H] overwrite; dh [N, H] +=.
-    void (*slot_read_backward)(float *dh, float *ds, float *dvrows, const float *dy,
-                               const float *w, const float *vrows, float scale, int N, int K,
-                               int H);
+    void (*slot_read_backward)(float *dh, float *ds, float *dvrows, const float *dy, const float *w,
+                               const float *vrows, float scale, int N, int K, int H);
     // Backward of s_tk = p_t . krows[t,k] / sqrt(R): dp [N, R] +=; dkrows [N, K, R] overwrites.
     void (*slot_score_backward)(float *dp, float *dkrows, const float *ds, const float *p,
                                 const float *krows, int N, int K, int R);
@@ -174,9 +174,9 @@ typedef struct Ops {
     // AdamW on fp32 master weights: g = grad * grad_scale;
     // m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
     // param -= lr * (m / (1-b1^t) / (sqrt(v / (1-b2^t)) + eps) + wd * param)
-    void (*adamw_update)(float *param, const float *grad, float *m, float *v, size_t n,
-                         float lr, float beta1, float beta2, float eps, float weight_decay,
-                         float grad_scale, int t);
+    void (*adamw_update)(float *param, const float *grad, float *m, float *v, size_t n, float lr,
+                         float beta1, float beta2, float eps, float weight_decay, float grad_scale,
+                         int t);
 } Ops;
 
 // The cpu backend is always built.

@@ -45,25 +45,26 @@ static void query_set_free(QuerySet *qs) {
     qs->counts = NULL;
 }
 
-// Reads the M selected flat indices back to the host to count them per sequence and,
-// when write_qpos, to write each one's position t into a->qpos. The op table has no op
-// for "index mod T", so this costs one small host round trip per layer.
-static void query_set_from_selection(Model *m, LayerActs *a, QuerySet *qs, int M, int write_qpos) {
-    const Ops *ops = m->ops;
+// route=threshold: the number of queries per sequence is data-dependent, so the M selected
+// flat indices come back to the host to be counted per sequence (one small sync per layer;
+// generation only). Top-n routing knows its counts (n_sel each) and needs no round trip.
+static void query_set_count_on_host(Model *m, LayerActs *a, QuerySet *qs, int M) {
     qs->M = M;
     for (int b = 0; b < m->B; b++)
         qs->counts[b] = 0;
     if (M == 0)
         return;
     int32_t *sel = hs_malloc((size_t)M * sizeof(int32_t)); // [M] host
-    ops->copy_to_host(sel, a->sel, (size_t)M * sizeof(int32_t));
-    for (int i = 0; i < M; i++) {
+    m->ops->copy_to_host(sel, a->sel, (size_t)M * sizeof(int32_t));
+    for (int i = 0; i < M; i++)
         qs->counts[sel[i] / m->T]++;
-        sel[i] = sel[i] % m->T;
-    }
-    if (write_qpos)
-        ops->copy_from_host(a->qpos, sel, (size_t)M * sizeof(int32_t));
     free(sel);
+}
+
+static void query_set_uniform(const Model *m, QuerySet *qs, int per_sequence) {
+    qs->M = m->B * per_sequence;
+    for (int b = 0; b < m->B; b++)
+        qs->counts[b] = per_sequence;
 }
 
 // route=threshold keeps the number of queries in the slot after the N indices of a->sel.
@@ -79,27 +80,25 @@ static void select_queries(Model *m, LayerActs *a, QuerySet *qs) {
     const Ops *ops = m->ops;
     const int B = m->B, T = m->T, N = B * T;
     if (m->cfg.attn == ATTN_DENSE) {
-        qs->M = N;
-        for (int b = 0; b < B; b++)
-            qs->counts[b] = T;
-    } else if (block_routes_by_threshold(&m->cfg)) {
+        query_set_uniform(m, qs, T);
+        return;
+    }
+    if (block_routes_by_threshold(&m->cfg)) {
         ops->select_threshold(a->sel, a->sel + N, a->r, N);
-        query_set_from_selection(m, a, qs, threshold_query_count(m, a), 1);
+        query_set_count_on_host(m, a, qs, threshold_query_count(m, a));
     } else {
         ops->select_topn(a->sel, a->z, B, T, m->n_sel);
-        query_set_from_selection(m, a, qs, B * m->n_sel, 1);
+        query_set_uniform(m, qs, m->n_sel);
     }
+    ops->token_positions(a->qpos, a->sel, qs->M, T);
 }
 
 // Backward: the query set the forward chose (a->sel and a->qpos are still valid).
 static void load_queries(Model *m, LayerActs *a, QuerySet *qs) {
-    if (block_routes_by_threshold(&m->cfg)) {
-        query_set_from_selection(m, a, qs, threshold_query_count(m, a), 0);
-        return;
-    }
-    qs->M = m->B * m->n_sel;
-    for (int b = 0; b < m->B; b++)
-        qs->counts[b] = m->n_sel;
+    if (block_routes_by_threshold(&m->cfg))
+        query_set_count_on_host(m, a, qs, threshold_query_count(m, a));
+    else
+        query_set_uniform(m, qs, m->n_sel);
 }
 
 // ---- reflexive stream: conv + MLP, every token -----------------------------------------

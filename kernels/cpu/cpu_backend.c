@@ -62,6 +62,7 @@ static const Ops cpu_ops_table = {
     .gumbel_noise = cpu_gumbel_noise,
     .select_topn = cpu_select_topn,
     .select_threshold = cpu_select_threshold,
+    .token_positions = cpu_token_positions,
     .rope_forward = cpu_rope_forward,
     .rope_backward = cpu_rope_backward,
     .attention_forward = cpu_attention_forward,

@@ -48,6 +48,7 @@ void cpu_gumbel_noise(float *out, uint64_t seed, uint32_t step, uint32_t layer, 
                       int B, int T);
 void cpu_select_topn(int32_t *sel, const float *z, int B, int T, int n_sel);
 void cpu_select_threshold(int32_t *sel, int32_t *count, const float *r, int N);
+void cpu_token_positions(int32_t *pos, const int32_t *idx, int M, int T);
 
 // cpu_rope.c
 void cpu_rope_forward(float *x, const int32_t *pos, int M, int nheads, int hd, float theta);

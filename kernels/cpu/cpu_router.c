@@ -65,3 +65,8 @@ void cpu_select_threshold(int32_t *sel, int32_t *count, const float *r, int N) {
             sel[written++] = n;
     count[0] = written;
 }
+
+void cpu_token_positions(int32_t *pos, const int32_t *idx, int M, int T) {
+    for (int m = 0; m < M; m++)
+        pos[m] = idx[m] % T;
+}

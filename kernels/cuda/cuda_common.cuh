@@ -135,6 +135,7 @@ void cuda_gumbel_noise(float *out, uint64_t seed, uint32_t step, uint32_t layer,
                        uint32_t seq_offset, int B, int T);
 void cuda_select_topn(int32_t *sel, const float *z, int B, int T, int n_sel);
 void cuda_select_threshold(int32_t *sel, int32_t *count, const float *r, int N);
+void cuda_token_positions(int32_t *pos, const int32_t *idx, int M, int T);
 // cuda_rope.cu
 void cuda_rope_forward(float *x, const int32_t *pos, int M, int nheads, int hd, float theta);
 void cuda_rope_backward(float *dx, const int32_t *pos, int M, int nheads, int hd, float theta);

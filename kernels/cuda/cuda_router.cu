@@ -143,3 +143,17 @@ void cuda_select_threshold(int32_t *sel, int32_t *count, const float *r, int N) 
     select_threshold_kernel<<<1, THRESHOLD_THREADS, 0, cuda_stream()>>>(sel, count, r, N);
     CUDA_CHECK_LAUNCH("select_threshold_kernel");
 }
+
+// pos [M] = idx [M] % T
+__global__ void token_positions_kernel(int32_t *pos, const int32_t *idx, int M, int T) {
+    int m = blockIdx.x * blockDim.x + threadIdx.x;
+    if (m < M)
+        pos[m] = idx[m] % T;
+}
+
+void cuda_token_positions(int32_t *pos, const int32_t *idx, int M, int T) {
+    if (M <= 0)
+        return;
+    token_positions_kernel<<<(M + 255) / 256, 256, 0, cuda_stream()>>>(pos, idx, M, T);
+    CUDA_CHECK_LAUNCH("token_positions_kernel");
+}

@@ -275,6 +275,13 @@ START_TEST(test_router) {
     ck_assert_int_gt(chosen, 0);
     IBuf thr_head = {thr.cpu, thr.gpu, (size_t)chosen};
     expect_equal("select_threshold indices", thr_head);
+
+    // Positions of the top-n selection, as the model computes the query positions.
+    IBuf qpos = ibuf_zeros((size_t)B * n_sel);
+    cpu->token_positions(qpos.cpu, sel.cpu, B * n_sel, T);
+    gpu->token_positions(qpos.gpu, sel.gpu, B * n_sel, T);
+    expect_equal("token_positions", qpos);
+    ibuf_free(&qpos);
     free(ties);
     buf_free(&noise), buf_free(&z), buf_free(&z_ties);
     ibuf_free(&sel), ibuf_free(&sel_ties), ibuf_free(&thr), ibuf_free(&count);

@@ -123,6 +123,18 @@ static double ce_loss(void *p) {
     return loss;
 }
 
+// Query positions: flat index b*T + t -> t, for every sequence b.
+START_TEST(test_token_positions) {
+    enum { T = 16, M = 5 };
+    const int32_t sel[M] = {0, 7, 15, 16 + 3, 3 * 16 + 15};
+    const int32_t want[M] = {0, 7, 15, 3, 15};
+    int32_t pos[M] = {-1, -1, -1, -1, -1};
+    ops_cpu()->token_positions(pos, sel, M, T);
+    for (int m = 0; m < M; m++)
+        ck_assert_int_eq(pos[m], want[m]);
+}
+END_TEST
+
 START_TEST(test_cross_entropy) {
     const Ops *ops = ops_cpu();
     TestRng rng = test_rng(32);
@@ -265,6 +277,7 @@ static Suite *router_loss_suite(void) {
     tcase_add_test(tc, test_gumbel_noise);
     tcase_add_test(tc, test_select_topn);
     tcase_add_test(tc, test_select_threshold);
+    tcase_add_test(tc, test_token_positions);
     tcase_add_test(tc, test_cross_entropy);
     tcase_add_test(tc, test_route_loss);
     tcase_add_test(tc, test_sum_squares);
