@@ -24,6 +24,9 @@ void dist_init(int *argc, char ***argv, CommInfo *info);
 void dist_finalize(void);
 // End every rank with exit code `code` (MPI_Abort); used by fatal errors.
 _Noreturn void dist_abort(int code);
+// 1 when another rank on the same node passed the same `key` (e.g. a GPU's PCI bus id),
+// on every rank. Collective over all ranks.
+int dist_node_key_shared(const char *key);
 
 // A communicator over all ranks whose buffers live on `ops`'s backend.
 Comm *comm_create(CommKind kind, const Ops *ops);

@@ -3,6 +3,7 @@
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "dist/comm.h"
 #include "dist/mpi_check.h"
@@ -73,4 +74,28 @@ void dist_finalize(void) {
     // Fatal errors after this point can no longer use MPI_Abort.
     hs_set_abort_hook(NULL);
     mpi_check(MPI_Finalize(), "MPI_Finalize");
+}
+
+int dist_node_key_shared(const char *key) {
+    // "hostname|key", fixed width, gathered from every rank.
+    enum { WIDTH = 192 };
+    char mine[WIDTH] = {0};
+    char host[MPI_MAX_PROCESSOR_NAME];
+    int host_len = 0;
+    mpi_check(MPI_Get_processor_name(host, &host_len), "MPI_Get_processor_name");
+    snprintf(mine, sizeof(mine), "%.*s|%s", host_len, host, key);
+    int rank = 0, world = 1;
+    mpi_check(MPI_Comm_rank(MPI_COMM_WORLD, &rank), "MPI_Comm_rank");
+    mpi_check(MPI_Comm_size(MPI_COMM_WORLD, &world), "MPI_Comm_size");
+    char *all = hs_malloc((size_t)world * WIDTH);
+    mpi_check(MPI_Allgather(mine, WIDTH, MPI_CHAR, all, WIDTH, MPI_CHAR, MPI_COMM_WORLD),
+              "MPI_Allgather(node keys)");
+    int shared = 0;
+    for (int r = 0; r < world && !shared; r++)
+        shared = r != rank && strncmp(all + (size_t)r * WIDTH, mine, WIDTH) == 0;
+    free(all);
+    int any = 0;
+    mpi_check(MPI_Allreduce(&shared, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD),
+              "MPI_Allreduce(node keys)");
+    return any;
 }

@@ -177,6 +177,23 @@ typedef struct Ops {
     void (*adamw_update)(float *param, const float *grad, float *m, float *v, size_t n, float lr,
                          float beta1, float beta2, float eps, float weight_decay, float grad_scale,
                          int t);
+
+    // ---- timing and memory accounting (hspmn_dist bench, model/profile.h) -------------
+    // A timer is a point in the backend's stream of work (cuda: an event recorded on the
+    // backend stream; cpu: the wall clock). timer_elapsed_ms waits for `end` and returns
+    // the milliseconds of backend work between the two recordings.
+    void *(*timer_create)(void);
+    void (*timer_record)(void *timer);
+    float (*timer_elapsed_ms)(void *start, void *end);
+    void (*timer_destroy)(void *timer);
+    // Bytes currently held through alloc (not yet freed), and the most held at once since
+    // the backend started or since the last memory_reset_peak.
+    size_t (*memory_in_use)(void);
+    size_t (*memory_peak)(void);
+    void (*memory_reset_peak)(void); // peak := memory_in_use()
+    // What the device itself reports, allocator and library workspaces included (cuda:
+    // cudaMemGetInfo; cpu: MemAvailable and MemTotal of /proc/meminfo, 0 when unknown).
+    void (*memory_device_info)(size_t *free_bytes, size_t *total_bytes);
 } Ops;
 
 // The cpu backend is always built.
@@ -185,3 +202,6 @@ const Ops *ops_cpu(void);
 const Ops *ops_cuda(void);
 // Number of visible CUDA devices (0 when built without CUDA).
 int ops_cuda_device_count(void);
+// PCI bus id of visible device `device` ("0000:1b:00.0"), so ranks can tell whether they
+// were given the same physical GPU (NCCL refuses that). 0 on success, -1 without CUDA.
+int ops_cuda_device_bus_id(int device, char *out, int len);

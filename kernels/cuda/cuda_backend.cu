@@ -143,3 +143,8 @@ extern "C" int ops_cuda_device_count(void) {
     }
     return count;
 }
+
+extern "C" int ops_cuda_device_bus_id(int device, char *out, int len) {
+    CUDA_CHECK(cudaDeviceGetPCIBusId(out, len, device));
+    return 0;
+}

@@ -73,10 +73,18 @@ static int choose_threads(const Session *s) {
 
 void session_open_backend(Session *s) {
     s->ops = choose_backend(s);
-    // NCCL refuses two ranks on one GPU, so nccl is the default only when every rank of a
-    // node has a GPU of its own; otherwise the ranks share GPUs through MPI.
+    // Each rank takes GPU local_rank % visible devices. NCCL refuses two ranks on one GPU,
+    // so nccl is the default only when no two ranks of a node got the same physical GPU
+    // (compared by PCI bus id: with one visible GPU per rank, as Slurm's --gpus-per-task=1
+    // gives, every rank sees "device 0" yet each has its own); otherwise ranks share
+    // GPUs through MPI.
     int n_devices = s->ops->kind == BACKEND_CUDA ? ops_cuda_device_count() : 0;
-    int gpu_per_rank = n_devices >= s->info.local_world;
+    int device = n_devices > 0 ? s->info.local_rank % n_devices : 0;
+    char bus_id[64] = "cpu";
+    if (s->ops->kind == BACKEND_CUDA)
+        ops_cuda_device_bus_id(device, bus_id, sizeof(bus_id));
+    int shared = dist_node_key_shared(bus_id); // collective: called by every rank
+    int gpu_per_rank = s->ops->kind == BACKEND_CUDA && !shared;
     if (s->opt.comm[0] == '\0')
         s->comm_kind = s->ops->kind == BACKEND_CUDA && gpu_per_rank ? COMM_NCCL : COMM_MPI;
     else
@@ -85,9 +93,9 @@ void session_open_backend(Session *s) {
         session_usage_error(s, "--comm nccl needs --device cuda (the cpu backend uses --comm mpi)");
     if (s->comm_kind == COMM_NCCL && !gpu_per_rank)
         session_usage_error(s,
-                            "--comm nccl needs one GPU per rank, but %d ranks on this node share "
-                            "%d GPU(s): use --comm mpi",
-                            s->info.local_world, n_devices);
+                            "--comm nccl needs one GPU per rank, but ranks of this node share "
+                            "GPU %s (%d ranks here, %d GPU(s) visible): use --comm mpi",
+                            bus_id, s->info.local_world, n_devices);
 
     s->threads = choose_threads(s);
 #ifdef _OPENMP
@@ -95,9 +103,6 @@ void session_open_backend(Session *s) {
 #else
     s->threads = 1;
 #endif
-    int device = 0;
-    if (s->ops->kind == BACKEND_CUDA)
-        device = n_devices > 0 ? s->info.local_rank % n_devices : 0;
     s->ops->init(device);
     s->comm = comm_create(s->comm_kind, s->ops);
 }
