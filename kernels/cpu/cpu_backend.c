@@ -14,10 +14,13 @@ static void cpu_init(int device) {
 static void cpu_shutdown(void) {}
 
 static void *cpu_alloc(size_t bytes) {
-    return hs_calloc(1, bytes);
+    void *ptr = hs_calloc(1, bytes ? bytes : 1); // a distinct pointer even for 0 bytes
+    cpu_track_alloc(ptr, bytes);
+    return ptr;
 }
 
 static void cpu_free(void *ptr) {
+    cpu_track_free(ptr);
     free(ptr);
 }
 
@@ -80,6 +83,14 @@ static const Ops cpu_ops_table = {
     .route_loss_backward = cpu_route_loss_backward,
     .sum_squares = cpu_sum_squares,
     .adamw_update = cpu_adamw_update,
+    .timer_create = cpu_timer_create,
+    .timer_record = cpu_timer_record,
+    .timer_elapsed_ms = cpu_timer_elapsed_ms,
+    .timer_destroy = cpu_timer_destroy,
+    .memory_in_use = cpu_memory_in_use,
+    .memory_peak = cpu_memory_peak,
+    .memory_reset_peak = cpu_memory_reset_peak,
+    .memory_device_info = cpu_memory_device_info,
 };
 
 const Ops *ops_cpu(void) {

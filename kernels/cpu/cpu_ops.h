@@ -96,3 +96,15 @@ void cpu_sum_squares(float *out, const float *x, size_t n);
 void cpu_adamw_update(float *param, const float *grad, float *m, float *v, size_t n, float lr,
                       float beta1, float beta2, float eps, float weight_decay, float grad_scale,
                       int t);
+
+// cpu_timer.c: timers (the monotonic clock) and the accounting of cpu_alloc / cpu_free
+void *cpu_timer_create(void);
+void cpu_timer_record(void *timer);
+float cpu_timer_elapsed_ms(void *start, void *end);
+void cpu_timer_destroy(void *timer);
+void cpu_track_alloc(void *ptr, size_t bytes); // called by cpu_alloc
+void cpu_track_free(void *ptr);                // called by cpu_free (NULL is ignored)
+size_t cpu_memory_in_use(void);
+size_t cpu_memory_peak(void);
+void cpu_memory_reset_peak(void);
+void cpu_memory_device_info(size_t *free_bytes, size_t *total_bytes);

@@ -97,6 +97,7 @@ void *cuda_alloc(size_t bytes) {
                     bytes, cudaGetErrorString(err), free_bytes, total_bytes);
     }
     CUDA_CHECK(cudaMemsetAsync(ptr, 0, bytes, stream));
+    cuda_track_alloc(ptr, bytes);
     return ptr;
 }
 
@@ -105,6 +106,7 @@ void cuda_free(void *ptr) {
         return;
     // The stream may still be using it.
     CUDA_CHECK(cudaStreamSynchronize(cuda_stream()));
+    cuda_track_free(ptr);
     CUDA_CHECK(cudaFree(ptr));
 }
 

@@ -175,3 +175,14 @@ void cuda_sum_squares(float *out, const float *x, size_t n);
 void cuda_adamw_update(float *param, const float *grad, float *m, float *v, size_t n, float lr,
                        float beta1, float beta2, float eps, float weight_decay, float grad_scale,
                        int t);
+// cuda_timer.cu: events on the backend stream, and the accounting of cuda_alloc / cuda_free
+void *cuda_timer_create(void);
+void cuda_timer_record(void *timer);
+float cuda_timer_elapsed_ms(void *start, void *end);
+void cuda_timer_destroy(void *timer);
+void cuda_track_alloc(const void *ptr, size_t bytes); // called by cuda_alloc
+void cuda_track_free(const void *ptr);                // called by cuda_free
+size_t cuda_memory_in_use(void);
+size_t cuda_memory_peak(void);
+void cuda_memory_reset_peak(void);
+void cuda_memory_device_info(size_t *free_bytes, size_t *total_bytes);

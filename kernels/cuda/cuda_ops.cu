@@ -49,6 +49,14 @@ static const Ops cuda_ops = {
     .route_loss_backward = cuda_route_loss_backward,
     .sum_squares = cuda_sum_squares,
     .adamw_update = cuda_adamw_update,
+    .timer_create = cuda_timer_create,
+    .timer_record = cuda_timer_record,
+    .timer_elapsed_ms = cuda_timer_elapsed_ms,
+    .timer_destroy = cuda_timer_destroy,
+    .memory_in_use = cuda_memory_in_use,
+    .memory_peak = cuda_memory_peak,
+    .memory_reset_peak = cuda_memory_reset_peak,
+    .memory_device_info = cuda_memory_device_info,
 };
 
 // NULL when no GPU is visible (or no driver): callers fall back to the cpu backend.
