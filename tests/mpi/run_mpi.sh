@@ -4,3 +4,4 @@ source "$(dirname "${BASH_SOURCE[0]}")/../../launch/mpi_env.sh"
 # One OpenMP thread per rank unless the caller says otherwise: tests start several ranks
 # on a 2-core machine.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+source "$(dirname "${BASH_SOURCE[0]}")/../python_env.sh"

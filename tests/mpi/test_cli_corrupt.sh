@@ -4,6 +4,7 @@
 # bad header or no content.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/run_mpi.sh"
+need_python
 bin="$HSPMN_BUILD/hspmn_dist"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -46,7 +47,7 @@ expect_error 1 "d_model" "${tiny[@]}" --d_model 64 --steps 4 --run_dir "$work/r4
     --resume "$work/good/ckpt_2.h5"
 
 # llm.c .bin shard with a wrong magic number, an empty text file.
-/usr/bin/python3 -c "
+"$HSPMN_PYTHON" -c "
 import numpy as np
 h = np.zeros(256, np.int32); h[0] = 12345; h[1] = 1; h[2] = 1000
 open('$work/bad.bin', 'wb').write(h.tobytes() + np.arange(1000, dtype=np.uint16).tobytes())"

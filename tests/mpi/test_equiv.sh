@@ -6,6 +6,7 @@
 # sqrt(v), so rounding-level gradient differences move parameters by up to ~lr * 1e-3).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/run_mpi.sh"
+need_python
 bin="$HSPMN_BUILD/hspmn_dist"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -17,7 +18,7 @@ for np in 1 2 4; do
     run_mpi "$np" "$bin" "${common[@]}" --run_dir "$work/np$np" | grep -E '^step|batch '
 done
 
-/usr/bin/python3 - "$work" <<'PY'
+"$HSPMN_PYTHON" - "$work" <<'PY'
 import sys, h5py, numpy as np
 work = sys.argv[1]
 def losses(np_):

@@ -5,6 +5,7 @@
 # --resume auto must continue from it with the losses of an uninterrupted run.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/run_mpi.sh"
+need_python
 bin="$HSPMN_BUILD/hspmn_dist"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -28,7 +29,7 @@ grep -q "debug: rank killing itself during the write of" "$work/killed.log" ||
 [[ ! -f "$work/run/ckpt_8.h5" ]] || { echo "FAIL: a torn ckpt_8.h5 was published"; exit 1; }
 
 # The surviving checkpoint is complete: every tensor reads, the state says step 4.
-/usr/bin/python3 - "$work/run/ckpt_4.h5" <<'PY'
+"$HSPMN_PYTHON" - "$work/run/ckpt_4.h5" <<'PY'
 import sys, h5py, numpy as np
 with h5py.File(sys.argv[1], "r") as f:
     n = 0
@@ -46,7 +47,7 @@ echo "== --resume auto"
 run_mpi 2 "$bin" "${common[@]}" --run_dir "$work/run" | tee "$work/resumed.log" |
     grep -E '^step|^resumed'
 grep -q "resumed from $work/run/ckpt_4.h5 at step 4" "$work/resumed.log"
-/usr/bin/python3 - "$work" <<'PY'
+"$HSPMN_PYTHON" - "$work" <<'PY'
 import sys, h5py, numpy as np
 work = sys.argv[1]
 def loss(run):

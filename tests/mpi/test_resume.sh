@@ -5,6 +5,7 @@
 # -np 4 and resumed at -np 2 and at -np 1 (relative 1e-4, fp32 summation order only).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/run_mpi.sh"
+need_python
 bin="$HSPMN_BUILD/hspmn_dist"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -30,7 +31,7 @@ for np in 2 1; do
     grep -q "resumed from $work/np4to$np/ckpt_8.h5 at step 8" "$work/np4to$np.log"
 done
 
-/usr/bin/python3 - "$work" <<'PY'
+"$HSPMN_PYTHON" - "$work" <<'PY'
 import sys, h5py, numpy as np
 work = sys.argv[1]
 def series(run):

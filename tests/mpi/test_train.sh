@@ -4,6 +4,7 @@
 # it, the eval loss falls, and `eval` / `sample` work on the checkpoint it leaves.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/run_mpi.sh"
+need_python
 bin="$HSPMN_BUILD/hspmn_dist"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -12,7 +13,7 @@ run="$work/run"
 run_mpi 2 "$bin" --steps 300 --eval_every 100 --eval_batches 4 --log_every 50 --ckpt_every 100 \
     --run_dir "$run" | tee "$work/train.log" | grep -E '^step|^eval|^checkpoint'
 
-/usr/bin/python3 - "$run/metrics.h5" <<'PY'
+"$HSPMN_PYTHON" - "$run/metrics.h5" <<'PY'
 import sys, h5py, numpy as np
 with h5py.File(sys.argv[1], "r") as f:
     step, loss = f["step"][:], f["loss"][:]

@@ -3,7 +3,8 @@
 # /config, /state), refusals of h5py-edited copies (missing dataset, wrong shape), and
 # metrics.h5 followed by an SWMR reader while the writer appends.
 set -u
-py=/usr/bin/python3
+source "${HSPMN_SRC:?}/tests/python_env.sh"
+py=${HSPMN_PYTHON:-/usr/bin/python3}
 if ! "$py" -c "import h5py" 2>/dev/null; then
     echo "test_h5py_ckpt: h5py is missing (skipped)"
     exit 77

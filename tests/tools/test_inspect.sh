@@ -7,7 +7,8 @@ set -euo pipefail
 
 src=${HSPMN_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 build=${HSPMN_BUILD:-$src/build}
-python=/usr/bin/python3
+source "$src/tests/python_env.sh"
+python=${HSPMN_PYTHON:-/usr/bin/python3}
 inspect=$src/launch/tools/hspmn_inspect.py
 
 if ! $python -c 'import h5py, numpy' 2>/dev/null; then

@@ -13,7 +13,8 @@ set -euo pipefail
 
 src=${HSPMN_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 build=${HSPMN_BUILD:-$src/build}
-python=/usr/bin/python3
+source "$src/tests/python_env.sh"
+python=${HSPMN_PYTHON:-/usr/bin/python3}
 job_name=hspmn-slurm-test
 
 if [[ $(id -u) -ne 0 ]]; then
