@@ -69,11 +69,13 @@ void block_memory_forward(Model *m, int layer, const ForwardArgs *args, float *y
     const LayerView *w = &m->p.layers[layer];
     LayerActs *a = &m->acts[layer];
     const int N = m->B * m->T;
+    profile_begin(m->profiler, PHASE_SLOT_MEMORY, PROFILE_FORWARD);
     m->ops->rmsnorm_forward(a->hn, a->rstd_m, a->h, w->norm_m, N, m->cfg.d_model);
     if (m->cfg.ffn == FFN_MEMORY)
         slot_memory_forward(m, layer, w, a, args, y);
     else
         dense_ffn_forward(m, w, a, y);
+    profile_end(m->profiler);
 }
 
 void block_memory_backward(Model *m, int layer, BlockGrads *g) {
@@ -82,6 +84,7 @@ void block_memory_backward(Model *m, int layer, BlockGrads *g) {
     LayerView *gw = &m->g.layers[layer];
     const LayerActs *a = &m->acts[layer];
     const int N = m->B * m->T, H = m->cfg.d_model;
+    profile_begin(m->profiler, PHASE_SLOT_MEMORY, PROFILE_BACKWARD);
     ops->zero(g->dh, (size_t)N * H * sizeof(float));
     ops->zero(g->dhn, (size_t)N * H * sizeof(float));
     if (m->cfg.ffn == FFN_MEMORY)
@@ -89,4 +92,5 @@ void block_memory_backward(Model *m, int layer, BlockGrads *g) {
     else
         dense_ffn_backward(m, w, gw, a, g);
     ops->rmsnorm_backward(g->dh, gw->norm_m, g->dhn, a->h, w->norm_m, a->rstd_m, N, H);
+    profile_end(m->profiler);
 }

@@ -269,18 +269,26 @@ void block_mix_forward(Model *m, int layer, const ForwardArgs *args) {
     const LayerView *w = &m->p.layers[layer];
     LayerActs *a = &m->acts[layer];
     const int N = m->B * m->T;
+    profile_begin(m->profiler, PHASE_REFLEXIVE, PROFILE_FORWARD);
     ops->rmsnorm_forward(a->u, a->rstd_a, a->x, w->norm_a, N, c->d_model);
     reflexive_forward(m, w, a);
+    profile_end(m->profiler);
+    profile_begin(m->profiler, PHASE_ROUTER, PROFILE_FORWARD);
     // attn=dense has no router: every token is a query and the gate is fixed at 1.
     if (c->attn == ATTN_SPARSE)
         router_forward(m, layer, w, a, args);
     QuerySet qs;
     query_set_alloc(&qs, m->B);
     select_queries(m, a, &qs);
+    profile_end(m->profiler);
+    profile_begin(m->profiler, PHASE_ATTENTION, PROFILE_FORWARD);
     attention_forward(m, w, a, &qs);
+    profile_end(m->profiler);
     query_set_free(&qs);
+    profile_begin(m->profiler, PHASE_ROUTER, PROFILE_FORWARD);
     if (args->targets && block_has_route_loss(c))
         route_loss_forward(m, a, args);
+    profile_end(m->profiler);
 }
 
 void block_mix_backward(Model *m, int layer, BlockGrads *g) {
@@ -290,6 +298,7 @@ void block_mix_backward(Model *m, int layer, BlockGrads *g) {
     LayerView *gw = &m->g.layers[layer];
     const LayerActs *a = &m->acts[layer];
     const int N = m->B * m->T, H = c->d_model;
+    profile_begin(m->profiler, PHASE_ATTENTION, PROFILE_BACKWARD);
     ops->copy(g->dx, g->dh, (size_t)N * H * sizeof(float)); // the residual path
     ops->zero(g->du, (size_t)N * H * sizeof(float));
     ops->zero(g->dr, (size_t)N * sizeof(float));
@@ -298,6 +307,8 @@ void block_mix_backward(Model *m, int layer, BlockGrads *g) {
     load_queries(m, &m->acts[layer], &qs);
     attention_backward(m, w, gw, a, &qs, g);
     query_set_free(&qs);
+    profile_end(m->profiler);
+    profile_begin(m->profiler, PHASE_ROUTER, PROFILE_BACKWARD);
     // The router learns through the gate and the route loss only: selection passes no
     // gradient.
     if (c->attn == ATTN_SPARSE) {
@@ -305,6 +316,9 @@ void block_mix_backward(Model *m, int layer, BlockGrads *g) {
             route_loss_backward(m, a, g);
         ops->linear_backward(g->du, gw->router_w, gw->router_b, g->dr, a->u, w->router_w, N, H, 1);
     }
+    profile_end(m->profiler);
+    profile_begin(m->profiler, PHASE_REFLEXIVE, PROFILE_BACKWARD);
     reflexive_backward(m, w, gw, a, g);
     ops->rmsnorm_backward(g->dx, gw->norm_a, g->du, a->x, w->norm_a, a->rstd_a, N, H);
+    profile_end(m->profiler);
 }

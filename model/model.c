@@ -237,16 +237,20 @@ void model_forward(Model *m, const ForwardArgs *args) {
     const ModelConfig *c = &m->cfg;
     const int N = m->B * m->T, H = c->d_model, V = c->vocab_size;
     m->last = *args;
+    profile_begin(m->profiler, PHASE_EMBED, PROFILE_FORWARD);
     ops->zero(m->losses, 3 * sizeof(float));
     ops->gather_rows(m->embed_out, m->p.embed, args->tokens, N, H, 0);
+    profile_end(m->profiler);
     for (int l = 0; l < c->n_layers; l++) {
         block_mix_forward(m, l, args);
         block_memory_forward(m, l, args, block_output(m, l));
     }
+    profile_begin(m->profiler, PHASE_HEAD_LOSS, PROFILE_FORWARD);
     ops->rmsnorm_forward(m->yn, m->rstd_f, m->y_final, m->p.norm_f, N, H);
     ops->linear_forward(m->logits, m->yn, m->p.lm_head, NULL, N, H, V);
     if (args->targets)
         ops->cross_entropy_forward(m->losses, m->logits, args->targets, args->ce_scale, N, V);
+    profile_end(m->profiler);
 }
 
 // The backward of the head turns logits into dlogits in place, so it runs once per forward.
@@ -262,11 +266,13 @@ void model_backward(Model *m) {
     Carver cv = {(char *)m->scratch, 0};
     carve_scratch(m, &cv, &positions, &g);
 
+    profile_begin(m->profiler, PHASE_HEAD_LOSS, PROFILE_BACKWARD);
     ops->cross_entropy_backward(m->logits, m->logits, args->targets, args->ce_scale, N, V);
     ops->zero(g.dh, (size_t)N * H * sizeof(float)); // here: d RMSNorm(y; norm_f)
     ops->linear_backward(g.dh, m->g.lm_head, NULL, m->logits, m->yn, m->p.lm_head, N, H, V);
     ops->zero(g.dy, (size_t)N * H * sizeof(float));
     ops->rmsnorm_backward(g.dy, m->g.norm_f, g.dh, m->y_final, m->p.norm_f, m->rstd_f, N, H);
+    profile_end(m->profiler);
     for (int l = c->n_layers - 1; l >= 0; l--) {
         block_memory_backward(m, l, &g); // dy -> dh
         block_mix_backward(m, l, &g);    // dh -> dx
@@ -274,5 +280,7 @@ void model_backward(Model *m) {
         g.dx = g.dy;
         g.dy = next_dy;
     }
+    profile_begin(m->profiler, PHASE_EMBED, PROFILE_BACKWARD);
     ops->scatter_add_rows(m->g.embed, g.dy, args->tokens, N, H, 0);
+    profile_end(m->profiler);
 }

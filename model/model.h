@@ -7,6 +7,7 @@
 #include "kernels/ops.h"
 #include "model/config.h"
 #include "model/params.h"
+#include "model/profile.h"
 
 // Saved activations of one layer, for the backward. Shapes with N = B*T, M = B*n_sel.
 typedef struct LayerActs {
@@ -78,6 +79,8 @@ typedef struct Model {
     ForwardArgs last; // arguments of the last forward, for the backward
     float *scratch;   // backend scratch for the backward, sized by model_build
     size_t scratch_floats;
+    Profiler *profiler; // NULL: no phase timing (the markers cost one NULL check); owned by
+                        // whoever profiles (the bench), attached after model_build
 } Model;
 
 // Allocate parameters, gradients and activations for micro-batches of B sequences of T
