@@ -1,9 +1,10 @@
-// hspmn_dist: the command-line entry point (train | eval | sample). Parsing and set-up live
+// hspmn_dist: the command-line entry point (train | eval | sample | bench). Parsing and set-up live
 // in launch/lib/; this file only starts MPI, reads the flags and hands over to the mode.
 #include <stdio.h>
 #include <string.h>
 
 #include "dist/comm.h"
+#include "launch/lib/bench.h"
 #include "launch/lib/eval.h"
 #include "launch/lib/options.h"
 #include "launch/lib/sample.h"
@@ -38,6 +39,9 @@ int main(int argc, char **argv) {
         break;
     case MODE_SAMPLE:
         code = sample_main(s);
+        break;
+    case MODE_BENCH:
+        code = bench_main(s);
         break;
     }
     session_close(s);

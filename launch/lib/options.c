@@ -17,6 +17,8 @@ const char *options_mode_name(RunMode mode) {
         return "eval";
     case MODE_SAMPLE:
         return "sample";
+    case MODE_BENCH:
+        return "bench";
     }
     return "?";
 }
@@ -230,6 +232,19 @@ static int set_flag(Options *opt, const char *flag, const char *value, char *err
         return parse_int(flag, value, 0, big, &opt->sample_top_k, err, errlen);
     if (!strcmp(flag, "max_new_tokens"))
         return parse_int(flag, value, 0, big, &opt->max_new_tokens, err, errlen);
+    if (!strcmp(flag, "bench_steps"))
+        return parse_int(flag, value, 1, big, &opt->bench_steps, err, errlen);
+    if (!strcmp(flag, "bench_warmup"))
+        return parse_int(flag, value, 0, big, &opt->bench_warmup, err, errlen);
+    if (!strcmp(flag, "bench_sweep"))
+        return parse_int(flag, value, 0, 1, &opt->bench_sweep, err, errlen);
+    if (!strcmp(flag, "bench_tokens"))
+        return parse_int(flag, value, 1, big, &opt->bench_tokens, err, errlen);
+    if (!strcmp(flag, "peak_tflops"))
+        return parse_double(flag, value, 1e-6, 1e9, &opt->peak_tflops, err, errlen);
+    if (!strcmp(flag, "bench_seq_lens"))
+        return copy_string(flag, value, opt->bench_seq_lens, sizeof(opt->bench_seq_lens), err,
+                           errlen);
     if (!strcmp(flag, "debug_die_rank"))
         return parse_int(flag, value, 0, big, &opt->debug_die_rank, err, errlen);
     if (!strcmp(flag, "debug_die_step"))
@@ -252,13 +267,19 @@ int options_parse(Options *opt, int argc, char **argv, char *err, int errlen) {
                 opt->mode = MODE_EVAL;
             else if (!strcmp(arg, "sample"))
                 opt->mode = MODE_SAMPLE;
+            else if (!strcmp(arg, "bench"))
+                opt->mode = MODE_BENCH;
             else
-                return fail(err, errlen, "unknown command '%s' (train|eval|sample)", arg);
+                return fail(err, errlen, "unknown command '%s' (train|eval|sample|bench)", arg);
             have_mode = 1;
             continue;
         }
         if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
             opt->help = 1;
+            continue;
+        }
+        if (!strcmp(arg, "--bench_sweep")) { // a switch: no value needed
+            opt->bench_sweep = 1;
             continue;
         }
         if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0')
@@ -329,9 +350,10 @@ int options_model_config(const Options *opt, int data_vocab, int data_seq_len, M
 void options_print_help(FILE *out) {
     Options d;
     options_defaults(&d);
-    fprintf(out, "usage: hspmn_dist [train|eval|sample] [--flag value | --flag=value ...]\n"
+    fprintf(out, "usage: hspmn_dist [train|eval|sample|bench] [--flag value | --flag=value ...]\n"
                  "  train (the default) trains and checkpoints; eval scores the held-out data\n"
-                 "  with a checkpoint; sample generates from a checkpoint (route=threshold).\n\n");
+                 "  with a checkpoint; sample generates from a checkpoint (route=threshold);\n"
+                 "  bench times training steps on random tokens (docs/PERFORMANCE.md).\n\n");
     fprintf(out, "model (MODEL.md entries; applied on top of the preset and the data's V, T):\n");
     fprintf(out, "  --%-20s %s\n", "preset",
             "small|tiny|seed (default small: L2 H64 nh4 nkv2 "
@@ -379,5 +401,15 @@ void options_print_help(FILE *out) {
     fprintf(out, "  --%-20s %d  sample among the k likeliest tokens (0 = all)\n", "sample_top_k",
             d.sample_top_k);
     fprintf(out, "  --%-20s %d\n", "max_new_tokens", d.max_new_tokens);
+    fprintf(out, "\nbench (random tokens, no data files; micro_batch sequences per rank):\n");
+    fprintf(out, "  --%-20s 10  timed training steps\n", "bench_steps");
+    fprintf(out, "  --%-20s 3  untimed steps first\n", "bench_warmup");
+    fprintf(out, "  --%-20s off  also run attn=dense, ffn=dense and the sequence lengths\n",
+            "bench_sweep");
+    fprintf(out, "  --%-20s 16384  tokens per rank per step in the sweep's length rows\n",
+            "bench_tokens");
+    fprintf(out, "  --%-20s 1024,2048,4096,8192,16384  the sweep's sequence lengths\n",
+            "bench_seq_lens");
+    fprintf(out, "  --%-20s 800  peak TFLOP/s per device for MFU\n", "peak_tflops");
     fprintf(out, "\n  --help               this text\n");
 }

@@ -8,7 +8,7 @@
 
 #include "model/config.h"
 
-typedef enum { MODE_TRAIN = 0, MODE_EVAL, MODE_SAMPLE } RunMode;
+typedef enum { MODE_TRAIN = 0, MODE_EVAL, MODE_SAMPLE, MODE_BENCH } RunMode;
 
 // Exit code for a bad command line (the shell convention for usage errors).
 #define OPTIONS_EXIT_USAGE 2
@@ -65,6 +65,16 @@ typedef struct Options {
     double temperature;
     int sample_top_k; // 0 = the whole vocabulary
     int max_new_tokens;
+
+    // bench (launch/lib/bench.h). 0 / "" = the bench's default, so options_defaults need not
+    // know them: steps 10, warmup 3, tokens 16384, peak 800 TFLOP/s, lengths
+    // 1024,2048,4096,8192,16384.
+    int bench_steps;          // timed steps
+    int bench_warmup;         // untimed steps first
+    int bench_sweep;          // 1: run the list of variants
+    int bench_tokens;         // tokens per rank per step in the sweep's sequence-length rows
+    double peak_tflops;       // per-device peak for MFU
+    char bench_seq_lens[256]; // the sweep's sequence lengths, comma-separated
 
     // testing only (not in --help): this rank SIGKILLs itself halfway through writing the
     // checkpoint of step debug_die_step, to prove a torn write leaves the last one intact.
