@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# hspmn_dist bench on the cpu: at 1 and 2 ranks it prints tokens/s, MFU, memory and a phase
+# table naming every phase, whose times add up to the measured step (within 20%); with
+# --bench_sweep it prints one summary row per variant.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/run_mpi.sh"
+bin="$HSPMN_BUILD/hspmn_dist"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+phases="embed reflexive router attention slot_memory head_loss optimizer comm"
+
+check_single() { # log ranks
+    local log=$1 ranks=$2
+    grep -E '^tokens/s: [0-9.]+ \(all '"$ranks"' rank' "$log" >/dev/null ||
+        { echo "FAIL: no tokens/s line for $ranks rank(s)"; exit 1; }
+    grep -E '^MFU: [0-9.e+-]+% of 800 TFLOP/s per device x '"$ranks"' device' "$log" >/dev/null ||
+        { echo "FAIL: no MFU line"; exit 1; }
+    grep -E '^memory: peak [0-9.]+ MiB' "$log" >/dev/null || { echo "FAIL: no memory line"; exit 1; }
+    grep -E '^model FLOPs per token: [0-9.]+ MFLOP training' "$log" >/dev/null ||
+        { echo "FAIL: no FLOP count"; exit 1; }
+    for phase in $phases; do
+        grep -E "^  $phase +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+%" "$log" >/dev/null ||
+            { echo "FAIL: phase $phase missing from the table"; exit 1; }
+    done
+    awk -v phases="$phases" '
+        BEGIN { n = split(phases, names, " "); for (i = 1; i <= n; i++) want[names[i]] = 1 }
+        $1 in want { sum += $4; seen++ }
+        $1 == "(step)" { step = $2 }
+        $1 == "tokens/s:" { tok = $2 }
+        END {
+            printf "phases sum to %.3f ms of a %.3f ms step; %s tok/s\n", sum, step, tok
+            if (seen != 8) { print "FAIL: " seen " phase rows"; exit 1 }
+            if (!(step > 0) || !(tok > 0)) { print "FAIL: no step time or throughput"; exit 1 }
+            if (sum < 0.8 * step || sum > 1.2 * step) { print "FAIL: phases do not add up"; exit 1 }
+        }' "$log"
+}
+
+for np in 1 2; do
+    run_mpi "$np" "$bin" bench --preset tiny --device cpu --bench_steps 2 --bench_warmup 1 \
+        >"$work/bench$np.log"
+    cat "$work/bench$np.log"
+    check_single "$work/bench$np.log" "$np"
+done
+
+# The sweep: base, attn=dense, ffn=dense and each sequence length, one row each.
+run_mpi 2 "$bin" bench --preset tiny --device cpu --bench_steps 2 --bench_warmup 1 --bench_sweep \
+    --bench_seq_lens 16,32,64 --bench_tokens 256 >"$work/sweep.log"
+sed -n '/^== sweep summary/,$p' "$work/sweep.log"
+for variant in base attn=dense ffn=dense T=16 T=32 T=64; do
+    rows=$(sed -n '/^== sweep summary/,$p' "$work/sweep.log" |
+        grep -cE "^  $variant +[0-9]+ +[0-9]+ +[0-9.]+ +[0-9.e+-]+ +[0-9.]+ +[0-9.]+ +[0-9.]+$" || true)
+    [[ $rows -eq 1 ]] || { echo "FAIL: sweep row for $variant appears $rows times"; exit 1; }
+done
+# Constant tokens per step: T=16 runs 16 sequences per rank, T=64 runs 4.
+grep -E '^  T=16 +16 +16 ' "$work/sweep.log" >/dev/null &&
+    grep -E '^  T=64 +64 +4 ' "$work/sweep.log" >/dev/null ||
+    { echo "FAIL: the sweep did not scale the micro-batch"; exit 1; }
+
+# A bad sweep list is a usage error naming the flag.
+if run_mpi 1 "$bin" bench --preset tiny --device cpu --bench_sweep --bench_seq_lens 16,x \
+    2>"$work/err.log" >/dev/null; then
+    echo "FAIL: --bench_seq_lens 16,x was accepted"; exit 1
+fi
+grep -q 'bench_seq_lens' "$work/err.log" || { echo "FAIL: error does not name the flag"; exit 1; }
+echo "bench test passed"
