@@ -80,7 +80,7 @@ static BenchSettings bench_settings(Session *s) {
     const Options *o = &s->opt;
     BenchSettings bs;
     bs.steps = o->bench_steps > 0 ? o->bench_steps : 10;
-    bs.warmup = o->bench_warmup > 0 ? o->bench_warmup : (o->bench_warmup == 0 ? 3 : 0);
+    bs.warmup = o->bench_warmup_given ? o->bench_warmup : 3;
     bs.tokens = o->bench_tokens > 0 ? o->bench_tokens : 16384;
     bs.peak_tflops = o->peak_tflops > 0 ? o->peak_tflops : 800.0;
     parse_seq_lens(s, o->bench_seq_lens[0] ? o->bench_seq_lens : "1024,2048,4096,8192,16384", &bs);

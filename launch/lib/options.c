@@ -234,8 +234,10 @@ static int set_flag(Options *opt, const char *flag, const char *value, char *err
         return parse_int(flag, value, 0, big, &opt->max_new_tokens, err, errlen);
     if (!strcmp(flag, "bench_steps"))
         return parse_int(flag, value, 1, big, &opt->bench_steps, err, errlen);
-    if (!strcmp(flag, "bench_warmup"))
+    if (!strcmp(flag, "bench_warmup")) {
+        opt->bench_warmup_given = 1;
         return parse_int(flag, value, 0, big, &opt->bench_warmup, err, errlen);
+    }
     if (!strcmp(flag, "bench_sweep"))
         return parse_int(flag, value, 0, 1, &opt->bench_sweep, err, errlen);
     if (!strcmp(flag, "bench_tokens"))

@@ -71,6 +71,7 @@ typedef struct Options {
     // 1024,2048,4096,8192,16384.
     int bench_steps;          // timed steps
     int bench_warmup;         // untimed steps first
+    int bench_warmup_given;   // 1: --bench_warmup was typed (so 0 means none, not default)
     int bench_sweep;          // 1: run the list of variants
     int bench_tokens;         // tokens per rank per step in the sweep's sequence-length rows
     double peak_tflops;       // per-device peak for MFU
