@@ -24,7 +24,8 @@ t_build=$(($(date +%s) - t0))
 ctest_rc=$?
 t_ctest=$(($(date +%s) - t0 - t_build))
 
-# Seed configuration at T = 4096 on the one GPU; GPU memory sampled every 100 ms.
+# Seed configuration at T = 4096 on the one GPU; GPU memory sampled every 100 ms
+# (nvidia-smi's view, which includes the CUDA context and cuBLAS workspaces).
 nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 >"$out/gpu_mem.csv" 2>/dev/null &
 smi=$!
 mpirun -np 1 build-gpu/hspmn_dist train --preset seed --device cuda --steps "$steps" \
@@ -33,11 +34,19 @@ mpirun -np 1 build-gpu/hspmn_dist train --preset seed --device cuda --steps "$st
 train_rc=$?
 kill $smi 2>/dev/null
 
+# The benchmark: the seed configuration and its variants (attn=dense, ffn=dense, T sweep).
+mpirun -np 1 build-gpu/hspmn_dist bench --preset seed --device cuda --micro_batch 4 \
+    --bench_steps 5 --bench_warmup 2 ${BENCH_SWEEP:---bench_sweep} >"$out/bench.log" 2>&1
+bench_rc=$?
+
 echo "=== ctest (last lines) ==="
 grep -E "tests passed|tests failed|Failed|\*\*\*|Not Run|Skipped" "$out/ctest.log" | tail -20
 echo "=== seed training (last lines) ==="
 tail -8 "$out/seed_train.log"
 peak=$(sort -n "$out/gpu_mem.csv" 2>/dev/null | tail -1)
+echo "=== bench (base variant, then the sweep) ==="
+sed -n '/^== bench base/,/^$/p' "$out/bench.log" | grep -vE "^(model:|batch:)"
+sed -n '/^== sweep summary/,$p' "$out/bench.log"
 echo "=== summary ==="
 printf "%-28s %s\n" "build (s)" "$t_build" "ctest (s)" "$t_ctest" "ctest exit" "$ctest_rc" \
-    "seed train exit" "$train_rc" "peak GPU memory (MiB)" "${peak:-?}"
+    "seed train exit" "$train_rc" "bench exit" "$bench_rc" "peak GPU memory (MiB)" "${peak:-?}"
