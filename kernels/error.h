@@ -21,5 +21,5 @@ void hs_set_log_rank(int rank);
 // malloc/calloc that never return NULL: on failure they name the size and the caller.
 void *hs_malloc_at(const char *file, int line, size_t bytes);
 void *hs_calloc_at(const char *file, int line, size_t count, size_t size);
-#define hs_malloc(bytes)      hs_malloc_at(__FILE__, __LINE__, (bytes))
-#define hs_calloc(count, sz)  hs_calloc_at(__FILE__, __LINE__, (count), (sz))
+#define hs_malloc(bytes)     hs_malloc_at(__FILE__, __LINE__, (bytes))
+#define hs_calloc(count, sz) hs_calloc_at(__FILE__, __LINE__, (count), (sz))

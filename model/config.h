@@ -3,30 +3,30 @@
 #pragma once
 #include <stdint.h>
 
-typedef enum { ATTN_SPARSE = 0, ATTN_DENSE = 1 } AttnKind;  // attn=sparse|dense
-typedef enum { FFN_MEMORY = 0, FFN_DENSE = 1 } FfnKind;     // ffn=memory|dense
+typedef enum { ATTN_SPARSE = 0, ATTN_DENSE = 1 } AttnKind;      // attn=sparse|dense
+typedef enum { FFN_MEMORY = 0, FFN_DENSE = 1 } FfnKind;         // ffn=memory|dense
 typedef enum { ROUTE_TOPN = 0, ROUTE_THRESHOLD = 1 } RouteKind; // route=topn|threshold
 
 typedef struct ModelConfig {
-    int vocab_size;     // V
-    int d_model;        // H
-    int n_layers;       // L
-    int n_heads;        // nh; head_dim = H / nh
-    int n_kv_heads;     // nkv
-    int seq_len;        // T
-    int conv_kernel;    // Kc
-    int mlp_mult;       // m
-    double capacity;    // rho
-    int n_slots;        // S
-    int ptr_dim;        // R
-    int top_k;          // K
-    double rope_theta;  // theta
-    double route_loss;  // lambda_r
+    int vocab_size;      // V
+    int d_model;         // H
+    int n_layers;        // L
+    int n_heads;         // nh; head_dim = H / nh
+    int n_kv_heads;      // nkv
+    int seq_len;         // T
+    int conv_kernel;     // Kc
+    int mlp_mult;        // m
+    double capacity;     // rho
+    int n_slots;         // S
+    int ptr_dim;         // R
+    int top_k;           // K
+    double rope_theta;   // theta
+    double route_loss;   // lambda_r
     double entropy_loss; // lambda_e
     AttnKind attn;
     FfnKind ffn;
-    RouteKind route;    // topn in training; threshold for causal generation
-    int gate_fixed;     // 1: the attention gate is fixed at 1 (tests; implied by attn=dense)
+    RouteKind route; // topn in training; threshold for causal generation
+    int gate_fixed;  // 1: the attention gate is fixed at 1 (tests; implied by attn=dense)
 } ModelConfig;
 
 // The seed configuration of MODEL.md.

@@ -25,18 +25,18 @@ typedef enum {
 } ParamGroup;
 
 typedef struct ParamTensor {
-    char name[96];       // MODEL.md path, e.g. "/model/layers/03/attn/wq"
-    int ndim;            // 0 (router bias), 1 or 2
-    int64_t shape[2];    // global shape
-    int sharded;         // 1: dim 0 split across ranks in contiguous blocks
-    int64_t row_begin;   // first global row held here (0 when not sharded)
-    int64_t rows;        // rows held here (shape[0] when not sharded; 1 for ndim 0)
-    size_t offset;       // first element in the flat buffers
-    size_t numel;        // elements held here
+    char name[96];     // MODEL.md path, e.g. "/model/layers/03/attn/wq"
+    int ndim;          // 0 (router bias), 1 or 2
+    int64_t shape[2];  // global shape
+    int sharded;       // 1: dim 0 split across ranks in contiguous blocks
+    int64_t row_begin; // first global row held here (0 when not sharded)
+    int64_t rows;      // rows held here (shape[0] when not sharded; 1 for ndim 0)
+    size_t offset;     // first element in the flat buffers
+    size_t numel;      // elements held here
     InitKind init;
     float init_std;
     ParamGroup group;
-    uint32_t id;         // index in the layout: seeds the tensor's init stream
+    uint32_t id; // index in the layout: seeds the tensor's init stream
 } ParamTensor;
 
 typedef struct ParamLayout {
@@ -62,29 +62,29 @@ void param_layout_init_host(const ParamLayout *layout, uint64_t seed, float *par
 
 // Pointers of one layer into a flat buffer (params, grads, moments alike).
 typedef struct LayerView {
-    float *norm_a;             // [H]
-    float *conv_w, *conv_b;    // [H, Kc], [H]
-    float *mlp_w1, *mlp_b1;    // [mH, H], [mH]
-    float *mlp_w2, *mlp_b2;    // [H, mH], [H]
+    float *norm_a;              // [H]
+    float *conv_w, *conv_b;     // [H, Kc], [H]
+    float *mlp_w1, *mlp_b1;     // [mH, H], [mH]
+    float *mlp_w2, *mlp_b2;     // [H, mH], [H]
     float *router_w, *router_b; // [H], [1]
-    float *wq;                 // [H, H]
-    float *wk, *wv;            // [nkv*hd, H]
-    float *wo;                 // [H, H]
-    float *norm_m;             // [H]
+    float *wq;                  // [H, H]
+    float *wk, *wv;             // [nkv*hd, H]
+    float *wo;                  // [H, H]
+    float *norm_m;              // [H]
     // ffn=memory
-    float *comp_w, *comp_b;    // [R, H], [R]
-    float *keys;               // [S_local, R]  rows [row_begin, row_begin + S_local)
-    float *values;             // [S_local, H]
+    float *comp_w, *comp_b; // [R, H], [R]
+    float *keys;            // [S_local, R]  rows [row_begin, row_begin + S_local)
+    float *values;          // [S_local, H]
     // ffn=dense (paths /model/layers/{l}/ffn/w1, b1, w2, b2)
-    float *ffn_w1, *ffn_b1;    // [4H, H], [4H]
-    float *ffn_w2, *ffn_b2;    // [H, 4H], [H]
+    float *ffn_w1, *ffn_b1; // [4H, H], [4H]
+    float *ffn_w2, *ffn_b2; // [H, 4H], [H]
 } LayerView;
 
 typedef struct ModelView {
-    float *embed;   // [V, H]
+    float *embed;      // [V, H]
     LayerView *layers; // [L]
-    float *norm_f;  // [H]
-    float *lm_head; // [V, H]
+    float *norm_f;     // [H]
+    float *lm_head;    // [V, H]
 } ModelView;
 
 // Point a view's fields into `base` (a flat buffer of layout->n_local floats). Fields of

@@ -10,8 +10,8 @@ typedef struct TestRng {
     uint64_t state;
 } TestRng;
 TestRng test_rng(uint64_t seed);
-float test_uniform(TestRng *rng);            // [0, 1)
-float test_normal(TestRng *rng);             // N(0, 1)
+float test_uniform(TestRng *rng); // [0, 1)
+float test_normal(TestRng *rng);  // N(0, 1)
 void test_fill_normal(TestRng *rng, float *x, size_t n, float std);
 void test_fill_uniform_int(TestRng *rng, int32_t *x, size_t n, int lo, int hi); // [lo, hi)
 
