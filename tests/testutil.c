@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 TestRng test_rng(uint64_t seed) {
     TestRng rng = {seed * 0x9E3779B97F4A7C15ull + 1};
@@ -86,4 +87,29 @@ int test_run_suite(Suite *s) {
     int failed = srunner_ntests_failed(runner);
     srunner_free(runner);
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+float *test_random_buffer(TestRng *rng, size_t n, float std) {
+    float *x = test_zeros(n);
+    test_fill_normal(rng, x, n, std);
+    return x;
+}
+
+float *test_zeros(size_t n) {
+    float *x = calloc(n ? n : 1, sizeof(float));
+    ck_assert_ptr_nonnull(x);
+    return x;
+}
+
+float *test_copy_of(const float *x, size_t n) {
+    float *y = test_zeros(n);
+    memcpy(y, x, n * sizeof(float));
+    return y;
+}
+
+double test_project(const float *out, const float *proj, size_t n) {
+    double acc = 0.0;
+    for (size_t i = 0; i < n; i++)
+        acc += (double)out[i] * proj[i];
+    return acc;
 }

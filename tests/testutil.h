@@ -30,3 +30,10 @@ double test_grad_check(const char *what, test_scalar_fn f, void *ctx, float *x, 
 
 // Run a Check suite (CK_NORMAL output) and return the process exit status.
 int test_run_suite(Suite *s);
+
+// Small buffers for op tests (host, calloc'd, free with free()).
+float *test_random_buffer(TestRng *rng, size_t n, float std); // N(0, std^2) entries
+float *test_zeros(size_t n);
+float *test_copy_of(const float *x, size_t n);
+// sum_i out[i] * proj[i] in double: the scalar "loss" whose gradient an op test checks.
+double test_project(const float *out, const float *proj, size_t n);

@@ -21,29 +21,6 @@ static const double FD_FLOOR = 1e-3;
 // 1e-2, i.e. an absolute tolerance of 5e-5 for near-zero entries.
 static const double ATTN_FLOOR = 1e-2;
 
-static double project(const float *out, const float *proj, size_t n) {
-    double acc = 0.0;
-    for (size_t i = 0; i < n; i++)
-        acc += (double)out[i] * proj[i];
-    return acc;
-}
-
-static float *random_buffer(TestRng *rng, size_t n, float std) {
-    float *x = calloc(n ? n : 1, sizeof(float));
-    test_fill_normal(rng, x, n, std);
-    return x;
-}
-
-static float *zeros(size_t n) {
-    return calloc(n ? n : 1, sizeof(float));
-}
-
-static float *copy_of(const float *x, size_t n) {
-    float *y = zeros(n);
-    memcpy(y, x, n * sizeof(float));
-    return y;
-}
-
 // ---- RoPE ----------------------------------------------------------------------------------
 
 typedef struct RopeCtx {
@@ -58,7 +35,7 @@ static double rope_loss(void *p) {
     size_t n = (size_t)c->M * c->nheads * c->hd;
     memcpy(c->work, c->x, n * sizeof(float));
     ops_cpu()->rope_forward(c->work, c->pos, c->M, c->nheads, c->hd, c->theta);
-    return project(c->work, c->proj, n);
+    return test_project(c->work, c->proj, n);
 }
 
 START_TEST(test_rope) {
@@ -68,8 +45,14 @@ START_TEST(test_rope) {
     const float theta = 10000.0f;
     const int32_t pos[5] = {0, 1, 7, 300, 4095};
     const size_t n = (size_t)M * nheads * hd;
-    RopeCtx c = {
-        random_buffer(&rng, n, 1), zeros(n), random_buffer(&rng, n, 1), pos, M, nheads, hd, theta};
+    RopeCtx c = {test_random_buffer(&rng, n, 1),
+                 test_zeros(n),
+                 test_random_buffer(&rng, n, 1),
+                 pos,
+                 M,
+                 nheads,
+                 hd,
+                 theta};
     rope_loss(&c);
     // naive: NeoX pairs (i, i + hd/2), angle pos * theta^(-2i/hd)
     for (int m = 0; m < M; m++)
@@ -86,11 +69,11 @@ START_TEST(test_rope) {
                     ck_assert(oh[i] == xh[i] && oh[i + hd / 2] == xh[i + hd / 2]);
             }
     // the backward undoes the forward (the rotation is orthogonal)
-    float *round_trip = copy_of(c.work, n);
+    float *round_trip = test_copy_of(c.work, n);
     ops->rope_backward(round_trip, pos, M, nheads, hd, theta);
     ck_assert_double_le(test_max_rel_err("rope backward(forward(x))", round_trip, c.x, n, 1e-5, 0),
                         1.0);
-    float *dx = copy_of(c.proj, n);
+    float *dx = test_copy_of(c.proj, n);
     ops->rope_backward(dx, pos, M, nheads, hd, theta);
     ck_assert_double_le(
         test_grad_check("rope dx", rope_loss, &c, c.x, n, dx, 1000, FD_EPS, FD_FLOOR), FD_TOL);
@@ -110,7 +93,7 @@ static double attn_loss(void *p) {
     AttnCtx *c = p;
     ops_cpu()->attention_forward(c->o, c->lse, c->q, c->k, c->v, c->qpos, c->B, c->T, c->Mq, c->nh,
                                  c->nkv, c->hd);
-    return project(c->o, c->proj, (size_t)c->B * c->Mq * c->nh * c->hd);
+    return test_project(c->o, c->proj, (size_t)c->B * c->Mq * c->nh * c->hd);
 }
 
 // Naive attention of one query row and head: the full [T] score row with the causal mask.
@@ -146,12 +129,12 @@ static void check_attention(int Mq, const int32_t *qpos, uint64_t seed) {
     TestRng rng = test_rng(seed);
     const int B = 2, T = 7, nh = 4, nkv = 2, hd = 4;
     const size_t nq = (size_t)B * Mq * nh * hd, nkvbuf = (size_t)B * T * nkv * hd;
-    AttnCtx c = {random_buffer(&rng, nq, 1),
-                 random_buffer(&rng, nkvbuf, 1),
-                 random_buffer(&rng, nkvbuf, 1),
-                 zeros(nq),
-                 zeros((size_t)B * Mq * nh),
-                 random_buffer(&rng, nq, 1),
+    AttnCtx c = {test_random_buffer(&rng, nq, 1),
+                 test_random_buffer(&rng, nkvbuf, 1),
+                 test_random_buffer(&rng, nkvbuf, 1),
+                 test_zeros(nq),
+                 test_zeros((size_t)B * Mq * nh),
+                 test_random_buffer(&rng, nq, 1),
                  qpos,
                  B,
                  T,
@@ -168,7 +151,7 @@ static void check_attention(int Mq, const int32_t *qpos, uint64_t seed) {
             for (int d = 0; d < hd; d++)
                 ck_assert_double_eq_tol(c.o[(row * nh + h) * hd + d], o_want[d], 1e-5);
         }
-    float *dq = zeros(nq), *dk = zeros(nkvbuf), *dv = zeros(nkvbuf);
+    float *dq = test_zeros(nq), *dk = test_zeros(nkvbuf), *dv = test_zeros(nkvbuf);
     ops->attention_backward(dq, dk, dv, c.proj, c.q, c.k, c.v, c.o, c.lse, qpos, B, T, Mq, nh, nkv,
                             hd);
     ck_assert_double_le(
@@ -192,7 +175,8 @@ static void check_attention(int Mq, const int32_t *qpos, uint64_t seed) {
             }
     }
     // backward accumulates: a second call doubles every gradient
-    float *dq2 = copy_of(dq, nq), *dk2 = copy_of(dk, nkvbuf), *dv2 = copy_of(dv, nkvbuf);
+    float *dq2 = test_copy_of(dq, nq), *dk2 = test_copy_of(dk, nkvbuf),
+          *dv2 = test_copy_of(dv, nkvbuf);
     attn_loss(&c); // o, lse at the unperturbed inputs
     ops->attention_backward(dq2, dk2, dv2, c.proj, c.q, c.k, c.v, c.o, c.lse, qpos, B, T, Mq, nh,
                             nkv, hd);
@@ -233,10 +217,12 @@ START_TEST(test_attention_sparse_matches_dense) {
     int32_t dense_pos[9];
     for (int t = 0; t < T; t++)
         dense_pos[t] = t;
-    float *qd = random_buffer(&rng, T * nh * hd, 1), *k = random_buffer(&rng, T * nkv * hd, 1);
-    float *v = random_buffer(&rng, T * nkv * hd, 1);
-    float *qs = zeros(Mq * nh * hd), *od = zeros(T * nh * hd), *os = zeros(Mq * nh * hd);
-    float *lsed = zeros(T * nh), *lses = zeros(Mq * nh);
+    float *qd = test_random_buffer(&rng, T * nh * hd, 1),
+          *k = test_random_buffer(&rng, T * nkv * hd, 1);
+    float *v = test_random_buffer(&rng, T * nkv * hd, 1);
+    float *qs = test_zeros(Mq * nh * hd), *od = test_zeros(T * nh * hd),
+          *os = test_zeros(Mq * nh * hd);
+    float *lsed = test_zeros(T * nh), *lses = test_zeros(Mq * nh);
     ops->gather_rows(qs, qd, sparse_pos, Mq, nh * hd, 0);
     ops->attention_forward(od, lsed, qd, k, v, dense_pos, B, T, T, nh, nkv, hd);
     ops->attention_forward(os, lses, qs, k, v, sparse_pos, B, T, Mq, nh, nkv, hd);
@@ -259,7 +245,7 @@ static double gate_loss(void *p) {
     GateCtx *c = p;
     memcpy(c->h, c->h0, (size_t)c->N * c->H * sizeof(float));
     ops_cpu()->gated_scatter_add(c->h, c->y, c->r, c->idx, c->M, c->H);
-    return project(c->h, c->proj, (size_t)c->N * c->H);
+    return test_project(c->h, c->proj, (size_t)c->N * c->H);
 }
 
 START_TEST(test_gated_scatter_add) {
@@ -267,11 +253,11 @@ START_TEST(test_gated_scatter_add) {
     TestRng rng = test_rng(15);
     const int N = 8, M = 3, H = 5;
     const int32_t idx[3] = {1, 4, 6};
-    GateCtx c = {random_buffer(&rng, N * H, 1),
-                 zeros(N * H),
-                 random_buffer(&rng, M * H, 1),
-                 random_buffer(&rng, N, 2),
-                 random_buffer(&rng, N * H, 1),
+    GateCtx c = {test_random_buffer(&rng, N * H, 1),
+                 test_zeros(N * H),
+                 test_random_buffer(&rng, M * H, 1),
+                 test_random_buffer(&rng, N, 2),
+                 test_random_buffer(&rng, N * H, 1),
                  idx,
                  N,
                  M,
@@ -289,8 +275,8 @@ START_TEST(test_gated_scatter_add) {
             ck_assert_double_eq_tol(c.h[n * H + j], want, 1e-6);
         }
     }
-    float *dy = random_buffer(&rng, M * H, 1); // garbage: dy overwrites
-    float *dr = zeros(N);
+    float *dy = test_random_buffer(&rng, M * H, 1); // garbage: dy overwrites
+    float *dr = test_zeros(N);
     ops->gated_scatter_add_backward(dy, dr, c.proj, c.y, c.r, idx, M, H);
     ck_assert_double_le(
         test_grad_check("gate dy", gate_loss, &c, c.y, M * H, dy, 1000, FD_EPS, FD_FLOOR), FD_TOL);
@@ -300,7 +286,7 @@ START_TEST(test_gated_scatter_add) {
         if (n != 1 && n != 4 && n != 6)
             ck_assert(dr[n] == 0.0f); // unselected tokens get no gate gradient
     // dr accumulates, dy overwrites
-    float *dy2 = copy_of(dy, M * H), *dr2 = copy_of(dr, N);
+    float *dy2 = test_copy_of(dy, M * H), *dr2 = test_copy_of(dr, N);
     ops->gated_scatter_add_backward(dy2, dr2, c.proj, c.y, c.r, idx, M, H);
     for (int i = 0; i < M * H; i++)
         ck_assert(dy2[i] == dy[i]);
@@ -318,7 +304,7 @@ START_TEST(test_gated_scatter_add) {
     for (int m = 0; m < M; m++)
         for (int j = 0; j < H; j++)
             ck_assert(c.h[idx[m] * H + j] == c.h0[idx[m] * H + j] + c.y[m * H + j]);
-    float *dy_open = zeros(M * H);
+    float *dy_open = test_zeros(M * H);
     ops->gated_scatter_add_backward(dy_open, NULL, c.proj, c.y, NULL, idx, M, H);
     ck_assert_double_le(test_grad_check("gate dy (r NULL)", gate_loss, &c, c.y, M * H, dy_open,
                                         1000, FD_EPS, FD_FLOOR),

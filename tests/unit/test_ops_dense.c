@@ -22,23 +22,6 @@ static const double FD_EPS = 1e-2;
 static const double FD_TOL = 5e-3;
 static const double FD_FLOOR = 1e-3;
 
-static double project(const float *out, const float *proj, size_t n) {
-    double acc = 0.0;
-    for (size_t i = 0; i < n; i++)
-        acc += (double)out[i] * proj[i];
-    return acc;
-}
-
-static float *random_buffer(TestRng *rng, size_t n, float std) {
-    float *x = calloc(n ? n : 1, sizeof(float));
-    test_fill_normal(rng, x, n, std);
-    return x;
-}
-
-static float *zeros(size_t n) {
-    return calloc(n ? n : 1, sizeof(float));
-}
-
 // ---- gather / scatter ----------------------------------------------------------------------
 
 typedef struct GatherCtx {
@@ -50,7 +33,7 @@ typedef struct GatherCtx {
 static double gather_loss(void *p) {
     GatherCtx *c = p;
     ops_cpu()->gather_rows(c->out, c->table, c->idx, c->M, c->D, c->row_offset);
-    return project(c->out, c->proj, (size_t)c->M * c->D);
+    return test_project(c->out, c->proj, (size_t)c->M * c->D);
 }
 
 START_TEST(test_gather_scatter) {
@@ -58,9 +41,9 @@ START_TEST(test_gather_scatter) {
     TestRng rng = test_rng(1);
     const int rows = 7, D = 5, M = 9, row_offset = 100;
     int32_t idx[9] = {100, 106, 103, 103, 101, 106, 100, 105, 103}; // repeats on purpose
-    GatherCtx c = {random_buffer(&rng, rows * D, 1),
-                   zeros(M * D),
-                   random_buffer(&rng, M * D, 1),
+    GatherCtx c = {test_random_buffer(&rng, rows * D, 1),
+                   test_zeros(M * D),
+                   test_random_buffer(&rng, M * D, 1),
                    idx,
                    M,
                    D,
@@ -69,7 +52,7 @@ START_TEST(test_gather_scatter) {
     for (int m = 0; m < M; m++)
         for (int d = 0; d < D; d++)
             ck_assert(c.out[m * D + d] == c.table[(idx[m] - row_offset) * D + d]);
-    float *dtable = zeros(rows * D);
+    float *dtable = test_zeros(rows * D);
     ops->scatter_add_rows(dtable, c.proj, idx, M, D, row_offset);
     // gather is linear in the table: the difference is exact up to rounding
     ck_assert_double_le(test_grad_check("gather_rows dtable", gather_loss, &c, c.table, rows * D,
@@ -85,8 +68,9 @@ START_TEST(test_add_axpy_scale) {
     const Ops *ops = ops_cpu();
     TestRng rng = test_rng(2);
     const size_t n = 37;
-    float *a = random_buffer(&rng, n, 1), *b = random_buffer(&rng, n, 1), *out = zeros(n);
-    float *y = random_buffer(&rng, n, 1), *y0 = zeros(n), *s = zeros(n);
+    float *a = test_random_buffer(&rng, n, 1), *b = test_random_buffer(&rng, n, 1),
+          *out = test_zeros(n);
+    float *y = test_random_buffer(&rng, n, 1), *y0 = test_zeros(n), *s = test_zeros(n);
     memcpy(y0, y, n * sizeof(float));
     memcpy(s, a, n * sizeof(float));
     ops->add(out, a, b, n);
@@ -116,19 +100,19 @@ static double axpy_loss(void *p) {
     AxpyCtx *c = p;
     memcpy(c->y, c->y0, c->n * sizeof(float));
     ops_cpu()->axpy(c->y, c->alpha, c->x, c->n);
-    return project(c->y, c->proj, c->n);
+    return test_project(c->y, c->proj, c->n);
 }
 
 START_TEST(test_axpy_grad) {
     TestRng rng = test_rng(3);
     const size_t n = 50;
-    AxpyCtx c = {random_buffer(&rng, n, 1),
-                 random_buffer(&rng, n, 1),
-                 zeros(n),
-                 random_buffer(&rng, n, 1),
+    AxpyCtx c = {test_random_buffer(&rng, n, 1),
+                 test_random_buffer(&rng, n, 1),
+                 test_zeros(n),
+                 test_random_buffer(&rng, n, 1),
                  1.7f,
                  n};
-    float *dx = zeros(n);
+    float *dx = test_zeros(n);
     ops_cpu()->axpy(dx, c.alpha, c.proj, n);
     ck_assert_double_le(
         test_grad_check("axpy dx", axpy_loss, &c, c.x, n, dx, 1000, FD_EPS, FD_FLOOR), FD_TOL);
@@ -146,7 +130,7 @@ typedef struct GeluCtx {
 static double gelu_loss(void *p) {
     GeluCtx *c = p;
     ops_cpu()->gelu_forward(c->out, c->x, c->n);
-    return project(c->out, c->proj, c->n);
+    return test_project(c->out, c->proj, c->n);
 }
 
 START_TEST(test_gelu) {
@@ -162,8 +146,8 @@ START_TEST(test_gelu) {
 
     TestRng rng = test_rng(4);
     const size_t n = 64;
-    GeluCtx c = {random_buffer(&rng, n, 2), zeros(n), random_buffer(&rng, n, 1), n};
-    float *dx = zeros(n);
+    GeluCtx c = {test_random_buffer(&rng, n, 2), test_zeros(n), test_random_buffer(&rng, n, 1), n};
+    float *dx = test_zeros(n);
     ops->gelu_backward(dx, c.proj, c.x, n);
     ck_assert_double_le(
         test_grad_check("gelu dx", gelu_loss, &c, c.x, n, dx, 1000, FD_EPS, FD_FLOOR), FD_TOL);
@@ -181,18 +165,18 @@ typedef struct RmsCtx {
 static double rms_loss(void *p) {
     RmsCtx *c = p;
     ops_cpu()->rmsnorm_forward(c->out, c->rstd, c->x, c->w, c->N, c->H);
-    return project(c->out, c->proj, (size_t)c->N * c->H);
+    return test_project(c->out, c->proj, (size_t)c->N * c->H);
 }
 
 START_TEST(test_rmsnorm) {
     const Ops *ops = ops_cpu();
     TestRng rng = test_rng(5);
     const int N = 6, H = 16;
-    RmsCtx c = {random_buffer(&rng, N * H, 1),
-                random_buffer(&rng, H, 1),
-                zeros(N * H),
-                zeros(N),
-                random_buffer(&rng, N * H, 1),
+    RmsCtx c = {test_random_buffer(&rng, N * H, 1),
+                test_random_buffer(&rng, H, 1),
+                test_zeros(N * H),
+                test_zeros(N),
+                test_random_buffer(&rng, N * H, 1),
                 N,
                 H};
     rms_loss(&c);
@@ -205,7 +189,7 @@ START_TEST(test_rmsnorm) {
         for (int j = 0; j < H; j++)
             ck_assert_double_eq_tol(c.out[n * H + j], c.x[n * H + j] * r * c.w[j], 1e-5);
     }
-    float *dx = zeros(N * H), *dw = zeros(H);
+    float *dx = test_zeros(N * H), *dw = test_zeros(H);
     ops->rmsnorm_backward(dx, dw, c.proj, c.x, c.w, c.rstd, N, H);
     ck_assert_double_le(
         test_grad_check("rmsnorm dx", rms_loss, &c, c.x, N * H, dx, 1000, FD_EPS, FD_FLOOR),
@@ -213,7 +197,7 @@ START_TEST(test_rmsnorm) {
     ck_assert_double_le(
         test_grad_check("rmsnorm dw", rms_loss, &c, c.w, H, dw, 1000, FD_EPS, FD_FLOOR), FD_TOL);
     // dx = NULL still produces dw
-    float *dw2 = zeros(H);
+    float *dw2 = test_zeros(H);
     ops->rmsnorm_backward(NULL, dw2, c.proj, c.x, c.w, c.rstd, N, H);
     ck_assert_double_le(test_max_rel_err("rmsnorm dw (dx NULL)", dw2, dw, H, 1e-7, 1e-6), 1.0);
     free(c.x), free(c.w), free(c.out), free(c.rstd), free(c.proj), free(dx), free(dw), free(dw2);
@@ -230,18 +214,18 @@ typedef struct LinearCtx {
 static double linear_loss(void *p) {
     LinearCtx *c = p;
     ops_cpu()->linear_forward(c->out, c->x, c->w, c->b, c->N, c->I, c->O);
-    return project(c->out, c->proj, (size_t)c->N * c->O);
+    return test_project(c->out, c->proj, (size_t)c->N * c->O);
 }
 
 START_TEST(test_linear) {
     const Ops *ops = ops_cpu();
     TestRng rng = test_rng(6);
     const int N = 7, I = 9, O = 5;
-    LinearCtx c = {random_buffer(&rng, N * I, 1),
-                   random_buffer(&rng, O * I, 1),
-                   random_buffer(&rng, O, 1),
-                   zeros(N * O),
-                   random_buffer(&rng, N * O, 1),
+    LinearCtx c = {test_random_buffer(&rng, N * I, 1),
+                   test_random_buffer(&rng, O * I, 1),
+                   test_random_buffer(&rng, O, 1),
+                   test_zeros(N * O),
+                   test_random_buffer(&rng, N * O, 1),
                    N,
                    I,
                    O};
@@ -253,7 +237,7 @@ START_TEST(test_linear) {
                 acc += (double)c.x[n * I + i] * c.w[o * I + i];
             ck_assert_double_eq_tol(c.out[n * O + o], acc, 1e-5);
         }
-    float *dx = zeros(N * I), *dw = zeros(O * I), *db = zeros(O);
+    float *dx = test_zeros(N * I), *dw = test_zeros(O * I), *db = test_zeros(O);
     ops->linear_backward(dx, dw, db, c.proj, c.x, c.w, N, I, O);
     ck_assert_double_le(
         test_grad_check("linear dx", linear_loss, &c, c.x, N * I, dx, 1000, FD_EPS, FD_FLOOR),
@@ -264,7 +248,7 @@ START_TEST(test_linear) {
     ck_assert_double_le(
         test_grad_check("linear db", linear_loss, &c, c.b, O, db, 1000, FD_EPS, FD_FLOOR), FD_TOL);
     // b = NULL: no bias in the forward; dx = NULL and db = NULL skip those gradients
-    float *out_nobias = zeros(N * O), *dw2 = zeros(O * I);
+    float *out_nobias = test_zeros(N * O), *dw2 = test_zeros(O * I);
     linear_loss(&c); // c.out at the unperturbed inputs
     ops->linear_forward(out_nobias, c.x, c.w, NULL, N, I, O);
     for (int n = 0; n < N; n++)
@@ -288,7 +272,7 @@ typedef struct ConvCtx {
 static double conv_loss(void *p) {
     ConvCtx *c = p;
     ops_cpu()->conv_forward(c->out, c->x, c->w, c->bias, c->B, c->T, c->H, c->Kc);
-    return project(c->out, c->proj, (size_t)c->B * c->T * c->H);
+    return test_project(c->out, c->proj, (size_t)c->B * c->T * c->H);
 }
 
 START_TEST(test_conv) {
@@ -296,11 +280,11 @@ START_TEST(test_conv) {
     TestRng rng = test_rng(7);
     const int B = 2, T = 7, H = 5, Kc = 4;
     const size_t n = (size_t)B * T * H;
-    ConvCtx c = {random_buffer(&rng, n, 1),
-                 random_buffer(&rng, H * Kc, 1),
-                 random_buffer(&rng, H, 1),
-                 zeros(n),
-                 random_buffer(&rng, n, 1),
+    ConvCtx c = {test_random_buffer(&rng, n, 1),
+                 test_random_buffer(&rng, H * Kc, 1),
+                 test_random_buffer(&rng, H, 1),
+                 test_zeros(n),
+                 test_random_buffer(&rng, n, 1),
                  B,
                  T,
                  H,
@@ -317,7 +301,7 @@ START_TEST(test_conv) {
                 }
                 ck_assert_double_eq_tol(c.out[(b * T + t) * H + ch], acc, 1e-5);
             }
-    float *dx = zeros(n), *dw = zeros(H * Kc), *db = zeros(H);
+    float *dx = test_zeros(n), *dw = test_zeros(H * Kc), *db = test_zeros(H);
     ops->conv_backward(dx, dw, db, c.proj, c.x, c.w, B, T, H, Kc);
     ck_assert_double_le(
         test_grad_check("conv dx", conv_loss, &c, c.x, n, dx, 1000, FD_EPS, FD_FLOOR), FD_TOL);
@@ -334,7 +318,7 @@ END_TEST
 
 // grads_twice must equal 2 * grads_once: the second call added onto the first.
 static void assert_doubled(const char *what, const float *twice, const float *once, size_t n) {
-    float *want = zeros(n);
+    float *want = test_zeros(n);
     for (size_t i = 0; i < n; i++)
         want[i] = 2.0f * once[i];
     ck_assert_double_le(test_max_rel_err(what, twice, want, n, 1e-6, 1e-5), 1.0);
@@ -345,10 +329,10 @@ START_TEST(test_backward_accumulates) {
     const Ops *ops = ops_cpu();
     TestRng rng = test_rng(8);
     const int N = 4, I = 6, O = 3, H = 6, B = 2, T = 3, Kc = 2;
-    float *x = random_buffer(&rng, N * I, 1), *w = random_buffer(&rng, O * I, 1);
-    float *dout = random_buffer(&rng, N * O, 1);
-    float *dx = zeros(N * I), *dw = zeros(O * I), *db = zeros(O);
-    float *dx2 = zeros(N * I), *dw2 = zeros(O * I), *db2 = zeros(O);
+    float *x = test_random_buffer(&rng, N * I, 1), *w = test_random_buffer(&rng, O * I, 1);
+    float *dout = test_random_buffer(&rng, N * O, 1);
+    float *dx = test_zeros(N * I), *dw = test_zeros(O * I), *db = test_zeros(O);
+    float *dx2 = test_zeros(N * I), *dw2 = test_zeros(O * I), *db2 = test_zeros(O);
     ops->linear_backward(dx, dw, db, dout, x, w, N, I, O);
     for (int rep = 0; rep < 2; rep++)
         ops->linear_backward(dx2, dw2, db2, dout, x, w, N, I, O);
@@ -357,10 +341,11 @@ START_TEST(test_backward_accumulates) {
     assert_doubled("linear db +=", db2, db, O);
 
     // rmsnorm over [N, H] (H = I here)
-    float *rw = random_buffer(&rng, H, 1), *rout = zeros(N * H), *rstd = zeros(N);
-    float *rdout = random_buffer(&rng, N * H, 1);
+    float *rw = test_random_buffer(&rng, H, 1), *rout = test_zeros(N * H), *rstd = test_zeros(N);
+    float *rdout = test_random_buffer(&rng, N * H, 1);
     ops->rmsnorm_forward(rout, rstd, x, rw, N, H);
-    float *rdx = zeros(N * H), *rdw = zeros(H), *rdx2 = zeros(N * H), *rdw2 = zeros(H);
+    float *rdx = test_zeros(N * H), *rdw = test_zeros(H), *rdx2 = test_zeros(N * H),
+          *rdw2 = test_zeros(H);
     ops->rmsnorm_backward(rdx, rdw, rdout, x, rw, rstd, N, H);
     for (int rep = 0; rep < 2; rep++)
         ops->rmsnorm_backward(rdx2, rdw2, rdout, x, rw, rstd, N, H);
@@ -369,9 +354,10 @@ START_TEST(test_backward_accumulates) {
 
     // conv over [B, T, H] (B*T = 6 rows of x reused as [B, T, H] with H = 4)
     const int CH = 4;
-    float *cw = random_buffer(&rng, CH * Kc, 1), *cdout = random_buffer(&rng, B * T * CH, 1);
-    float *cdx = zeros(B * T * CH), *cdw = zeros(CH * Kc), *cdb = zeros(CH);
-    float *cdx2 = zeros(B * T * CH), *cdw2 = zeros(CH * Kc), *cdb2 = zeros(CH);
+    float *cw = test_random_buffer(&rng, CH * Kc, 1),
+          *cdout = test_random_buffer(&rng, B * T * CH, 1);
+    float *cdx = test_zeros(B * T * CH), *cdw = test_zeros(CH * Kc), *cdb = test_zeros(CH);
+    float *cdx2 = test_zeros(B * T * CH), *cdw2 = test_zeros(CH * Kc), *cdb2 = test_zeros(CH);
     ops->conv_backward(cdx, cdw, cdb, cdout, x, cw, B, T, CH, Kc);
     for (int rep = 0; rep < 2; rep++)
         ops->conv_backward(cdx2, cdw2, cdb2, cdout, x, cw, B, T, CH, Kc);
@@ -380,13 +366,13 @@ START_TEST(test_backward_accumulates) {
     assert_doubled("conv dbias +=", cdb2, cdb, CH);
 
     // gelu and scatter_add_rows
-    float *gdx = zeros(N * I), *gdx2 = zeros(N * I);
+    float *gdx = test_zeros(N * I), *gdx2 = test_zeros(N * I);
     ops->gelu_backward(gdx, dx, x, N * I);
     for (int rep = 0; rep < 2; rep++)
         ops->gelu_backward(gdx2, dx, x, N * I);
     assert_doubled("gelu dx +=", gdx2, gdx, N * I);
     int32_t idx[3] = {2, 0, 2};
-    float *st = zeros(3 * I), *st2 = zeros(3 * I);
+    float *st = test_zeros(3 * I), *st2 = test_zeros(3 * I);
     ops->scatter_add_rows(st, x, idx, 3, I, 0);
     for (int rep = 0; rep < 2; rep++)
         ops->scatter_add_rows(st2, x, idx, 3, I, 0);
@@ -408,12 +394,13 @@ START_TEST(test_thread_count_independent) {
     const Ops *ops = ops_cpu();
     TestRng rng = test_rng(9);
     const int N = 96, I = 64, O = 48;
-    float *x = random_buffer(&rng, N * I, 1), *w = random_buffer(&rng, O * I, 1);
-    float *dout = random_buffer(&rng, N * O, 1);
+    float *x = test_random_buffer(&rng, N * I, 1), *w = test_random_buffer(&rng, O * I, 1);
+    float *dout = test_random_buffer(&rng, N * O, 1);
     float *grads[2][3];
     for (int run = 0; run < 2; run++) {
         omp_set_num_threads(run + 1);
-        grads[run][0] = zeros(N * I), grads[run][1] = zeros(O * I), grads[run][2] = zeros(O);
+        grads[run][0] = test_zeros(N * I), grads[run][1] = test_zeros(O * I),
+        grads[run][2] = test_zeros(O);
         ops->linear_backward(grads[run][0], grads[run][1], grads[run][2], dout, x, w, N, I, O);
     }
     ck_assert(memcmp(grads[0][0], grads[1][0], N * I * sizeof(float)) == 0);

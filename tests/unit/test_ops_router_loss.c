@@ -20,16 +20,6 @@ static const double FD_TOL = 5e-3;
 // differences carry ~1e-5 absolute noise. Scalar-loss gradients use a floor of 1e-2.
 static const double LOSS_FLOOR = 1e-2;
 
-static float *random_buffer(TestRng *rng, size_t n, float std) {
-    float *x = calloc(n ? n : 1, sizeof(float));
-    test_fill_normal(rng, x, n, std);
-    return x;
-}
-
-static float *zeros(size_t n) {
-    return calloc(n ? n : 1, sizeof(float));
-}
-
 // ---- router --------------------------------------------------------------------------------
 
 START_TEST(test_gumbel_noise) {
@@ -79,7 +69,7 @@ START_TEST(test_select_topn) {
 
     TestRng rng = test_rng(31);
     const int B = 3, T = 17;
-    float *z = random_buffer(&rng, B * T, 1);
+    float *z = test_random_buffer(&rng, B * T, 1);
     z[4] = z[9] = z[13] = 0.5f; // ties inside sequence 0 and across the cut
     z[T + 2] = z[T + 3] = 2.0f;
     for (int n_sel = 1; n_sel <= T; n_sel += 4) {
@@ -140,7 +130,7 @@ START_TEST(test_cross_entropy) {
     TestRng rng = test_rng(32);
     const int N = 6, V = 11;
     const int32_t targets[6] = {3, -1, 0, 10, -1, 7}; // two ignored rows
-    CeCtx c = {random_buffer(&rng, N * V, 2), targets, 0.25f, N, V};
+    CeCtx c = {test_random_buffer(&rng, N * V, 2), targets, 0.25f, N, V};
     float loss = 1.5f; // the op adds to what is there
     ops->cross_entropy_forward(&loss, c.logits, targets, c.scale, N, V);
     double want = 0;
@@ -158,7 +148,7 @@ START_TEST(test_cross_entropy) {
     ck_assert(isfinite(ce_loss(&c)));
     c.logits[0] -= 500.0f;
 
-    float *dlogits = random_buffer(&rng, N * V, 1); // garbage: the backward overwrites
+    float *dlogits = test_random_buffer(&rng, N * V, 1); // garbage: the backward overwrites
     ops->cross_entropy_backward(dlogits, c.logits, targets, c.scale, N, V);
     ck_assert_double_le(test_grad_check("cross_entropy dlogits", ce_loss, &c, c.logits, N * V,
                                         dlogits, 1000, FD_EPS, LOSS_FLOOR),
@@ -195,7 +185,7 @@ START_TEST(test_route_loss) {
     TestRng rng = test_rng(33);
     const int B = 2, T = 6, n_sel = 2;
     const int32_t sel[4] = {1, 4, 6, 11}; // flat indices: (0,1) (0,4) (1,0) (1,5)
-    RouteCtx c = {random_buffer(&rng, B * T, 2), sel, 0.2f, 0.3f, 1.7f, B, T, n_sel};
+    RouteCtx c = {test_random_buffer(&rng, B * T, 2), sel, 0.2f, 0.3f, 1.7f, B, T, n_sel};
     c.r[3] = 40.0f; // far in the tail: the stable BCE form must stay finite and exact
     c.r[7] = -40.0f;
     double want = 0;
@@ -217,13 +207,13 @@ START_TEST(test_route_loss) {
     }
     ck_assert_double_eq_tol(route_loss(&c), want, 1e-5 * (1 + fabs(want)));
     c.r[3] = 0.8f, c.r[7] = -0.6f; // back to the smooth region for the finite differences
-    float *dr = zeros(B * T);
+    float *dr = test_zeros(B * T);
     ops->route_loss_backward(dr, c.r, sel, c.rho, c.token_scale, c.seq_scale, B, T, n_sel);
     ck_assert_double_le(
         test_grad_check("route_loss dr", route_loss, &c, c.r, B * T, dr, 1000, FD_EPS, LOSS_FLOOR),
         FD_TOL);
     // dr accumulates
-    float *dr2 = zeros(B * T);
+    float *dr2 = test_zeros(B * T);
     memcpy(dr2, dr, B * T * sizeof(float));
     ops->route_loss_backward(dr2, c.r, sel, c.rho, c.token_scale, c.seq_scale, B, T, n_sel);
     for (int i = 0; i < B * T; i++)
@@ -237,7 +227,7 @@ END_TEST
 START_TEST(test_sum_squares) {
     TestRng rng = test_rng(34);
     const size_t n = 1001;
-    float *x = random_buffer(&rng, n, 3);
+    float *x = test_random_buffer(&rng, n, 3);
     double want = 0;
     for (size_t i = 0; i < n; i++)
         want += (double)x[i] * x[i];

@@ -16,34 +16,11 @@ static const double FD_EPS = 1e-2;
 static const double FD_TOL = 5e-3;
 static const double FD_FLOOR = 1e-3;
 
-static double project(const float *out, const float *proj, size_t n) {
-    double acc = 0.0;
-    for (size_t i = 0; i < n; i++)
-        acc += (double)out[i] * proj[i];
-    return acc;
-}
-
-static float *random_buffer(TestRng *rng, size_t n, float std) {
-    float *x = calloc(n ? n : 1, sizeof(float));
-    test_fill_normal(rng, x, n, std);
-    return x;
-}
-
-static float *zeros(size_t n) {
-    return calloc(n ? n : 1, sizeof(float));
-}
-
-static float *copy_of(const float *x, size_t n) {
-    float *y = zeros(n);
-    memcpy(y, x, n * sizeof(float));
-    return y;
-}
-
 // Naive top-K: every score of the [N, rows] matrix, then K passes of "best remaining"
 // (higher score, ties lower slot).
 static void naive_topk(float *top_s, int32_t *top_i, const float *p, const float *keys, int N,
                        int R, int rows, int row_offset, int K) {
-    float *scores = zeros((size_t)rows);
+    float *scores = test_zeros((size_t)rows);
     char *taken = calloc((size_t)rows, 1);
     for (int n = 0; n < N; n++) {
         for (int i = 0; i < rows; i++) {
@@ -79,9 +56,9 @@ START_TEST(test_slot_topk) {
     const Ops *ops = ops_cpu();
     TestRng rng = test_rng(21);
     const int N = 6, R = 8, rows = 20, K = 4, row_offset = 37;
-    float *p = random_buffer(&rng, N * R, 1), *keys = random_buffer(&rng, rows * R, 1);
+    float *p = test_random_buffer(&rng, N * R, 1), *keys = test_random_buffer(&rng, rows * R, 1);
     plant_ties(keys, p, R);
-    float *top_s = zeros(N * K), *want_s = zeros(N * K);
+    float *top_s = test_zeros(N * K), *want_s = test_zeros(N * K);
     int32_t top_i[24], want_i[24];
     ops->slot_topk(top_s, top_i, p, keys, N, R, rows, row_offset, K);
     naive_topk(want_s, want_i, p, keys, N, R, rows, row_offset, K);
@@ -105,7 +82,7 @@ END_TEST
 START_TEST(test_slot_topk_short_shard) {
     TestRng rng = test_rng(22);
     const int N = 2, R = 4, rows = 2, K = 4;
-    float *p = random_buffer(&rng, N * R, 1), *keys = random_buffer(&rng, rows * R, 1);
+    float *p = test_random_buffer(&rng, N * R, 1), *keys = test_random_buffer(&rng, rows * R, 1);
     float top_s[8];
     int32_t top_i[8];
     ops_cpu()->slot_topk(top_s, top_i, p, keys, N, R, rows, 10, K);
@@ -129,9 +106,9 @@ START_TEST(test_slot_topk_merge) {
     TestRng rng = test_rng(23);
     const int N = 7, R = 8, rows = 20, K = 4, P = 3, row_offset = 0;
     const int shard_start[4] = {0, 7, 14, 20};
-    float *p = random_buffer(&rng, N * R, 1), *keys = random_buffer(&rng, rows * R, 1);
+    float *p = test_random_buffer(&rng, N * R, 1), *keys = test_random_buffer(&rng, rows * R, 1);
     plant_ties(keys, p, R);
-    float *cand_s = zeros(P * N * K);
+    float *cand_s = test_zeros(P * N * K);
     int32_t *cand_i = calloc(P * N * K, sizeof(int32_t));
     for (int part = 0; part < P; part++)
         ops->slot_topk(
@@ -172,19 +149,19 @@ static double read_loss(void *p) {
     float loss = 0.0f;
     ops_cpu()->slot_read_forward(c->y, c->w, &loss, c->h, c->top_s, c->vrows, c->scale, c->N, c->K,
                                  c->H);
-    return project(c->y, c->proj, (size_t)c->N * c->H) + loss;
+    return test_project(c->y, c->proj, (size_t)c->N * c->H) + loss;
 }
 
 START_TEST(test_slot_read) {
     const Ops *ops = ops_cpu();
     TestRng rng = test_rng(24);
     const int N = 5, K = 4, H = 6;
-    ReadCtx c = {random_buffer(&rng, N * H, 1),
-                 random_buffer(&rng, N * K, 1),
-                 random_buffer(&rng, N * K * H, 1),
-                 zeros(N * H),
-                 zeros(N * K),
-                 random_buffer(&rng, N * H, 1),
+    ReadCtx c = {test_random_buffer(&rng, N * H, 1),
+                 test_random_buffer(&rng, N * K, 1),
+                 test_random_buffer(&rng, N * K * H, 1),
+                 test_zeros(N * H),
+                 test_zeros(N * K),
+                 test_random_buffer(&rng, N * H, 1),
                  0.7f,
                  N,
                  K,
@@ -212,8 +189,8 @@ START_TEST(test_slot_read) {
     }
     ck_assert_double_eq_tol(loss, 0.25 + 0.7 * entropy_sum, 1e-5);
 
-    float *dh = zeros(N * H), *ds = random_buffer(&rng, N * K, 1); // ds overwrites
-    float *dv = random_buffer(&rng, N * K * H, 1);                 // dvrows overwrites
+    float *dh = test_zeros(N * H), *ds = test_random_buffer(&rng, N * K, 1); // ds overwrites
+    float *dv = test_random_buffer(&rng, N * K * H, 1);                      // dvrows overwrites
     ops->slot_read_backward(dh, ds, dv, c.proj, c.w, c.vrows, c.scale, N, K, H);
     ck_assert_double_le(
         test_grad_check("slot_read dh", read_loss, &c, c.h, N * H, dh, 1000, FD_EPS, FD_FLOOR),
@@ -226,7 +203,8 @@ START_TEST(test_slot_read) {
                         FD_TOL);
     // dh accumulates; ds and dvrows overwrite
     read_loss(&c); // w at the unperturbed inputs
-    float *dh2 = copy_of(dh, N * H), *ds2 = copy_of(ds, N * K), *dv2 = copy_of(dv, N * K * H);
+    float *dh2 = test_copy_of(dh, N * H), *ds2 = test_copy_of(ds, N * K),
+          *dv2 = test_copy_of(dv, N * K * H);
     ops->slot_read_backward(dh2, ds2, dv2, c.proj, c.w, c.vrows, c.scale, N, K, H);
     for (int i = 0; i < N * H; i++)
         ck_assert_float_eq_tol(dh2[i], 2 * dh[i], 1e-6f * (1 + fabsf(dh[i])));
@@ -244,18 +222,18 @@ END_TEST
 START_TEST(test_slot_read_entropy_only) {
     TestRng rng = test_rng(25);
     const int N = 3, K = 5, H = 4;
-    ReadCtx c = {random_buffer(&rng, N * H, 1),
-                 random_buffer(&rng, N * K, 2),
-                 random_buffer(&rng, N * K * H, 1),
-                 zeros(N * H),
-                 zeros(N * K),
-                 zeros(N * H), // proj = 0: only the entropy loss remains
+    ReadCtx c = {test_random_buffer(&rng, N * H, 1),
+                 test_random_buffer(&rng, N * K, 2),
+                 test_random_buffer(&rng, N * K * H, 1),
+                 test_zeros(N * H),
+                 test_zeros(N * K),
+                 test_zeros(N * H), // proj = 0: only the entropy loss remains
                  1.3f,
                  N,
                  K,
                  H};
     read_loss(&c);
-    float *dh = zeros(N * H), *ds = zeros(N * K), *dv = zeros(N * K * H);
+    float *dh = test_zeros(N * H), *ds = test_zeros(N * K), *dv = test_zeros(N * K * H);
     ops_cpu()->slot_read_backward(dh, ds, dv, c.proj, c.w, c.vrows, c.scale, N, K, H);
     ck_assert_double_le(test_grad_check("slot_read dtop_s (entropy only)", read_loss, &c, c.top_s,
                                         N * K, ds, 1000, FD_EPS, FD_FLOOR),
@@ -283,7 +261,7 @@ typedef struct ScoreCtx {
 static double score_loss(void *ctx) {
     ScoreCtx *c = ctx;
     ops_cpu()->slot_topk(c->top_s, c->top_i, c->p, c->keys, c->N, c->R, c->rows, 0, c->K);
-    return project(c->top_s, c->proj, (size_t)c->N * c->K);
+    return test_project(c->top_s, c->proj, (size_t)c->N * c->K);
 }
 
 START_TEST(test_slot_score_backward) {
@@ -291,10 +269,10 @@ START_TEST(test_slot_score_backward) {
     TestRng rng = test_rng(26);
     const int N = 4, R = 6, rows = 12, K = 3;
     // Spread-out scores so an eps step never changes which slots are chosen.
-    ScoreCtx c = {random_buffer(&rng, N * R, 3),
-                  random_buffer(&rng, rows * R, 3),
-                  zeros(N * K),
-                  random_buffer(&rng, N * K, 1),
+    ScoreCtx c = {test_random_buffer(&rng, N * R, 3),
+                  test_random_buffer(&rng, rows * R, 3),
+                  test_zeros(N * K),
+                  test_random_buffer(&rng, N * K, 1),
                   calloc(N * K, sizeof(int32_t)),
                   N,
                   R,
@@ -303,11 +281,12 @@ START_TEST(test_slot_score_backward) {
     score_loss(&c);
     int32_t chosen[12];
     memcpy(chosen, c.top_i, sizeof(chosen));
-    float *krows = zeros(N * K * R);
+    float *krows = test_zeros(N * K * R);
     ops->gather_rows(krows, c.keys, c.top_i, N * K, R, 0);
-    float *dp = zeros(N * R), *dkrows = random_buffer(&rng, N * K * R, 1); // dkrows overwrites
+    float *dp = test_zeros(N * R),
+          *dkrows = test_random_buffer(&rng, N * K * R, 1); // dkrows overwrites
     ops->slot_score_backward(dp, dkrows, c.proj, c.p, krows, N, K, R);
-    float *dkeys = zeros(rows * R);
+    float *dkeys = test_zeros(rows * R);
     ops->scatter_add_rows(dkeys, dkrows, c.top_i, N * K, R, 0);
     ck_assert_double_le(
         test_grad_check("slot_score dp", score_loss, &c, c.p, N * R, dp, 1000, FD_EPS, FD_FLOOR),
@@ -318,7 +297,7 @@ START_TEST(test_slot_score_backward) {
     score_loss(&c);
     ck_assert(memcmp(chosen, c.top_i, sizeof(chosen)) == 0);
     // dp accumulates, dkrows overwrites
-    float *dp2 = copy_of(dp, N * R), *dk2 = copy_of(dkrows, N * K * R);
+    float *dp2 = test_copy_of(dp, N * R), *dk2 = test_copy_of(dkrows, N * K * R);
     ops->slot_score_backward(dp2, dk2, c.proj, c.p, krows, N, K, R);
     for (int i = 0; i < N * R; i++)
         ck_assert_float_eq_tol(dp2[i], 2 * dp[i], 1e-6f * (1 + fabsf(dp[i])));
