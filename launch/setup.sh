@@ -7,7 +7,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir=${HSPMN_BUILD_DIR:-$repo/build}
 
 packages=(cmake gcc make pkg-config libopenmpi-dev openmpi-bin libhdf5-openmpi-dev check
-          python3-h5py python3-numpy)
+          python3-h5py python3-numpy python3-matplotlib)
 
 missing=()
 for pkg in "${packages[@]}"; do
