@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A short CPU run of the small preset on the built-in tasks learns: held-out accuracy on the
 # memorised facts (asked in unseen contexts) goes from chance (1/48 objects) to well above
-# it, the eval loss falls, and `eval` / `sample` work on the checkpoint it leaves.
+# it, MQAR recall (8 pairs, 16 values: chance 1/16) already beats chance clearly, the eval
+# loss falls, and `eval` / `sample` work on the checkpoint it leaves.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/run_mpi.sh"
 need_python
@@ -25,12 +26,15 @@ with h5py.File(sys.argv[1], "r") as f:
     hit = f["slot_hit_fraction"][:]
 print("eval steps", eval_steps, "loss", np.round(eval_loss, 4))
 print("held-out accuracy facts", np.round(facts, 3), "(chance 0.021), mqar", np.round(mqar, 3),
-      "(chance 0.016)")
+      "(chance 0.0625)")
 ok = True
 if list(step) != list(range(1, 301)): print("FAIL: steps", step[:5], len(step)); ok = False
 if not loss[-20:].mean() < loss[:20].mean() - 1.0: print("FAIL: training loss did not fall"); ok = False
 if not eval_loss[-1] < eval_loss[0]: print("FAIL: eval loss did not fall"); ok = False
 if not facts[-1] > 0.5: print("FAIL: facts accuracy not well above chance"); ok = False
+# 300 steps give about 0.15-0.2 on MQAR (the full default run goes further); 0.11 is
+# clearly above chance and well below that.
+if not mqar[-1] > 0.11: print("FAIL: MQAR accuracy not above chance"); ok = False
 if not np.all(np.isfinite(hit[~np.isnan(hit[:, 0])])): print("FAIL: slot usage missing"); ok = False
 sys.exit(0 if ok else 1)
 PY

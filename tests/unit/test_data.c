@@ -169,7 +169,8 @@ START_TEST(test_tasks_vocab_and_length_checks) {
     DataSource ds;
     ck_assert_int_eq(data_open(&ds, "tasks", 64, 100, 1, NULL, err, sizeof(err)), -1);
     ck_assert_ptr_nonnull(strstr(err, "vocab_size"));
-    ck_assert_int_eq(data_open(&ds, "mqar", 20, 256, 1, NULL, err, sizeof(err)), -1);
+    // 8 pairs and one query need 2 * 8 + 2 = 18 tokens.
+    ck_assert_int_eq(data_open(&ds, "mqar", 16, 256, 1, NULL, err, sizeof(err)), -1);
     ck_assert_ptr_nonnull(strstr(err, "seq_len"));
     TaskSettings ts = data_task_settings_default();
     ck_assert_int_le(data_tasks_min_vocab(&ts), 256);
@@ -196,7 +197,7 @@ START_TEST(test_accuracy_per_task) {
     double facts = data_accuracy(&acc, TASK_FACTS);
     ck_assert(facts > 0.3 && facts < 0.7);
     ck_assert(isnan(data_accuracy(&acc, TASK_NONE)));
-    ck_assert_int_eq(acc.total[TASK_MQAR], 2 * 16);
+    ck_assert_int_eq(acc.total[TASK_MQAR], 2 * data_task_settings_default().n_pairs);
     data_close(&ds);
 }
 END_TEST
