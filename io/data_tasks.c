@@ -31,7 +31,7 @@ TaskSettings data_task_settings_default(void) {
     TaskSettings ts;
     // 8 pairs over 16 keys and 16 values: each key and value token is seen often enough
     // that a 2-layer small model starts recalling within the default run's few thousand
-    // steps on a CPU (16 pairs over 64 keys stayed near chance there: see README).
+    // steps on a CPU (16 pairs over 64 keys stayed below 0.1 accuracy there).
     ts.n_keys = 16;
     ts.n_values = 16;
     ts.n_pairs = 8;
