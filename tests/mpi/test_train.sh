@@ -48,7 +48,7 @@ standalone=$(grep '^eval step 300:' "$work/eval.log" | sed 's/^eval step 300: //
 
 # sample mode: 8 new tokens after a prompt, on 1 rank and on 2 (same tokens: greedy).
 for np in 1 2; do
-    run_mpi "$np" "$bin" sample --run_dir "$run" --prompt_ids 2,66,3,67 --max_new_tokens 8 \
+    run_mpi "$np" "$bin" sample --run_dir "$run" --prompt_ids 2,18,3,19 --max_new_tokens 8 \
         --temperature 0 | grep '_ids' | tee "$work/sample$np.log"
     [[ $(grep '^generated_ids:' "$work/sample$np.log" | wc -w) -eq 9 ]] ||
         { echo "FAIL: sample did not produce 8 tokens"; exit 1; }
