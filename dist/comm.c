@@ -241,6 +241,39 @@ static void to_units(int *out, const size_t *in, int world, size_t unit, const c
         out[j] = to_int_count(in[j] / unit, what);
 }
 
+void comm_allgatherv(Comm *comm, const void *send, size_t send_bytes, void *recv,
+                     const size_t *recv_counts, const size_t *recv_displs) {
+    int world = comm->world;
+    if (send_bytes != recv_counts[comm->rank])
+        hs_fatal("comm_allgatherv: rank %d sends %zu bytes but recv_counts[%d] = %zu", comm->rank,
+                 send_bytes, comm->rank, recv_counts[comm->rank]);
+#ifdef HSPMN_HAVE_CUDA
+    if (comm->kind == COMM_NCCL) {
+        comm_nccl_allgatherv(comm->nccl, send, recv, recv_counts, recv_displs);
+        return;
+    }
+#endif
+    size_t recv_bytes = extent(recv_counts, recv_displs, world);
+    const void *host_send = send_view(comm, send, send_bytes);
+    void *host_recv = recv_view(comm, recv, recv_bytes);
+    // One unit for counts and displacements, so they stay in step.
+    size_t *all = hs_malloc(2 * (size_t)world * sizeof(size_t));
+    memcpy(all, recv_counts, world * sizeof(size_t));
+    memcpy(all + world, recv_displs, world * sizeof(size_t));
+    size_t unit = byte_unit(all, 2 * world);
+    free(all);
+    int *ints = hs_malloc(2 * (size_t)world * sizeof(int));
+    to_units(ints, recv_counts, world, unit, "comm_allgatherv receive count");
+    to_units(ints + world, recv_displs, world, unit, "comm_allgatherv receive displacement");
+    MPI_Datatype type = unit_type(unit);
+    mpi_check(MPI_Allgatherv(host_send, ints[comm->rank], type, host_recv, ints, ints + world, type,
+                             comm->mpi),
+              "MPI_Allgatherv");
+    mpi_check(MPI_Type_free(&type), "MPI_Type_free");
+    free(ints);
+    recv_done(comm, recv, recv_bytes);
+}
+
 void comm_alltoallv(Comm *comm, const void *send, const size_t *send_counts,
                     const size_t *send_displs, void *recv, const size_t *recv_counts,
                     const size_t *recv_displs) {

@@ -38,6 +38,10 @@ int comm_world(const Comm *comm);
 void comm_allreduce_sum(Comm *comm, float *buf, size_t n);
 // recv [world * bytes] = concatenation of every rank's send [bytes].
 void comm_allgather(Comm *comm, const void *send, void *recv, size_t bytes);
+// Variable sizes, in bytes: rank i's send [recv_counts[i]] lands at recv + recv_displs[i]
+// on every rank (send_bytes must equal recv_counts[rank]).
+void comm_allgatherv(Comm *comm, const void *send, size_t send_bytes, void *recv,
+                     const size_t *recv_counts, const size_t *recv_displs);
 // recv [n] = the sum over ranks of block `rank` of send [world * n] (fp32).
 void comm_reduce_scatter_sum(Comm *comm, const float *send, float *recv, size_t n);
 // Block j of send (bytes each) goes to rank j; block i of recv came from rank i.

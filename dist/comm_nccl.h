@@ -20,6 +20,10 @@ void comm_nccl_destroy(CommNccl *nccl);
 void comm_nccl_allreduce_sum(CommNccl *nccl, float *buf, size_t n);
 // recv [world * bytes] = every rank's send [bytes], in rank order.
 void comm_nccl_allgather(CommNccl *nccl, const void *send, void *recv, size_t bytes);
+// Rank i's send [recv_counts[i]] lands at recv + recv_displs[i] (one grouped broadcast per
+// rank). Counts and displacements are host arrays of world entries.
+void comm_nccl_allgatherv(CommNccl *nccl, const void *send, void *recv, const size_t *recv_counts,
+                          const size_t *recv_displs);
 // recv [n] = sum over ranks of block `rank` of send [world * n].
 void comm_nccl_reduce_scatter_sum(CommNccl *nccl, const float *send, float *recv, size_t n);
 // Block j of send (bytes each) goes to rank j (grouped ncclSend/ncclRecv).

@@ -65,6 +65,21 @@ void comm_nccl_allgather(CommNccl *nccl, const void *send, void *recv, size_t by
     nccl_check(ncclAllGather(send, recv, bytes, ncclUint8, nccl->comm, nccl->stream), nccl->comm);
 }
 
+void comm_nccl_allgatherv(CommNccl *nccl, const void *send, void *recv, const size_t *recv_counts,
+                          const size_t *recv_displs) {
+    uint8_t *recv_bytes = recv;
+    nccl_check(ncclGroupStart(), nccl->comm);
+    for (int root = 0; root < nccl->world; root++) {
+        if (recv_counts[root] == 0)
+            continue;
+        // Only the root's send buffer is read; every rank receives into its slot of recv.
+        nccl_check(ncclBroadcast(root == nccl->rank ? send : NULL, recv_bytes + recv_displs[root],
+                                 recv_counts[root], ncclUint8, root, nccl->comm, nccl->stream),
+                   nccl->comm);
+    }
+    nccl_check(ncclGroupEnd(), nccl->comm);
+}
+
 void comm_nccl_reduce_scatter_sum(CommNccl *nccl, const float *send, float *recv, size_t n) {
     if (n == 0)
         return;

@@ -84,6 +84,41 @@ static void check_allgather(Comm *comm, size_t bytes) {
     free(recv);
 }
 
+// Rank r contributes 5r + 3 bytes (rank 0 also sends some), placed in reverse rank order
+// with a gap, so counts, displacements and the send size all matter.
+static void check_allgatherv(Comm *comm) {
+    size_t *counts = hs_malloc((size_t)world * sizeof(size_t)); // [world]
+    size_t *displs = hs_malloc((size_t)world * sizeof(size_t)); // [world]
+    size_t total = 0;
+    for (int r = world - 1; r >= 0; r--) {
+        counts[r] = (size_t)(5 * r + 3);
+        displs[r] = total + 2; // a 2-byte gap before each block
+        total = displs[r] + counts[r];
+    }
+    unsigned char *send = hs_malloc(counts[rank]);
+    for (size_t b = 0; b < counts[rank]; b++)
+        send[b] = (unsigned char)(rank * 17 + b + 1);
+    unsigned char *recv = hs_calloc(total, 1);
+    void *dev_send = on_backend(send, counts[rank]);
+    void *dev_recv = on_backend(recv, total);
+    comm_allgatherv(comm, dev_send, counts[rank], dev_recv, counts, displs);
+    ops->free(dev_send);
+    back_to_host(recv, dev_recv, total);
+    for (int r = 0; r < world; r++)
+        for (size_t b = 0; b < counts[r]; b++) {
+            unsigned char expected = (unsigned char)(r * 17 + b + 1);
+            if (recv[displs[r] + b] != expected) {
+                fail("comm_allgatherv", displs[r] + b, recv[displs[r] + b], expected);
+                r = world;
+                break;
+            }
+        }
+    for (int r = 0; r < world; r++) // the gaps stay untouched
+        if (recv[displs[r] - 1] != 0 || recv[displs[r] - 2] != 0)
+            fail("comm_allgatherv gap", displs[r] - 1, recv[displs[r] - 1], 0);
+    free(send), free(recv), free(counts), free(displs);
+}
+
 static void check_reduce_scatter(Comm *comm) {
     size_t n = 37;
     float *send = hs_malloc(n * world * sizeof(float));
@@ -316,6 +351,7 @@ int main(int argc, char **argv) {
     check_allreduce(comm);
     check_allgather(comm, 13);
     check_allgather(comm, 128);
+    check_allgatherv(comm);
     check_reduce_scatter(comm);
     check_alltoall(comm);
     check_alltoallv(comm);
