@@ -21,6 +21,13 @@
 
 typedef enum { BACKEND_CPU = 0, BACKEND_CUDA = 1 } BackendKind;
 
+// Precision of the matrix products of linear_forward / linear_backward (the op table's
+// GEMMs). Storage stays fp32 in every mode; only the inputs of the multiplications change:
+//   MATMUL_FP32  fp32 inputs, fp32 accumulation (CUDA cores; the oracle's precision)
+//   MATMUL_TF32  inputs rounded to TF32 (10-bit mantissa), fp32 accumulation (tensor cores)
+//   MATMUL_BF16  inputs rounded to bf16 (7-bit mantissa), fp32 accumulation (tensor cores)
+typedef enum { MATMUL_FP32 = 0, MATMUL_TF32 = 1, MATMUL_BF16 = 2 } MatmulPrecision;
+
 typedef struct Ops {
     BackendKind kind;
     const char *name; // "cpu" or "cuda"
@@ -194,6 +201,12 @@ typedef struct Ops {
     // What the device itself reports, allocator and library workspaces included (cuda:
     // cudaMemGetInfo; cpu: MemAvailable and MemTotal of /proc/meminfo, 0 when unknown).
     void (*memory_device_info)(size_t *free_bytes, size_t *total_bytes);
+
+    // ---- settings ------------------------------------------------------------------------
+    // Precision of every later linear_forward / linear_backward GEMM (default MATMUL_FP32;
+    // kept until changed or until shutdown). The cpu backend is always fp32: it accepts and
+    // ignores the setting. An unknown value is a fatal error.
+    void (*set_matmul_precision)(MatmulPrecision precision);
 } Ops;
 
 // The cpu backend is always built.

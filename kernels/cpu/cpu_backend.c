@@ -37,6 +37,15 @@ static void cpu_copy(void *dst, const void *src, size_t bytes) {
 
 static void cpu_synchronize(void) {} // every cpu op has finished when it returns
 
+// The cpu backend is the fp32 oracle: its products are always fp32 (with wider
+// accumulation where kernels/cpu/cpu_linear.c uses it), whatever is asked. A value outside
+// the enum is still an error, so a bad caller is caught on the cpu too.
+static void cpu_set_matmul_precision(MatmulPrecision precision) {
+    if (precision != MATMUL_FP32 && precision != MATMUL_TF32 && precision != MATMUL_BF16)
+        hs_fatal("cpu backend: unknown matmul precision %d (fp32 = 0, tf32 = 1, bf16 = 2)",
+                 (int)precision);
+}
+
 static const Ops cpu_ops_table = {
     .kind = BACKEND_CPU,
     .name = "cpu",
@@ -91,6 +100,7 @@ static const Ops cpu_ops_table = {
     .memory_peak = cpu_memory_peak,
     .memory_reset_peak = cpu_memory_reset_peak,
     .memory_device_info = cpu_memory_device_info,
+    .set_matmul_precision = cpu_set_matmul_precision,
 };
 
 const Ops *ops_cpu(void) {

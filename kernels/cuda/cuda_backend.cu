@@ -1,5 +1,6 @@
 // Lifetime and memory of the cuda backend: one device per process, one stream that every op
-// is enqueued on, one cuBLAS handle bound to that stream, and a reusable scratch workspace.
+// is enqueued on, one cuBLAS handle bound to that stream, a reusable scratch workspace, and
+// the backend's settings (the precision of the linear ops' GEMMs).
 #include "kernels/cuda/cuda_common.cuh"
 
 typedef struct CudaBackend {
@@ -9,9 +10,10 @@ typedef struct CudaBackend {
     cublasHandle_t cublas;
     void *workspace; // device scratch, see cuda_workspace
     size_t workspace_bytes;
+    MatmulPrecision matmul; // of every linear GEMM, see cuda_matmul_compute_type
 } CudaBackend;
 
-static CudaBackend backend = {0, -1, NULL, NULL, NULL, 0};
+static CudaBackend backend = {0, -1, NULL, NULL, NULL, 0, MATMUL_FP32};
 
 static void require_initialized(const char *what) {
     if (!backend.initialized)
@@ -36,10 +38,10 @@ void cuda_init(int device) {
     CUDA_CHECK(cudaStreamCreateWithFlags(&backend.stream, cudaStreamNonBlocking));
     CUBLAS_CHECK(cublasCreate(&backend.cublas));
     CUBLAS_CHECK(cublasSetStream(backend.cublas, backend.stream));
-    // Plain fp32 products: no TF32 unless asked for, so results stay close to the cpu oracle.
-    CUBLAS_CHECK(cublasSetMathMode(backend.cublas, CUBLAS_PEDANTIC_MATH));
     backend.device = device;
     backend.initialized = 1;
+    // A precision chosen before init takes effect now (fp32 unless one was).
+    cuda_set_matmul_precision(backend.matmul);
 }
 
 void cuda_shutdown(void) {
@@ -50,7 +52,45 @@ void cuda_shutdown(void) {
         CUDA_CHECK(cudaFree(backend.workspace));
     CUBLAS_CHECK(cublasDestroy(backend.cublas));
     CUDA_CHECK(cudaStreamDestroy(backend.stream));
-    backend = (CudaBackend){0, -1, NULL, NULL, NULL, 0};
+    backend = (CudaBackend){0, -1, NULL, NULL, NULL, 0, MATMUL_FP32};
+}
+
+// The handle's math mode matters only to calls that take no cublasComputeType_t (cuBLAS
+// reads it for the cublas<T> routines); the linear GEMMs name their compute type
+// explicitly (cuda_matmul_compute_type). It is still set to match the precision, so that no
+// call on this handle can use TF32 behind our back in fp32 mode (pedantic: the prescribed
+// fp32 arithmetic throughout), and nothing holds the fast compute types back in the others.
+void cuda_set_matmul_precision(MatmulPrecision precision) {
+    if (precision != MATMUL_FP32 && precision != MATMUL_TF32 && precision != MATMUL_BF16)
+        hs_fatal_at(__FILE__, __LINE__,
+                    "cuda backend: unknown matmul precision %d (fp32 = 0, tf32 = 1, bf16 = 2)",
+                    (int)precision);
+    backend.matmul = precision;
+    if (!backend.initialized)
+        return; // cuda_init applies it
+    cublasMath_t mode = precision == MATMUL_FP32 ? CUBLAS_PEDANTIC_MATH : CUBLAS_DEFAULT_MATH;
+    CUBLAS_CHECK(cublasSetMathMode(backend.cublas, mode));
+}
+
+// What each precision asks of cuBLAS (cublasGemmEx with fp32 A, B and C in every mode):
+//   fp32: CUBLAS_COMPUTE_32F: fp32 multiplies and fp32 accumulation on CUDA cores, about
+//         1e-7 relative per product (with the handle's pedantic math mode, no TF32).
+//   tf32: CUBLAS_COMPUTE_32F_FAST_TF32: inputs rounded to TF32 (8-bit exponent, 10-bit
+//         mantissa: about 5e-4 relative each) for the tensor cores, fp32 accumulation.
+//   bf16: CUBLAS_COMPUTE_32F_FAST_16BF: inputs rounded to bf16 (8-bit exponent, 7-bit
+//         mantissa: about 4e-3 relative each) for the tensor cores, fp32 accumulation;
+//         cuBLAS may pick a TF32 kernel instead, which is only more precise.
+// The exponent range is fp32's in all three, so no loss scaling is needed.
+cublasComputeType_t cuda_matmul_compute_type(void) {
+    switch (backend.matmul) {
+    case MATMUL_TF32:
+        return CUBLAS_COMPUTE_32F_FAST_TF32;
+    case MATMUL_BF16:
+        return CUBLAS_COMPUTE_32F_FAST_16BF;
+    case MATMUL_FP32:
+        break;
+    }
+    return CUBLAS_COMPUTE_32F;
 }
 
 cudaStream_t cuda_stream(void) {

@@ -43,6 +43,9 @@ cublasHandle_t cuda_cublas(void);
 // Ops run in order on the one stream, so an op may use it freely until it returns; it must
 // not hold on to it. Growing it synchronizes the stream.
 void *cuda_workspace(size_t bytes);
+// The cuBLAS compute type of the linear GEMMs for the precision last set with
+// cuda_set_matmul_precision (CUBLAS_COMPUTE_32F until then).
+cublasComputeType_t cuda_matmul_compute_type(void);
 
 // Grid size for a grid-stride loop over n elements (capped; the loops cover the rest).
 static inline int cuda_grid(size_t n, int threads) {
@@ -106,6 +109,7 @@ void cuda_copy_to_host(void *host_dst, const void *src, size_t bytes);
 void cuda_copy_from_host(void *dst, const void *host_src, size_t bytes);
 void cuda_copy(void *dst, const void *src, size_t bytes);
 void cuda_synchronize(void);
+void cuda_set_matmul_precision(MatmulPrecision precision);
 // cuda_elementwise.cu
 void cuda_gather_rows(float *out, const float *table, const int32_t *idx, int M, int D,
                       int row_offset);

@@ -1,4 +1,6 @@
-// Linear layers through cuBLAS, fp32 in, fp32 out, fp32 accumulation.
+// Linear layers through cuBLAS: fp32 buffers in and out, fp32 accumulation, and the
+// multiplications in the precision of ops->set_matmul_precision (fp32, or TF32 / bf16 on the
+// tensor cores: see cuda_matmul_compute_type in cuda_backend.cu for what each gives).
 //
 // The op table is row-major with weights [out, in] (y = x . w^T + b); cuBLAS is
 // column-major. A row-major [rows, cols] buffer read column-major is its transpose
@@ -6,7 +8,8 @@
 //   forward   out^T [O, N]  = w [O, I] . x^T [I, N]      w read as w^T [I, O]: op T
 //   dx        dx^T  [I, N] += w^T [I, O] . dout^T [O, N]  both as stored: op N, N
 //   dw        dw^T  [I, O] += x^T [I, N] . dout [N, O]    dout read as dout^T: op T
-// cublasGemmEx with CUBLAS_COMPUTE_32F keeps the call shaped for bf16 inputs later.
+// Every GEMM (forward, dx, dw) goes through cublasGemmEx with the backend's compute type;
+// the bias and db (a broadcast and a column sum) stay fp32 whatever the setting.
 #include "kernels/cuda/cuda_common.cuh"
 
 static const int BIAS_THREADS = 256;
@@ -19,14 +22,15 @@ __global__ void broadcast_bias_kernel(float *out, const float *b, int N, int O) 
         out[i] = b[i % O];
 }
 
-// C [m, n] (column-major, ld ldc) = alpha op(A) op(B) + beta C, fp32.
+// C [m, n] (column-major, ld ldc) = alpha op(A) op(B) + beta C: fp32 storage, alpha and
+// beta fp32 (as every 32F compute type wants), products in the backend's matmul precision.
 static void gemm_f32(cublasOperation_t op_a, cublasOperation_t op_b, int m, int n, int k,
                      const float *a, int lda, const float *b, int ldb, float beta, float *c,
                      int ldc) {
     const float alpha = 1.0f;
     CUBLAS_CHECK(cublasGemmEx(cuda_cublas(), op_a, op_b, m, n, k, &alpha, a, CUDA_R_32F, lda, b,
-                              CUDA_R_32F, ldb, &beta, c, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
-                              CUBLAS_GEMM_DEFAULT));
+                              CUDA_R_32F, ldb, &beta, c, CUDA_R_32F, ldc,
+                              cuda_matmul_compute_type(), CUBLAS_GEMM_DEFAULT));
 }
 
 // out [N, O] (overwritten), x [N, I], w [O, I], b [O] or NULL

@@ -57,6 +57,7 @@ static const Ops cuda_ops = {
     .memory_peak = cuda_memory_peak,
     .memory_reset_peak = cuda_memory_reset_peak,
     .memory_device_info = cuda_memory_device_info,
+    .set_matmul_precision = cuda_set_matmul_precision,
 };
 
 // NULL when no GPU is visible (or no driver): callers fall back to the cpu backend.

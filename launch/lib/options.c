@@ -37,6 +37,7 @@ void options_defaults(Options *opt) {
     opt->grad_clip = 1.0;
     opt->slot_value_lr_mult = 1.0;
     opt->seed = 1234;
+    snprintf(opt->matmul, sizeof(opt->matmul), "fp32");
     snprintf(opt->data, sizeof(opt->data), "tasks");
     opt->ckpt_every = 500;
     opt->keep = 2;
@@ -168,6 +169,7 @@ static int set_flag(Options *opt, const char *flag, const char *value, char *err
     static const char *const presets[] = {"small", "tiny", "seed", NULL};
     static const char *const devices[] = {"cpu", "cuda", NULL};
     static const char *const comms[] = {"mpi", "nccl", NULL};
+    static const char *const matmuls[] = {"fp32", "tf32", "bf16", NULL};
     const long big = INT_MAX;
     if (!strcmp(flag, "preset"))
         return one_of(flag, value, presets, opt->preset, sizeof(opt->preset), err, errlen);
@@ -220,6 +222,8 @@ static int set_flag(Options *opt, const char *flag, const char *value, char *err
         return one_of(flag, value, devices, opt->device, sizeof(opt->device), err, errlen);
     if (!strcmp(flag, "comm"))
         return one_of(flag, value, comms, opt->comm, sizeof(opt->comm), err, errlen);
+    if (!strcmp(flag, "matmul"))
+        return one_of(flag, value, matmuls, opt->matmul, sizeof(opt->matmul), err, errlen);
     if (!strcmp(flag, "threads"))
         return parse_int(flag, value, 1, 1024, &opt->threads, err, errlen);
     if (!strcmp(flag, "prompt"))
@@ -401,6 +405,8 @@ void options_print_help(FILE *out) {
     fprintf(out, "  --%-20s cuda when a GPU is visible, else cpu  (cpu|cuda)\n", "device");
     fprintf(out, "  --%-20s nccl on cuda, mpi on cpu  (mpi|nccl)\n", "comm");
     fprintf(out, "  --%-20s $OMP_NUM_THREADS, else cores / ranks on the node\n", "threads");
+    fprintf(out, "  --%-20s %s  linear GEMMs on cuda (fp32|tf32|bf16; the cpu is always fp32)\n",
+            "matmul", d.matmul);
     fprintf(out, "\nsample:\n");
     fprintf(out, "  --%-20s text prompt (byte data)\n", "prompt");
     fprintf(out, "  --%-20s token ids, e.g. 1,2,3\n", "prompt_ids");

@@ -57,6 +57,7 @@ typedef struct Options {
     // hardware
     char device[8]; // cpu | cuda | "" (choose)
     char comm[8];   // mpi | nccl | "" (choose)
+    char matmul[8]; // fp32 | tf32 | bf16: precision of the linear GEMMs (ops.h MatmulPrecision)
     int threads;    // OpenMP threads per rank; 0 = choose
 
     // sample

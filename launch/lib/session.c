@@ -71,6 +71,15 @@ static int choose_threads(const Session *s) {
     return per_rank > 0 ? per_rank : 1;
 }
 
+// --matmul's word as the op table's setting (options.c accepts only these three).
+static MatmulPrecision matmul_precision_of(const char *name) {
+    if (strcmp(name, "tf32") == 0)
+        return MATMUL_TF32;
+    if (strcmp(name, "bf16") == 0)
+        return MATMUL_BF16;
+    return MATMUL_FP32;
+}
+
 void session_open_backend(Session *s) {
     s->ops = choose_backend(s);
     // Each rank takes GPU local_rank % visible devices. NCCL refuses two ranks on one GPU,
@@ -104,6 +113,7 @@ void session_open_backend(Session *s) {
     s->threads = 1;
 #endif
     s->ops->init(device);
+    s->ops->set_matmul_precision(matmul_precision_of(s->opt.matmul));
     s->comm = comm_create(s->comm_kind, s->ops);
 }
 
@@ -284,6 +294,11 @@ void session_print_config(const Session *s, int accum_steps) {
     snprintf(v, sizeof(v), "%d (%d on this node)", s->info.world, s->info.local_world);
     print_row("ranks", v);
     print_row("device", s->ops->name);
+    if (s->ops->kind == BACKEND_CPU && strcmp(o->matmul, "fp32") != 0)
+        snprintf(v, sizeof(v), "%s asked, fp32 used (the cpu backend is always fp32)", o->matmul);
+    else
+        snprintf(v, sizeof(v), "%s", o->matmul);
+    print_row("matmul", v);
     print_row("comm", s->comm_kind == COMM_NCCL ? "nccl" : "mpi");
     snprintf(v, sizeof(v), "%d per rank", s->threads);
     print_row("threads", v);

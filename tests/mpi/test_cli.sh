@@ -27,7 +27,7 @@ expect() {
 # --help lists the flags with their defaults and exits 0.
 "$bin" --help >"$work/help"
 for flag in --d_model --n_slots --capacity --attn --ffn --preset --micro_batch --batch --steps \
-    --lr --data --run_dir --ckpt_every --resume --device --comm --threads; do
+    --lr --data --run_dir --ckpt_every --resume --device --comm --threads --matmul; do
     grep -q -- "$flag " "$work/help" || { echo "FAIL: --help does not list $flag"; failures=$((failures + 1)); }
 done
 grep -q -- "--steps *2500" "$work/help" || { echo "FAIL: --help shows no default for --steps"; failures=$((failures + 1)); }
@@ -42,6 +42,7 @@ expect 1 2 "unknown data kind 'nope'" --data nope
 expect 1 2 "--d_model: 'abc'" --d_model abc
 expect 1 2 "--attn: 'sideways'" --attn sideways
 expect 1 2 "--device: 'tpu'" --device tpu
+expect 1 2 "--matmul: 'fp16' is not one of fp32|tf32|bf16" --matmul fp16
 expect 1 2 "unknown command 'fly'" fly
 expect 1 2 "d_model=30 is not divisible by n_heads=4" --preset tiny --d_model 30
 # batch = micro_batch x ranks x accumulation must hold exactly
