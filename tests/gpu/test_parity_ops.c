@@ -190,29 +190,175 @@ START_TEST(test_rmsnorm) {
 }
 END_TEST
 
-START_TEST(test_linear) {
+// ---- linear, in each matmul precision --------------------------------------------------
+
+// The inputs of the linear test, the cpu oracle's results on them (computed once: the cpu is
+// fp32 whatever the setting), and the starting values of the accumulated gradients.
+typedef struct LinearCase {
+    int N, I, O;
+    Buf x, w, b, dout;                     // x [N, I], w [O, I], b [O], dout [N, O]
+    Buf out_bias, out_bare;                // [N, O]: forward with and without the bias
+    Buf dx, dw, db;                        // [N, I], [O, I], [O]: one full backward
+    Buf dw_alone;                          // [O, I]: a backward with dx and db NULL
+    float *dx_start, *dw_start, *db_start; // host copies of the gradients before the backward
+} LinearCase;
+
+static LinearCase linear_case_create(int N, int I, int O) {
     TestRng rng = test_rng(3);
-    const int N = 1024, I = 512, O = 1024;
-    Buf x = buf_random(&rng, (size_t)N * I, 1.0f), w = buf_random(&rng, (size_t)O * I, 0.05f);
-    Buf b = buf_random(&rng, O, 1.0f), out = buf_random(&rng, (size_t)N * O, 1.0f);
-    cpu->linear_forward(out.cpu, x.cpu, w.cpu, b.cpu, N, I, O);
-    gpu->linear_forward(out.gpu, x.gpu, w.gpu, b.gpu, N, I, O);
-    expect_close("linear_forward (bias)", out, 1e-4, 1e-4);
-    cpu->linear_forward(out.cpu, x.cpu, w.cpu, NULL, N, I, O);
-    gpu->linear_forward(out.gpu, x.gpu, w.gpu, NULL, N, I, O);
-    expect_close("linear_forward (no bias)", out, 1e-4, 1e-4);
-    Buf dout = buf_random(&rng, (size_t)N * O, 1.0f), dx = buf_random(&rng, (size_t)N * I, 1.0f);
-    Buf dw = buf_random(&rng, (size_t)O * I, 1.0f), db = buf_random(&rng, O, 1.0f);
-    cpu->linear_backward(dx.cpu, dw.cpu, db.cpu, dout.cpu, x.cpu, w.cpu, N, I, O);
-    gpu->linear_backward(dx.gpu, dw.gpu, db.gpu, dout.gpu, x.gpu, w.gpu, N, I, O);
-    expect_close("linear_backward dx", dx, 1e-4, 1e-4);
-    expect_close("linear_backward dw", dw, 2e-3, 1e-4);
-    expect_close("linear_backward db", db, 2e-3, 1e-4);
-    cpu->linear_backward(NULL, dw.cpu, NULL, dout.cpu, x.cpu, w.cpu, N, I, O);
-    gpu->linear_backward(NULL, dw.gpu, NULL, dout.gpu, x.gpu, w.gpu, N, I, O);
-    expect_close("linear_backward dw (dx, db NULL)", dw, 4e-3, 1e-4);
-    buf_free(&x), buf_free(&w), buf_free(&b), buf_free(&out), buf_free(&dout), buf_free(&dx);
-    buf_free(&dw), buf_free(&db);
+    LinearCase c = {.N = N, .I = I, .O = O};
+    c.x = buf_random(&rng, (size_t)N * I, 1.0f);
+    c.w = buf_random(&rng, (size_t)O * I, 0.05f);
+    c.b = buf_random(&rng, O, 1.0f);
+    c.dout = buf_random(&rng, (size_t)N * O, 1.0f);
+    // Garbage in the outputs: the forward overwrites them.
+    c.out_bias = buf_random(&rng, (size_t)N * O, 1.0f);
+    c.out_bare = buf_random(&rng, (size_t)N * O, 1.0f);
+    // Random starting gradients: the backward must add to them, not overwrite them.
+    c.dx = buf_random(&rng, (size_t)N * I, 1.0f);
+    c.dw = buf_random(&rng, (size_t)O * I, 1.0f);
+    c.db = buf_random(&rng, O, 1.0f);
+    c.dx_start = test_copy_of(c.dx.cpu, c.dx.n);
+    c.dw_start = test_copy_of(c.dw.cpu, c.dw.n);
+    c.db_start = test_copy_of(c.db.cpu, c.db.n);
+    c.dw_alone = buf_from_host(c.dw_start, c.dw.n);
+    cpu->linear_forward(c.out_bias.cpu, c.x.cpu, c.w.cpu, c.b.cpu, N, I, O);
+    cpu->linear_forward(c.out_bare.cpu, c.x.cpu, c.w.cpu, NULL, N, I, O);
+    cpu->linear_backward(c.dx.cpu, c.dw.cpu, c.db.cpu, c.dout.cpu, c.x.cpu, c.w.cpu, N, I, O);
+    cpu->linear_backward(NULL, c.dw_alone.cpu, NULL, c.dout.cpu, c.x.cpu, c.w.cpu, N, I, O);
+    return c;
+}
+
+static void linear_case_free(LinearCase *c) {
+    buf_free(&c->x), buf_free(&c->w), buf_free(&c->b), buf_free(&c->dout);
+    buf_free(&c->out_bias), buf_free(&c->out_bare), buf_free(&c->dx), buf_free(&c->dw);
+    buf_free(&c->db), buf_free(&c->dw_alone);
+    free(c->dx_start), free(c->dw_start), free(c->db_start);
+}
+
+// The GPU side of every op of the case, from the same starting gradients as the cpu's.
+static void linear_case_run_gpu(const LinearCase *c) {
+    const int N = c->N, I = c->I, O = c->O;
+    gpu->copy_from_host(c->dx.gpu, c->dx_start, c->dx.n * sizeof(float));
+    gpu->copy_from_host(c->dw.gpu, c->dw_start, c->dw.n * sizeof(float));
+    gpu->copy_from_host(c->db.gpu, c->db_start, c->db.n * sizeof(float));
+    gpu->copy_from_host(c->dw_alone.gpu, c->dw_start, c->dw_alone.n * sizeof(float));
+    gpu->linear_forward(c->out_bias.gpu, c->x.gpu, c->w.gpu, c->b.gpu, N, I, O);
+    gpu->linear_forward(c->out_bare.gpu, c->x.gpu, c->w.gpu, NULL, N, I, O);
+    gpu->linear_backward(c->dx.gpu, c->dw.gpu, c->db.gpu, c->dout.gpu, c->x.gpu, c->w.gpu, N, I, O);
+    gpu->linear_backward(NULL, c->dw_alone.gpu, NULL, c->dout.gpu, c->x.gpu, c->w.gpu, N, I, O);
+}
+
+// ||gpu - cpu|| / ||cpu - start|| (start NULL: zeros), in double: the GPU's error relative
+// to the size of what the op computed. An accumulating op is judged on its increment, so
+// the random starting gradient neither dilutes the error nor hides a missing accumulation
+// (that would leave an error of about ||start|| / ||increment||, far above any tolerance).
+static double norm_rel_err(Buf b, const float *start) {
+    float *host = hs_malloc(b.n * sizeof(float));
+    gpu->copy_to_host(host, b.gpu, b.n * sizeof(float));
+    double diff2 = 0.0, ref2 = 0.0;
+    for (size_t i = 0; i < b.n; i++) {
+        double d = (double)host[i] - b.cpu[i];
+        double r = (double)b.cpu[i] - (start ? start[i] : 0.0f);
+        diff2 += d * d;
+        ref2 += r * r;
+    }
+    free(host);
+    return sqrt(diff2) / (ref2 > 0.0 ? sqrt(ref2) : 1.0);
+}
+
+// The checks below count failures instead of asserting, so that every mode is measured and
+// printed in one run and the backend is back in fp32 before the test reports (Check runs
+// without fork here: an early assertion would leave the later tests in tf32 or bf16).
+
+// Norm-relative error at most tol (printed either way, for the record). Returns 1 if not.
+static int linear_norm_fails(const char *mode, const char *what, Buf b, const float *start,
+                             double tol, double *err_out) {
+    double err = norm_rel_err(b, start);
+    printf("linear %s %-26s norm-relative error %.3g (tolerance %.3g)\n", mode, what, err, tol);
+    if (err_out)
+        *err_out = err;
+    if (err <= tol)
+        return 0;
+    fprintf(stderr, "FAIL: linear %s %s: norm-relative error %.3g above %.3g\n", mode, what, err,
+            tol);
+    return 1;
+}
+
+// |gpu - cpu| <= atol + rtol |cpu| element by element. Returns 1 if not.
+static int linear_elementwise_fails(const char *mode, const char *what, Buf b, double atol,
+                                    double rtol) {
+    float *host = hs_malloc(b.n * sizeof(float));
+    gpu->copy_to_host(host, b.gpu, b.n * sizeof(float));
+    double err = test_max_rel_err(what, host, b.cpu, b.n, atol, rtol);
+    free(host);
+    if (err <= 1.0)
+        return 0;
+    fprintf(stderr, "FAIL: linear %s %s: cuda differs from cpu by %.3g x the tolerance\n", mode,
+            what, err);
+    return 1;
+}
+
+// fp32: element by element, as tight as fp32 against the cpu's double accumulations allows
+// (dw and db sum N = 1024 products of magnitude ~1, hence their atol).
+static int check_linear_fp32(const LinearCase *c) {
+    int failures = 0;
+    failures += linear_elementwise_fails("fp32", "forward (bias)", c->out_bias, 1e-4, 1e-4);
+    failures += linear_elementwise_fails("fp32", "forward (no bias)", c->out_bare, 1e-4, 1e-4);
+    failures += linear_elementwise_fails("fp32", "backward dx", c->dx, 1e-4, 1e-4);
+    failures += linear_elementwise_fails("fp32", "backward dw", c->dw, 2e-3, 1e-4);
+    failures += linear_elementwise_fails("fp32", "backward db", c->db, 2e-3, 1e-4);
+    failures +=
+        linear_elementwise_fails("fp32", "backward dw (dx, db NULL)", c->dw_alone, 2e-3, 1e-4);
+    failures += linear_norm_fails("fp32", "forward (no bias)", c->out_bare, NULL, 1e-5, NULL);
+    return failures;
+}
+
+// tf32 / bf16: the products' inputs are rounded (TF32 keeps 10 mantissa bits, unit roundoff
+// 2^-11 = 4.9e-4; bf16 keeps 7, 2^-8 = 3.9e-3), the sums stay fp32. With round-to-nearest
+// the errors of the I or N products are independent and the result's norm-relative error is
+// about sqrt(2/3) x the unit roundoff: ~3e-4 for tf32, ~3e-3 for bf16. Tensor cores that
+// read fp32 operands may truncate the dropped bits instead, which biases every product the
+// same way: up to ~8e-4 (tf32) and ~6e-3 (bf16). The tolerances bound both with margin and
+// still tell tf32 from bf16 when rounding to nearest. db is a column sum outside the GEMMs:
+// fp32 in every mode.
+static int check_linear_reduced(const LinearCase *c, const char *mode, double tol) {
+    int failures = 0;
+    double err = 0.0;
+    failures += linear_norm_fails(mode, "forward (bias)", c->out_bias, NULL, tol, NULL);
+    failures += linear_norm_fails(mode, "forward (no bias)", c->out_bare, NULL, tol, &err);
+    failures += linear_norm_fails(mode, "backward dx", c->dx, c->dx_start, tol, NULL);
+    failures += linear_norm_fails(mode, "backward dw", c->dw, c->dw_start, tol, NULL);
+    failures +=
+        linear_norm_fails(mode, "backward dw (dx, db NULL)", c->dw_alone, c->dw_start, tol, NULL);
+    failures += linear_elementwise_fails(mode, "backward db", c->db, 2e-3, 1e-4);
+    // fp32 lands near 1e-7; an error this small means the setting never reached cuBLAS.
+    if (err <= 1e-5) {
+        fprintf(stderr, "FAIL: linear %s: error %.3g is fp32's: the setting had no effect\n", mode,
+                err);
+        failures++;
+    }
+    return failures;
+}
+
+START_TEST(test_linear) {
+    LinearCase c = linear_case_create(1024, 512, 1024);
+    // fp32 twice: first as the default, last to prove that setting it back restores it.
+    const MatmulPrecision modes[] = {MATMUL_FP32, MATMUL_TF32, MATMUL_BF16, MATMUL_FP32};
+    int failures = 0;
+    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+        gpu->set_matmul_precision(modes[i]);
+        cpu->set_matmul_precision(modes[i]); // accepted and ignored: the oracle stays fp32
+        linear_case_run_gpu(&c);
+        if (modes[i] == MATMUL_FP32)
+            failures += check_linear_fp32(&c);
+        else if (modes[i] == MATMUL_TF32)
+            failures += check_linear_reduced(&c, "tf32", 2e-3);
+        else
+            failures += check_linear_reduced(&c, "bf16", 1e-2);
+    }
+    gpu->set_matmul_precision(MATMUL_FP32); // the loop ends in fp32; the later tests need it
+    linear_case_free(&c);
+    ck_assert_msg(failures == 0, "linear: %d check(s) failed (see above)", failures);
 }
 END_TEST
 

@@ -30,7 +30,7 @@ for flag in --d_model --n_slots --capacity --attn --ffn --preset --micro_batch -
     --lr --data --run_dir --ckpt_every --resume --device --comm --threads --matmul; do
     grep -q -- "$flag " "$work/help" || { echo "FAIL: --help does not list $flag"; failures=$((failures + 1)); }
 done
-grep -q -- "--steps *2500" "$work/help" || { echo "FAIL: --help shows no default for --steps"; failures=$((failures + 1)); }
+grep -q -- "--steps *3000" "$work/help" || { echo "FAIL: --help shows no default for --steps"; failures=$((failures + 1)); }
 
 expect 1 2 "--steps: '12x'" --steps 12x
 expect 2 2 "--steps: '12x'" --steps 12x
