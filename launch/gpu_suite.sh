@@ -38,6 +38,9 @@ kill $smi 2>/dev/null
 mpirun -np 1 build-gpu/hspmn_dist bench --preset seed --device cuda --micro_batch 4 \
     --bench_steps 5 --bench_warmup 2 ${BENCH_SWEEP:---bench_sweep} >"$out/bench.log" 2>&1
 bench_rc=$?
+# The same base variant with bf16 tensor-core GEMMs (--matmul bf16), for comparison.
+mpirun -np 1 build-gpu/hspmn_dist bench --preset seed --device cuda --micro_batch 4 \
+    --bench_steps 5 --bench_warmup 2 --matmul bf16 >"$out/bench_bf16.log" 2>&1
 
 echo "=== ctest (last lines) ==="
 grep -E "tests passed|tests failed|Failed|\*\*\*|Not Run|Skipped" "$out/ctest.log" | tail -20
@@ -47,6 +50,8 @@ peak=$(sort -n "$out/gpu_mem.csv" 2>/dev/null | tail -1)
 echo "=== bench (base variant, then the sweep) ==="
 sed -n '/^== bench base/,/^$/p' "$out/bench.log" | grep -vE "^(model:|batch:)"
 sed -n '/^== sweep summary/,$p' "$out/bench.log"
+echo "=== bench, --matmul bf16 ==="
+grep -E "^(step time|tokens/s|MFU|memory)|^  (reflexive|attention|slot_memory|head_loss) " "$out/bench_bf16.log"
 echo "=== summary ==="
 printf "%-28s %s\n" "build (s)" "$t_build" "ctest (s)" "$t_ctest" "ctest exit" "$ctest_rc" \
     "seed train exit" "$train_rc" "bench exit" "$bench_rc" "peak GPU memory (MiB)" "${peak:-?}"

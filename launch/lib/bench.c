@@ -289,8 +289,9 @@ static void measure_variant(Session *s, const BenchVariant *v, const BenchSettin
 
 static void print_variant_header(const Session *s, const BenchVariant *v, const BenchSettings *bs) {
     const ModelConfig *c = &v->cfg;
-    printf("== bench %s: %s, %d rank(s), %d thread(s) per rank, comm %s\n", v->name, s->ops->name,
-           s->info.world, s->threads, s->comm_kind == COMM_NCCL ? "nccl" : "mpi");
+    printf("== bench %s: %s, %d rank(s), %d thread(s) per rank, comm %s, matmul %s\n", v->name,
+           s->ops->name, s->info.world, s->threads, s->comm_kind == COMM_NCCL ? "nccl" : "mpi",
+           s->ops->kind == BACKEND_CPU ? "fp32 (cpu)" : s->opt.matmul);
     printf("model: L%d H%d nh%d nkv%d T%d V%d S%d R%d K%d capacity %g (n_sel %d), attn=%s "
            "ffn=%s\n",
            c->n_layers, c->d_model, c->n_heads, c->n_kv_heads, c->seq_len, c->vocab_size,
