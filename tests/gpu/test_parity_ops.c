@@ -524,6 +524,101 @@ START_TEST(test_gate) {
 }
 END_TEST
 
+// ---- slot_topk: the GPU scores in fp32 (a fixed fmaf chain), the cpu oracle in double, so
+// near-ties (scores within fp32 rounding) may be ordered differently. Where no near-ties can
+// occur (integer-valued inputs: every score is an exact integer times 1/sqrt(R), equal or
+// far apart) the two must agree exactly, exact ties included (lower slot first).
+
+// |a - b| within the slot_topk tolerance (equal values, -inf padding included, always are).
+static int topk_scores_close(float a, float b) {
+    return a == b || fabs((double)a - (double)b) <= 1e-6 + 1e-5 * fabs((double)b);
+}
+
+// The score the cpu oracle gives one (token, slot): double accumulation, as cpu_slot_topk.
+static float oracle_score(const float *p_row, const float *key, int R) {
+    double dot = 0.0;
+    for (int r = 0; r < R; r++)
+        dot += (double)p_row[r] * key[r];
+    return (float)(dot * (1.0 / sqrt((double)R)));
+}
+
+// The GPU lists (got_s, got_i [N, K], host) must be a valid top-K of p [N, R] against keys
+// [rows, R] (global slots from row_offset) up to rounding, next to the cpu's (want_s, want_i):
+// scores close rank by rank; each chosen slot in the shard, its oracle score close to the
+// cpu's score at the same rank; no slot twice; sorted (descending, ties: lower slot first);
+// padding (-inf, -1) exactly where the cpu pads.
+static void expect_valid_topk(const char *what, const float *got_s, const int32_t *got_i,
+                              const float *want_s, const int32_t *want_i, const float *p,
+                              const float *keys, int N, int R, int rows, int row_offset, int K) {
+    size_t failures = 0;
+    for (int n = 0; n < N && failures < 5; n++) {
+        const float *gs = got_s + (size_t)n * K, *ws = want_s + (size_t)n * K; // [K]
+        const int32_t *gi = got_i + (size_t)n * K, *wi = want_i + (size_t)n * K;
+        for (int k = 0; k < K; k++) {
+            const char *problem = NULL;
+            if (!topk_scores_close(gs[k], ws[k]))
+                problem = "score differs from the cpu's at this rank";
+            else if ((gi[k] == -1) != (wi[k] == -1))
+                problem = "padding where the other backend has a slot";
+            else if (gi[k] != -1 && (gi[k] < row_offset || gi[k] >= row_offset + rows))
+                problem = "slot outside the shard";
+            else if (gi[k] != -1 &&
+                     (!topk_scores_close(oracle_score(p + (size_t)n * R,
+                                                      keys + (size_t)(gi[k] - row_offset) * R, R),
+                                         ws[k]) ||
+                      !topk_scores_close(gs[k],
+                                         oracle_score(p + (size_t)n * R,
+                                                      keys + (size_t)(gi[k] - row_offset) * R, R))))
+                problem = "chosen slot's oracle score is not the cpu's score at this rank";
+            else if (k > 0 && !(gi[k - 1] == -1 && gi[k] == -1) && // padding repeats
+                     !(gs[k - 1] > gs[k] ||
+                       (gs[k - 1] == gs[k] && (uint32_t)gi[k - 1] < (uint32_t)gi[k])))
+                problem = "not sorted (descending score, then ascending slot)";
+            for (int j = 0; j < k && !problem; j++)
+                if (gi[j] == gi[k] && gi[k] != -1)
+                    problem = "slot chosen twice";
+            if (problem && failures++ == 0)
+                fprintf(stderr, "%s: token %d rank %d: %s (cuda %.9g slot %d, cpu %.9g slot %d)\n",
+                        what, n, k, problem, gs[k], gi[k], ws[k], wi[k]);
+        }
+    }
+    ck_assert_msg(failures == 0, "%s: the cuda top-K is not a valid top-K of the cpu oracle", what);
+}
+
+// Run slot_topk on both backends and check the GPU's lists against the cpu's: valid up to
+// rounding, or (exact) identical slots and close scores.
+static void check_slot_topk(const char *what, Buf p, Buf keys, int N, int R, int rows,
+                            int row_offset, int K, int exact) {
+    Buf top_s = buf_zeros((size_t)N * K);
+    IBuf top_i = ibuf_zeros((size_t)N * K);
+    cpu->slot_topk(top_s.cpu, top_i.cpu, p.cpu, keys.cpu, N, R, rows, row_offset, K);
+    gpu->slot_topk(top_s.gpu, top_i.gpu, p.gpu, keys.gpu, N, R, rows, row_offset, K);
+    float *got_s = hs_malloc((size_t)N * K * sizeof(float));
+    int32_t *got_i = hs_malloc((size_t)N * K * sizeof(int32_t));
+    gpu->copy_to_host(got_s, top_s.gpu, (size_t)N * K * sizeof(float));
+    gpu->copy_to_host(got_i, top_i.gpu, (size_t)N * K * sizeof(int32_t));
+    expect_valid_topk(what, got_s, got_i, top_s.cpu, top_i.cpu, p.cpu, keys.cpu, N, R, rows,
+                      row_offset, K);
+    if (exact)
+        expect_equal(what, top_i);
+    free(got_s);
+    free(got_i);
+    buf_free(&top_s), ibuf_free(&top_i);
+}
+
+// Integers in [-3, 3] as floats: dot products are exact in fp32 and in double.
+static Buf buf_small_integers(TestRng *rng, size_t n) {
+    int32_t *ints = hs_malloc(n * sizeof(int32_t));
+    float *host = hs_malloc(n * sizeof(float));
+    test_fill_uniform_int(rng, ints, n, -3, 4);
+    for (size_t i = 0; i < n; i++)
+        host[i] = (float)ints[i];
+    Buf b = buf_from_host(host, n);
+    free(ints);
+    free(host);
+    return b;
+}
+
 START_TEST(test_slot_topk_and_merge) {
     TestRng rng = test_rng(12);
     const int N = 1024, R = 32, rows = 65536, K = 8, P = 4;
@@ -531,6 +626,8 @@ START_TEST(test_slot_topk_and_merge) {
     // P shards of one global table; shard j holds rows [j*rows, (j+1)*rows)
     Buf cand_s = buf_zeros((size_t)P * N * K);
     IBuf cand_i = ibuf_zeros((size_t)P * N * K);
+    float *got_s = hs_malloc((size_t)P * N * K * sizeof(float));
+    int32_t *got_i = hs_malloc((size_t)P * N * K * sizeof(int32_t));
     for (int part = 0; part < P; part++) {
         Buf keys = buf_random(&rng, (size_t)rows * R, 0.02f);
         size_t at = (size_t)part * N * K;
@@ -538,32 +635,136 @@ START_TEST(test_slot_topk_and_merge) {
                        K);
         gpu->slot_topk(cand_s.gpu + at, cand_i.gpu + at, p.gpu, keys.gpu, N, R, rows, part * rows,
                        K);
+        gpu->copy_to_host(got_s + at, cand_s.gpu + at, (size_t)N * K * sizeof(float));
+        gpu->copy_to_host(got_i + at, cand_i.gpu + at, (size_t)N * K * sizeof(int32_t));
+        expect_valid_topk("slot_topk (random, seed shapes)", got_s + at, got_i + at,
+                          cand_s.cpu + at, cand_i.cpu + at, p.cpu, keys.cpu, N, R, rows,
+                          part * rows, K);
         buf_free(&keys);
     }
-    // scores are accumulated in double on both sides: the same fp32 bits, the same slots
-    expect_close("slot_topk scores", cand_s, 1e-7, 1e-6);
-    expect_equal("slot_topk slot ids", cand_i);
+    // The merge is exact: both backends merge the same (the GPU's) candidate lists.
+    for (size_t i = 0; i < (size_t)P * N * K; i++) {
+        cand_s.cpu[i] = got_s[i];
+        cand_i.cpu[i] = got_i[i];
+    }
     Buf top_s = buf_zeros((size_t)N * K);
     IBuf top_i = ibuf_zeros((size_t)N * K);
     cpu->slot_topk_merge(top_s.cpu, top_i.cpu, cand_s.cpu, cand_i.cpu, P, N, K);
     gpu->slot_topk_merge(top_s.gpu, top_i.gpu, cand_s.gpu, cand_i.gpu, P, N, K);
     expect_close("slot_topk_merge scores", top_s, 1e-30, 0);
     expect_equal("slot_topk_merge slot ids", top_i);
-
-    // a shard smaller than K (padding with -inf / -1) and duplicate keys (ties: lower slot)
-    const int small_rows = 5;
-    float *small_host = hs_malloc((size_t)small_rows * R * sizeof(float));
-    test_fill_normal(&rng, small_host, (size_t)small_rows * R, 1.0f);
-    for (int r = 0; r < R; r++)
-        small_host[3 * R + r] = small_host[1 * R + r]; // slot 3 ties slot 1 for every token
-    Buf small_keys = buf_from_host(small_host, (size_t)small_rows * R);
-    cpu->slot_topk(top_s.cpu, top_i.cpu, p.cpu, small_keys.cpu, N, R, small_rows, 40, K);
-    gpu->slot_topk(top_s.gpu, top_i.gpu, p.gpu, small_keys.gpu, N, R, small_rows, 40, K);
-    expect_close("slot_topk scores (small shard)", top_s, 1e-7, 1e-6);
-    expect_equal("slot_topk slot ids (small shard)", top_i);
-    free(small_host);
+    free(got_s);
+    free(got_i);
     buf_free(&p), buf_free(&cand_s), ibuf_free(&cand_i), buf_free(&top_s), ibuf_free(&top_i);
-    buf_free(&small_keys);
+}
+END_TEST
+
+// Every list length and pointer width the kernel instantiates, token counts off the block
+// size, shards off the tile size, row offsets, and shards smaller than K (padding). Each
+// shape twice: random inputs (a valid top-K up to rounding) and integer inputs (no near
+// ties, many exact ties: the same slots exactly).
+START_TEST(test_slot_topk_shapes) {
+    struct {
+        int N, R, rows, row_offset, K;
+    } cases[] = {
+        {300, 32, 5000, 777, 8}, // seed widths; tail tokens, a partial last tile
+        {130, 8, 3001, 40, 3},   // tiny-test width; K not a power of two
+        {65, 5, 1100, 0, 1},     // R not a multiple of 4: 4-byte copies, padded columns
+        {129, 20, 2049, 9, 16},  //
+        {70, 16, 999, 0, 2},     //
+        {100, 64, 700, 3, 32},   // the widest pointer, the longest list
+        {64, 48, 513, 0, 5},     //
+        {200, 32, 1500, 1, 32},  //
+        {77, 32, 5, 40, 8},      // a shard smaller than K: padding (-inf, -1)
+        {33, 32, 0, 0, 4},       // an empty shard: all padding
+    };
+    TestRng rng = test_rng(21);
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        int N = cases[c].N, R = cases[c].R, rows = cases[c].rows, K = cases[c].K;
+        char what[96];
+        snprintf(what, sizeof(what), "slot_topk N %d R %d rows %d K %d", N, R, rows, K);
+        Buf p = buf_random(&rng, (size_t)N * R, 1.0f);
+        Buf keys = buf_random(&rng, (size_t)(rows > 0 ? rows : 1) * R, 0.02f);
+        check_slot_topk(what, p, keys, N, R, rows, cases[c].row_offset, K, 0);
+        buf_free(&p), buf_free(&keys);
+        p = buf_small_integers(&rng, (size_t)N * R);
+        keys = buf_small_integers(&rng, (size_t)(rows > 0 ? rows : 1) * R);
+        snprintf(what, sizeof(what), "slot_topk integers N %d R %d rows %d K %d", N, R, rows, K);
+        check_slot_topk(what, p, keys, N, R, rows, cases[c].row_offset, K, 1);
+        buf_free(&p), buf_free(&keys);
+    }
+
+    // Every key the same: all scores of a token tie exactly (the same fp32 chain on the
+    // GPU, the same double sum on the cpu), across tiles and the threads that share a token,
+    // so the list must be the K lowest slots in order.
+    const int N = 100, R = 8, rows = 3000, row_offset = 500, K = 8;
+    float *keys_host = hs_malloc((size_t)rows * R * sizeof(float));
+    test_fill_normal(&rng, keys_host, R, 1.0f);
+    for (int i = 1; i < rows; i++)
+        for (int r = 0; r < R; r++)
+            keys_host[(size_t)i * R + r] = keys_host[r];
+    Buf keys = buf_from_host(keys_host, (size_t)rows * R);
+    Buf p = buf_random(&rng, (size_t)N * R, 1.0f);
+    check_slot_topk("slot_topk equal keys", p, keys, N, R, rows, row_offset, K, 1);
+    int32_t *got_i = hs_malloc((size_t)N * K * sizeof(int32_t));
+    Buf top_s = buf_zeros((size_t)N * K);
+    IBuf top_i = ibuf_zeros((size_t)N * K);
+    gpu->slot_topk(top_s.gpu, top_i.gpu, p.gpu, keys.gpu, N, R, rows, row_offset, K);
+    gpu->copy_to_host(got_i, top_i.gpu, (size_t)N * K * sizeof(int32_t));
+    int misplaced = 0;
+    for (int n = 0; n < N; n++)
+        for (int k = 0; k < K; k++)
+            misplaced += got_i[(size_t)n * K + k] != row_offset + k;
+    ck_assert_msg(misplaced == 0,
+                  "slot_topk equal keys: %d of %d slots are not the lowest, in order", misplaced,
+                  N * K);
+    free(got_i);
+    free(keys_host);
+    buf_free(&p), buf_free(&keys), buf_free(&top_s), ibuf_free(&top_i);
+}
+END_TEST
+
+// The seed shape of one layer (N 16384 tokens, 65536 keys, R 32, K 8): time it (the number
+// goes to stderr for the GPU run's log) and check the first and last 64 tokens.
+START_TEST(test_slot_topk_seed_shape_timing) {
+    TestRng rng = test_rng(31);
+    const int N = 16384, R = 32, rows = 65536, K = 8, runs = 10, checked = 64;
+    Buf p = buf_random(&rng, (size_t)N * R, 1.0f);
+    Buf keys = buf_random(&rng, (size_t)rows * R, 0.02f);
+    float *top_s = gpu->alloc((size_t)N * K * sizeof(float));
+    int32_t *top_i = gpu->alloc((size_t)N * K * sizeof(int32_t));
+    gpu->slot_topk(top_s, top_i, p.gpu, keys.gpu, N, R, rows, 0, K); // warm-up
+    void *start = gpu->timer_create(), *end = gpu->timer_create();
+    gpu->timer_record(start);
+    for (int run = 0; run < runs; run++)
+        gpu->slot_topk(top_s, top_i, p.gpu, keys.gpu, N, R, rows, 0, K);
+    gpu->timer_record(end);
+    double ms = gpu->timer_elapsed_ms(start, end) / runs;
+    double scores = (double)N * rows;
+    fprintf(stderr,
+            "slot_topk seed shape (N %d, rows %d, R %d, K %d): %.3f ms per call, %.1f G "
+            "token-key scores/s, %.2f TFLOP/s (2 N rows R)\n",
+            N, rows, R, K, ms, scores / ms * 1e-6, 2.0 * scores * R / ms * 1e-9);
+    gpu->timer_destroy(start);
+    gpu->timer_destroy(end);
+
+    float *got_s = hs_malloc((size_t)N * K * sizeof(float));
+    int32_t *got_i = hs_malloc((size_t)N * K * sizeof(int32_t));
+    gpu->copy_to_host(got_s, top_s, (size_t)N * K * sizeof(float));
+    gpu->copy_to_host(got_i, top_i, (size_t)N * K * sizeof(int32_t));
+    float *want_s = hs_malloc((size_t)checked * K * sizeof(float));
+    int32_t *want_i = hs_malloc((size_t)checked * K * sizeof(int32_t));
+    for (int first = 0; first < N; first += N - checked) {
+        const float *p_part = p.cpu + (size_t)first * R; // [checked, R]
+        cpu->slot_topk(want_s, want_i, p_part, keys.cpu, checked, R, rows, 0, K);
+        expect_valid_topk("slot_topk seed shape", got_s + (size_t)first * K,
+                          got_i + (size_t)first * K, want_s, want_i, p_part, keys.cpu, checked, R,
+                          rows, 0, K);
+    }
+    free(got_s), free(got_i), free(want_s), free(want_i);
+    gpu->free(top_s);
+    gpu->free(top_i);
+    buf_free(&p), buf_free(&keys);
 }
 END_TEST
 
@@ -704,6 +905,8 @@ static Suite *parity_suite(void) {
     tcase_add_test(tc, test_attention_dense_and_small_heads);
     tcase_add_test(tc, test_gate);
     tcase_add_test(tc, test_slot_topk_and_merge);
+    tcase_add_test(tc, test_slot_topk_shapes);
+    tcase_add_test(tc, test_slot_topk_seed_shape_timing);
     tcase_add_test(tc, test_slot_read);
     tcase_add_test(tc, test_cross_entropy);
     tcase_add_test(tc, test_route_loss);
