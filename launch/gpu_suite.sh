@@ -2,7 +2,7 @@
 # One call on a GPU machine: build the CUDA backend, run the whole ctest suite (the gpu
 # parity tests included), then train the MODEL.md seed configuration for a few steps and
 # print a short table. Logs go to $OUT (or ./gpu_suite_out).
-#   bash launch/gpu_suite.sh [steps] [micro_batch]
+#   bash launch/gpu_suite.sh [steps] [micro_batch]     (BENCH_SWEEP= skips the variant sweep)
 # On this workplace's lent GPU machine, the build kit is carried as .gpu/ (env.sh unpacks
 # Open MPI, parallel HDF5 and Check); elsewhere the system's packages are used.
 set -uo pipefail
@@ -36,7 +36,7 @@ kill $smi 2>/dev/null
 
 # The benchmark: the seed configuration and its variants (attn=dense, ffn=dense, T sweep).
 mpirun -np 1 build-gpu/hspmn_dist bench --preset seed --device cuda --micro_batch 4 \
-    --bench_steps 5 --bench_warmup 2 ${BENCH_SWEEP:---bench_sweep} >"$out/bench.log" 2>&1
+    --bench_steps 5 --bench_warmup 2 ${BENCH_SWEEP---bench_sweep} >"$out/bench.log" 2>&1
 bench_rc=$?
 # The same base variant with bf16 tensor-core GEMMs (--matmul bf16), for comparison.
 mpirun -np 1 build-gpu/hspmn_dist bench --preset seed --device cuda --micro_batch 4 \
