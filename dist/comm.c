@@ -58,7 +58,10 @@ Comm *comm_create(CommKind kind, const Ops *ops) {
     mpi_check(MPI_Comm_set_errhandler(comm->mpi, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
     mpi_check(MPI_Comm_rank(comm->mpi, &comm->rank), "MPI_Comm_rank");
     mpi_check(MPI_Comm_size(comm->mpi, &comm->world), "MPI_Comm_size");
-    comm->staged = ops->kind == BACKEND_CUDA;
+    // Device buffers go through host staging buffers. HSPMN_COMM_STAGE=1 stages host
+    // buffers too, so the staging code (used on GPUs) is tested on machines without one.
+    const char *force_stage = getenv("HSPMN_COMM_STAGE");
+    comm->staged = ops->kind == BACKEND_CUDA || (force_stage && strcmp(force_stage, "1") == 0);
 #ifdef HSPMN_HAVE_CUDA
     if (kind == COMM_NCCL)
         comm->nccl = comm_nccl_create(ops, comm->mpi);
@@ -119,6 +122,17 @@ static void *recv_view(Comm *comm, void *buf, size_t bytes) {
 static void recv_done(Comm *comm, void *buf, size_t bytes) {
     if (comm->staged && bytes)
         comm->ops->copy_from_host(buf, comm->stage_recv, bytes);
+}
+
+// Variable-size receives: move only the received blocks to the device, so the bytes
+// between blocks (which MPI does not write) keep their device contents.
+static void recv_done_blocks(Comm *comm, void *buf, const size_t *counts, const size_t *displs) {
+    if (!comm->staged)
+        return;
+    for (int j = 0; j < comm->world; j++)
+        if (counts[j])
+            comm->ops->copy_from_host((char *)buf + displs[j],
+                                      (const char *)comm->stage_recv + displs[j], counts[j]);
 }
 
 // ---- counts ----------------------------------------------------------------------------
@@ -271,7 +285,7 @@ void comm_allgatherv(Comm *comm, const void *send, size_t send_bytes, void *recv
               "MPI_Allgatherv");
     mpi_check(MPI_Type_free(&type), "MPI_Type_free");
     free(ints);
-    recv_done(comm, recv, recv_bytes);
+    recv_done_blocks(comm, recv, recv_counts, recv_displs);
 }
 
 void comm_alltoallv(Comm *comm, const void *send, const size_t *send_counts,
@@ -310,7 +324,7 @@ void comm_alltoallv(Comm *comm, const void *send, const size_t *send_counts,
               "MPI_Alltoallv");
     mpi_check(MPI_Type_free(&type), "MPI_Type_free");
     free(ints);
-    recv_done(comm, recv, recv_bytes);
+    recv_done_blocks(comm, recv, recv_counts, recv_displs);
 }
 
 void comm_broadcast(Comm *comm, void *buf, size_t bytes, int root) {

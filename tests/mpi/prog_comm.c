@@ -182,7 +182,8 @@ static void check_alltoallv(Comm *comm) {
     size_t *recv_counts = hs_calloc(world, sizeof(size_t));
     size_t *recv_displs = hs_calloc(world, sizeof(size_t));
     // The send blocks are laid out in reverse rank order with a gap of one entry between
-    // them, so the displacements matter; the receive side is packed in rank order.
+    // them, so the displacements matter; the receive side is in rank order with a one-entry
+    // gap after each block, which must keep its contents (-7).
     size_t at = 0;
     for (int j = world - 1; j >= 0; j--) {
         send_counts[j] = pair_count(rank, j) * sizeof(int32_t);
@@ -194,11 +195,13 @@ static void check_alltoallv(Comm *comm) {
     for (int i = 0; i < world; i++) {
         recv_counts[i] = pair_count(i, rank) * sizeof(int32_t);
         recv_displs[i] = at;
-        at += recv_counts[i];
+        at += recv_counts[i] + sizeof(int32_t);
     }
     size_t recv_total = at;
     int32_t *send = hs_calloc(send_total / sizeof(int32_t) + 1, sizeof(int32_t));
     int32_t *recv = hs_calloc(recv_total / sizeof(int32_t) + 1, sizeof(int32_t));
+    for (size_t e = 0; e < recv_total / sizeof(int32_t); e++)
+        recv[e] = -7;
     for (int j = 0; j < world; j++)
         for (size_t k = 0; k < pair_count(rank, j); k++)
             send[send_displs[j] / sizeof(int32_t) + k] = rank * 10000 + j * 100 + (int32_t)k;
@@ -217,6 +220,11 @@ static void check_alltoallv(Comm *comm) {
                 break;
             }
         }
+    for (int i = 0; i < world; i++) {
+        size_t gap = (recv_displs[i] + recv_counts[i]) / sizeof(int32_t);
+        if (recv[gap] != -7)
+            fail("comm_alltoallv gap", gap, recv[gap], -7);
+    }
     free(send);
     free(recv);
     free(send_counts);

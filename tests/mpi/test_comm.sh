@@ -14,6 +14,14 @@ for np in 1 2 4; do
     fi
 done
 
+# The host-staging path that device buffers take under MPI, exercised on host buffers.
+for np in 2 4; do
+    if ! HSPMN_COMM_STAGE=1 run_mpi "$np" "$prog"; then
+        echo "test_comm: FAILED with host staging at -np $np"
+        exit 1
+    fi
+done
+
 # On the cuda backend (device buffers staged through the host); 77 = no GPU here.
 run_mpi 2 "$prog" cuda
 rc=$?
