@@ -113,3 +113,19 @@ double test_project(const float *out, const float *proj, size_t n) {
         acc += (double)out[i] * proj[i];
     return acc;
 }
+
+int test_run_parity_suite(Suite *(*make_suite)(void), const Ops **cpu, const Ops **gpu) {
+    *gpu = ops_cuda();
+    if (!*gpu) {
+        printf("no CUDA device: skipped\n");
+        return 77;
+    }
+    setenv("CK_FORK", "no", 1);
+    *cpu = ops_cpu();
+    (*cpu)->init(0);
+    (*gpu)->init(0);
+    int status = test_run_suite(make_suite());
+    (*gpu)->shutdown();
+    (*cpu)->shutdown();
+    return status;
+}

@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kernels/ops.h"
+
 // Deterministic random numbers for test inputs (splitmix64 stream).
 typedef struct TestRng {
     uint64_t state;
@@ -30,6 +32,12 @@ double test_grad_check(const char *what, test_scalar_fn f, void *ctx, float *x, 
 
 // Run a Check suite (CK_NORMAL output) and return the process exit status.
 int test_run_suite(Suite *s);
+
+// Run a CUDA-vs-CPU parity suite: 77 ("skipped", with a message) where no GPU is visible;
+// otherwise sets *cpu and *gpu, initialises both backends on device 0, runs the suite that
+// make_suite builds without Check's fork per test (the CUDA context lives in this process),
+// and shuts the backends down.
+int test_run_parity_suite(Suite *(*make_suite)(void), const Ops **cpu, const Ops **gpu);
 
 // Small buffers for op tests (host, calloc'd, free with free()).
 float *test_random_buffer(TestRng *rng, size_t n, float std); // N(0, std^2) entries

@@ -224,18 +224,5 @@ static Suite *model_parity_suite(void) {
 }
 
 int main(void) {
-    gpu = ops_cuda();
-    if (!gpu) {
-        printf("no CUDA device: skipped\n");
-        return 77;
-    }
-    // The CUDA context lives in this process: Check must not fork a child per test.
-    setenv("CK_FORK", "no", 1);
-    cpu = ops_cpu();
-    cpu->init(0);
-    gpu->init(0);
-    int status = test_run_suite(model_parity_suite());
-    gpu->shutdown();
-    cpu->shutdown();
-    return status;
+    return test_run_parity_suite(model_parity_suite, &cpu, &gpu);
 }
