@@ -207,6 +207,14 @@ typedef struct Ops {
     // kept until changed or until shutdown). The cpu backend is always fp32: it accepts and
     // ignores the setting. An unknown value is a fatal error.
     void (*set_matmul_precision)(MatmulPrecision precision);
+
+    // ---- shape limits ----------------------------------------------------------------------
+    // The largest shapes this backend's kernels take (0 = no limit), so a configuration can
+    // be refused at start-up, before anything is allocated, rather than at the first op.
+    int max_seq_len;  // select_topn sorts one sequence per block in shared memory
+    int max_head_dim; // attention
+    int max_top_k;    // slot_topk, slot_read
+    int max_ptr_dim;  // slot_topk
 } Ops;
 
 // The cpu backend is always built.

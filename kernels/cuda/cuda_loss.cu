@@ -12,7 +12,10 @@ __global__ void cross_entropy_forward_kernel(float *ce, const float *logits, con
                                              int V) {
     size_t n = blockIdx.x;
     int32_t target = targets[n];
-    if (target < 0) { // the whole block takes this branch
+    // A kernel cannot stop the job the way the cpu backend's check does: a target outside
+    // [0, V) is read as ignored rather than read out of bounds (the data sources reject
+    // tokens >= V before they get here).
+    if (target < 0 || target >= V) { // the whole block takes this branch
         if (threadIdx.x == 0)
             ce[n] = 0.0f;
         return;
@@ -39,7 +42,7 @@ __global__ void cross_entropy_backward_kernel(float *dlogits, const float *logit
     int32_t target = targets[n];
     const float *row = logits + n * V;
     float *drow = dlogits + n * V;
-    if (target < 0) {
+    if (target < 0 || target >= V) { // as in the forward
         for (int j = threadIdx.x; j < V; j += blockDim.x)
             drow[j] = 0.0f;
         return;

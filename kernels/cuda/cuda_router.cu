@@ -132,8 +132,10 @@ void cuda_select_topn(int32_t *sel, const float *z, int B, int T, int n_sel) {
     while (padded_T < T)
         padded_T <<= 1;
     size_t shared_bytes = (size_t)padded_T * sizeof(unsigned long long);
+    // Ask only for what this T needs: GPUs with less shared memory per block than the
+    // 128 KiB of T = 16384 (sm_86/89: 99 KiB) still run the usual lengths.
     CUDA_CHECK(cudaFuncSetAttribute(select_topn_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    (int)(SELECT_MAX_T * sizeof(unsigned long long))));
+                                    (int)shared_bytes));
     select_topn_kernel<<<B, SELECT_THREADS, shared_bytes, cuda_stream()>>>(sel, z, T, n_sel,
                                                                            padded_T);
     CUDA_CHECK_LAUNCH("select_topn_kernel");

@@ -173,6 +173,7 @@ static void bench_run_open(BenchRun *run, Session *s, const BenchVariant *v) {
     const int B = v->B, T = v->cfg.seq_len, world = s->info.world;
     memset(run, 0, sizeof(*run));
     run->s = s;
+    session_check_backend_limits(s, &v->cfg);
     model_build(&run->model, &v->cfg, ops, s->comm, B, T);
     model_init(&run->model, s->opt.seed);
     OptimConfig oc = optim_config_default();

@@ -71,6 +71,23 @@ static int choose_threads(const Session *s) {
     return per_rank > 0 ? per_rank : 1;
 }
 
+// One limit: 0 = none.
+static void check_limit(const Session *s, const char *entry, int value, int limit) {
+    if (limit > 0 && value > limit)
+        session_usage_error(s, "%s=%d is more than the %s backend's kernels take (at most %d)",
+                            entry, value, s->ops->name, limit);
+}
+
+void session_check_backend_limits(const Session *s, const ModelConfig *c) {
+    if (c->attn == ATTN_SPARSE)
+        check_limit(s, "seq_len", c->seq_len, s->ops->max_seq_len);
+    check_limit(s, "head_dim (d_model / n_heads)", model_head_dim(c), s->ops->max_head_dim);
+    if (c->ffn == FFN_MEMORY) {
+        check_limit(s, "top_k", c->top_k, s->ops->max_top_k);
+        check_limit(s, "ptr_dim", c->ptr_dim, s->ops->max_ptr_dim);
+    }
+}
+
 // --matmul's word as the op table's setting (options.c accepts only these three).
 static MatmulPrecision matmul_precision_of(const char *name) {
     if (strcmp(name, "tf32") == 0)
@@ -160,7 +177,7 @@ void session_resolve_run(Session *s, int require_ckpt) {
     const Options *opt = &s->opt;
     // Rank 0 decides and broadcasts, so a timestamp or a directory listing taken a moment
     // apart on two ranks can never disagree.
-    char status_msg[OPTIONS_PATH_MAX + 128] = "";
+    char status_msg[2 * OPTIONS_PATH_MAX + 256] = "";
     if (s->info.rank == 0) {
         if (opt->run_dir[0])
             snprintf(s->run_dir, sizeof(s->run_dir), "%s", opt->run_dir);
@@ -168,7 +185,14 @@ void session_resolve_run(Session *s, int require_ckpt) {
             default_run_dir(s->run_dir, sizeof(s->run_dir));
         s->ckpt_path[0] = '\0';
         if (strcmp(opt->resume, "none") == 0) {
-            // a fresh start, even when run_dir has checkpoints
+            // A fresh start must not write over another run's checkpoints and metrics.
+            int64_t existing =
+                opt->mode == MODE_TRAIN ? checkpoint_find_latest(s->run_dir, NULL, 0) : -1;
+            if (existing >= 0)
+                snprintf(status_msg, sizeof(status_msg),
+                         "--resume none: --run_dir %s already holds a run (ckpt_%lld.h5); "
+                         "continue it with --resume auto, or start afresh in a new --run_dir",
+                         s->run_dir, (long long)existing);
         } else if (strcmp(opt->resume, "auto") == 0) {
             checkpoint_find_latest(s->run_dir, s->ckpt_path, sizeof(s->ckpt_path));
         } else if (is_directory(opt->resume)) {
@@ -247,6 +271,7 @@ void session_resolve_config(Session *s, int from_checkpoint) {
 }
 
 void session_build_model(Session *s, int B) {
+    session_check_backend_limits(s, &s->cfg);
     model_build(&s->model, &s->cfg, s->ops, s->comm, B, s->cfg.seq_len);
     s->model_built = 1;
 }

@@ -36,6 +36,10 @@ typedef struct Session {
 //
 // session_usage_error prints "hspmn_dist: error: <message>" on rank 0, shuts MPI down and
 // exits with OPTIONS_EXIT_USAGE. Call it on every rank at the same point.
+// Refuse (usage error naming the entry) a configuration the backend's kernels cannot run,
+// before anything is allocated (Ops' max_seq_len, max_head_dim, max_top_k, max_ptr_dim).
+void session_check_backend_limits(const Session *s, const ModelConfig *c);
+
 _Noreturn void session_usage_error(const Session *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 

@@ -56,6 +56,11 @@ expect 1 2 "eval needs a checkpoint" eval
 # cuda asked for where there is none
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     echo "skip: --device cuda check (a GPU is visible here)"
+    # ...and a GPU run that its kernels cannot take is refused before anything is built.
+    expect 1 2 "seq_len=32768 is more than the cuda backend's kernels take (at most 16384)" \
+        --device cuda --preset tiny --seq_len 32768 --steps 1
+    expect 1 2 "top_k=64 is more than the cuda backend's kernels take (at most 32)" \
+        --device cuda --preset tiny --top_k 64 --steps 1
 else
     expect 1 2 "--device cuda:" --device cuda --preset tiny --steps 1
 fi
