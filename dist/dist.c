@@ -38,6 +38,11 @@ void dist_init(int *argc, char ***argv, CommInfo *info) {
     int initialized = 0;
     mpi_check(MPI_Initialized(&initialized), "MPI_Initialized");
     if (!initialized) {
+        // Open MPI 4.1's "lockedfile" shared-file-pointer component overflows a fixed buffer
+        // when HDF5 opens a file whose path is 231 characters or longer, which would kill the
+        // job at its first checkpoint. We never use shared file pointers: leave it out, unless
+        // the user set the variable themselves. (Read by Open MPI at MPI_Init.)
+        setenv("OMPI_MCA_sharedfp", "^lockedfile", 0);
         // Only the main thread calls MPI (OpenMP threads never do).
         int provided = 0;
         mpi_check(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");

@@ -191,7 +191,7 @@ void checkpoint_save(MPI_Comm comm, const char *run_dir, const CheckpointData *d
     if (rank == 0) {
         checkpoint_fsync_file(tmp_path);
         checkpoint_publish(tmp_path, final_path, run_dir);
-        checkpoint_prune(run_dir, keep_last);
+        checkpoint_prune(run_dir, keep_last, data->state.step);
     }
     mpi_check(MPI_Barrier(comm), "MPI_Barrier (checkpoint published)");
     if (path_out)

@@ -47,6 +47,10 @@ int64_t checkpoint_step_of_name(const char *name) {
     if (len <= plen + slen || strncmp(name, prefix, plen) != 0 ||
         strcmp(name + len - slen, suffix) != 0)
         return -1;
+    // We write ckpt_<step>.h5 without leading zeros; a name with them would be rebuilt as
+    // another path, so it is not taken for a checkpoint.
+    if (name[plen] == '0' && len - slen - plen > 1)
+        return -1;
     int64_t step = 0;
     for (size_t i = plen; i < len - slen; i++) {
         if (name[i] < '0' || name[i] > '9' || step > (INT64_MAX - 9) / 10)
@@ -87,12 +91,16 @@ static int64_t *list_steps(const char *run_dir, int *count) {
     return steps;
 }
 
-void checkpoint_prune(const char *run_dir, int keep_last) {
+void checkpoint_prune(const char *run_dir, int keep_last, int64_t just_written) {
     if (keep_last <= 0)
         return;
     int count;
     int64_t *steps = list_steps(run_dir, &count);
-    for (int i = keep_last; i < count; i++) {
+    // Count from the checkpoint just written: the newest keep_last up to it stay.
+    int first = 0;
+    while (first < count && steps[first] > just_written)
+        first++;
+    for (int i = first + keep_last; i < count; i++) {
         char path[1200];
         snprintf(path, sizeof(path), "%s/ckpt_%lld.h5", run_dir, (long long)steps[i]);
         if (unlink(path) != 0)
@@ -106,7 +114,10 @@ int64_t checkpoint_find_latest(const char *run_dir, char *path_out, int path_len
     int64_t *steps = list_steps(run_dir, &count);
     int64_t latest = count > 0 ? steps[0] : -1;
     free(steps);
-    if (latest >= 0 && path_out)
-        snprintf(path_out, (size_t)path_len, "%s/ckpt_%lld.h5", run_dir, (long long)latest);
+    if (latest >= 0 && path_out &&
+        snprintf(path_out, (size_t)path_len, "%s/ckpt_%lld.h5", run_dir, (long long)latest) >=
+            path_len)
+        hs_fatal("checkpoint path %s/ckpt_%lld.h5 is longer than %d characters", run_dir,
+                 (long long)latest, path_len - 1);
     return latest;
 }
