@@ -423,3 +423,20 @@ int checkpoint_read_config(const char *path, ModelConfig *cfg, char *err, int er
     H5Fclose(file);
     return status;
 }
+
+int checkpoint_read_setting(const char *path, const char *key, char *out, int outlen) {
+    h5_quiet();
+    hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (file < 0)
+        return -1;
+    int status = -1;
+    if (H5Lexists(file, "/config", H5P_DEFAULT) > 0) {
+        hid_t group = H5Gopen2(file, "/config", H5P_DEFAULT);
+        if (group >= 0) {
+            status = h5_read_string_attr(group, key, out, outlen);
+            H5Gclose(group);
+        }
+    }
+    H5Fclose(file);
+    return status;
+}

@@ -80,6 +80,9 @@ int checkpoint_load(MPI_Comm comm, const char *path, const ModelConfig *cfg,
 // starting from model_config_default() for entries the file lacks. For eval / sample with
 // --ckpt. Returns 0, or -1 with a message.
 int checkpoint_read_config(const char *path, ModelConfig *cfg, char *err, int errlen);
+// Not collective: one training setting saved in /config (e.g. "data"). 0 and the value in
+// out, or -1 when the file or the setting is missing.
+int checkpoint_read_setting(const char *path, const char *key, char *out, int outlen);
 
 // Newest complete checkpoint in run_dir: the ckpt_<step>.h5 with the largest step
 // (*.tmp and other names ignored). Writes its path to path_out and returns the step, or

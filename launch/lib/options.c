@@ -196,6 +196,7 @@ static int set_flag(Options *opt, const char *flag, const char *value, char *err
     if (!strcmp(flag, "data")) {
         if (check_data_spec(value, err, errlen) != 0)
             return -1;
+        opt->data_given = 1;
         return copy_string(flag, value, opt->data, sizeof(opt->data), err, errlen);
     }
     if (!strcmp(flag, "run_dir")) {
@@ -367,8 +368,8 @@ void options_print_help(FILE *out) {
                  "  bench times training steps on random tokens (docs/PERFORMANCE.md).\n\n");
     fprintf(out, "model (MODEL.md entries; applied on top of the preset and the data's V, T):\n");
     fprintf(out, "  --%-20s %s\n", "preset",
-            "small|tiny|seed (default small: L2 H64 nh4 nkv2 "
-            "S1024 R16 K8 rho0.25, V and T from the data)");
+            "small|tiny|seed (default small: L2 H64 nh2 nkv1 "
+            "S1024 R16 K8 rho0.5, V and T from the data)");
     ModelConfig seed = model_config_default();
     for (int i = 0; model_config_names[i]; i++) {
         char value[64];

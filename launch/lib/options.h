@@ -46,6 +46,7 @@ typedef struct Options {
 
     // data and run directory
     char data[OPTIONS_PATH_MAX];    // tasks | mqar | facts | text:PATH | bin:GLOB | h5:PATH:/ds
+    int data_given;                 // 1: --data was typed (else a resumed run keeps its own)
     char run_dir[OPTIONS_PATH_MAX]; // "" = runs/<timestamp>
     int ckpt_every;                 // 0 = only at the end
     int keep;                       // checkpoints kept (0 = all)

@@ -173,6 +173,21 @@ static int is_directory(const char *path) {
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+// A resumed run, eval or sample without --data reads the data its checkpoint was trained on
+// (saved in /config), not the default: the cursor and the held-out split belong to it.
+static void take_checkpoint_data(Session *s) {
+    if (!s->ckpt_path[0] || s->opt.data_given)
+        return;
+    char data[OPTIONS_PATH_MAX] = "";
+    if (s->info.rank == 0 &&
+        checkpoint_read_setting(s->ckpt_path, "data", data, sizeof(data)) == 0 &&
+        strcmp(data, s->opt.data) != 0)
+        printf("data: %s, as the checkpoint was trained on (--data overrides)\n", data);
+    broadcast_string(data, sizeof(data));
+    if (data[0])
+        snprintf(s->opt.data, sizeof(s->opt.data), "%s", data);
+}
+
 void session_resolve_run(Session *s, int require_ckpt) {
     const Options *opt = &s->opt;
     // Rank 0 decides and broadcasts, so a timestamp or a directory listing taken a moment
@@ -226,6 +241,7 @@ void session_resolve_run(Session *s, int require_ckpt) {
         if (sscanf(base, "ckpt_%lld.h5", &step) == 1)
             s->ckpt_step = step;
     }
+    take_checkpoint_data(s);
     if (s->info.rank == 0 && opt->mode == MODE_TRAIN)
         make_dirs(s->run_dir);
     mpi_check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier(run dir)");

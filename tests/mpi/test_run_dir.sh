@@ -2,7 +2,8 @@
 # Run directories: a long path (Open MPI's lockedfile component used to overflow on paths of
 # 231+ characters at the first checkpoint) trains, checkpoints and resumes; --resume none
 # into a directory holding a run is refused and leaves it intact; resuming from an older
-# checkpoint keeps the checkpoint it writes (pruning never deletes it for newer ones).
+# checkpoint keeps the checkpoint it writes (pruning never deletes it for newer ones); eval
+# and resume without --data read the data the checkpoint was trained on.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/run_mpi.sh"
 bin="$HSPMN_BUILD/hspmn_dist"
@@ -41,4 +42,16 @@ run_mpi 2 "$bin" "${common[@]}" --steps 15 --ckpt_every 5 --keep 1 \
 [[ -f "$work/run/ckpt_15.h5" ]] || fail "the checkpoint just written was pruned: $(ls "$work/run")"
 [[ -f "$work/run/ckpt_20.h5" && ! -f "$work/run/ckpt_10.h5" ]] || fail "pruning: $(ls "$work/run")"
 echo "ok: $(ls "$work/run" | tr '\n' ' ')"
+echo "== eval and resume without --data use the checkpoint's data"
+for i in $(seq 1 200); do echo "line $i of a small text corpus for hspmn_dist"; done >"$work/corpus.txt"
+run_mpi 2 "$bin" "${common[@]}" --data "text:$work/corpus.txt" --steps 4 --ckpt_every 4 \
+    --run_dir "$work/text" >/dev/null 2>&1 || fail "training on text"
+run_mpi 1 "$bin" eval --micro_batch 2 --eval_batches 1 --run_dir "$work/text" >"$work/eval.log" 2>&1 ||
+    { cat "$work/eval.log"; fail "eval"; }
+grep -q "data: text:$work/corpus.txt, as the checkpoint was trained on" "$work/eval.log" ||
+    { cat "$work/eval.log"; fail "eval did not take the checkpoint's data"; }
+run_mpi 2 "$bin" "${common[@]}" --steps 6 --ckpt_every 2 --run_dir "$work/text" >"$work/resume.log" 2>&1 ||
+    { cat "$work/resume.log"; fail "resume"; }
+grep -q "data: text:$work/corpus.txt, as the checkpoint" "$work/resume.log" || fail "resume data"
+echo "ok: eval and resume read text:$work/corpus.txt"
 echo "test_run_dir: passed"
