@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 
 #include "dist/mpi_check.h"
 #include "io/checkpoint_files.h"
@@ -144,6 +145,24 @@ static void write_format_version(hid_t file, const char *file_path) {
     h5_check(H5Sclose(space), "H5Sclose", file_path);
 }
 
+// A full disk is found before writing, with the sizes named, rather than as a failed HDF5
+// write halfway through: every tensor is stored whole (params, m, v, and master when given),
+// plus a margin for HDF5's metadata. Rank 0 measures; every rank gets the verdict.
+static void check_free_space(MPI_Comm comm, int rank, const char *run_dir,
+                             const CheckpointData *data, const char *final_path) {
+    double copies = data->master ? 4.0 : 3.0;
+    double needed = copies * 4.0 * (double)param_layout_global_count(data->layout) + (1 << 18);
+    double available = -1.0; // unknown: statvfs failed, write and let HDF5 report
+    struct statvfs fs;
+    if (rank == 0 && statvfs(run_dir, &fs) == 0)
+        available = (double)fs.f_bavail * (double)fs.f_frsize;
+    mpi_check(MPI_Bcast(&available, 1, MPI_DOUBLE, 0, comm), "MPI_Bcast (free space)");
+    if (available >= 0.0 && available < needed)
+        hs_fatal("checkpoint %s needs about %.1f MiB but %s has %.1f MiB free: free some space "
+                 "or choose another --run_dir (the last complete checkpoint there is intact)",
+                 final_path, needed / 1048576.0, run_dir, available / 1048576.0);
+}
+
 void checkpoint_save(MPI_Comm comm, const char *run_dir, const CheckpointData *data, int keep_last,
                      char *path_out, int path_len) {
     h5_quiet();
@@ -157,6 +176,7 @@ void checkpoint_save(MPI_Comm comm, const char *run_dir, const CheckpointData *d
     snprintf(final_path, sizeof(final_path), "%s/ckpt_%lld.h5", run_dir,
              (long long)data->state.step);
     snprintf(tmp_path, sizeof(tmp_path), "%s.tmp", final_path);
+    check_free_space(comm, rank, run_dir, data, final_path);
 
     hid_t fapl = mpio_access(comm, tmp_path);
     hid_t file = H5Fcreate(tmp_path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
