@@ -285,8 +285,10 @@ int options_parse(Options *opt, int argc, char **argv, char *err, int errlen) {
             opt->help = 1;
             continue;
         }
-        if (!strcmp(arg, "--bench_sweep")) { // a switch: no value needed
-            opt->bench_sweep = 1;
+        if (!strcmp(arg, "--bench_sweep")) { // a switch; "--bench_sweep 0|1" also reads
+            int has_value =
+                i + 1 < argc && (!strcmp(argv[i + 1], "0") || !strcmp(argv[i + 1], "1"));
+            opt->bench_sweep = has_value ? argv[++i][0] == '1' : 1;
             continue;
         }
         if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0')

@@ -56,6 +56,12 @@ grep -E '^  T=16 +16 +16 ' "$work/sweep.log" >/dev/null &&
     grep -E '^  T=64 +64 +4 ' "$work/sweep.log" >/dev/null ||
     { echo "FAIL: the sweep did not scale the micro-batch"; exit 1; }
 
+# "--bench_sweep 0" (the --flag value form) turns the sweep off: no summary.
+run_mpi 1 "$bin" bench --preset tiny --device cpu --bench_steps 1 --bench_warmup 0 --bench_sweep 0 \
+    >"$work/nosweep.log"
+! grep -q '^== sweep summary' "$work/nosweep.log" || { echo "FAIL: --bench_sweep 0 swept"; exit 1; }
+grep -q '^tokens/s' "$work/nosweep.log" || { echo "FAIL: --bench_sweep 0 did not bench"; exit 1; }
+
 # A bad sweep list is a usage error naming the flag.
 if run_mpi 1 "$bin" bench --preset tiny --device cpu --bench_sweep --bench_seq_lens 16,x \
     2>"$work/err.log" >/dev/null; then
