@@ -409,25 +409,36 @@ int checkpoint_load(MPI_Comm comm, const char *path, const ModelConfig *cfg,
     return worst;
 }
 
-int checkpoint_read_config(const char *path, ModelConfig *cfg, char *err, int errlen) {
+// Not collective: open `path` read-only, check its format version and open /config. 0 with
+// *file and *group open (the caller closes both), or -1 with a message and nothing open.
+static int open_config_group(const char *path, hid_t *file, hid_t *group, char *err, int errlen) {
     h5_quiet();
-    *cfg = model_config_default();
-    hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (file < 0) {
+    *file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (*file < 0) {
         snprintf(err, (size_t)errlen,
                  "checkpoint %s: cannot open as HDF5 (missing, truncated or corrupt file?)", path);
         return -1;
     }
-    int status = check_format_version(file, path, err, errlen);
-    hid_t group = -1;
-    if (status == 0) {
-        group = H5Lexists(file, "/config", H5P_DEFAULT) > 0 ? H5Gopen2(file, "/config", H5P_DEFAULT)
-                                                            : -1;
-        if (group < 0) {
-            snprintf(err, (size_t)errlen, "checkpoint %s: no /config group", path);
-            status = -1;
-        }
+    if (check_format_version(*file, path, err, errlen) != 0) {
+        H5Fclose(*file);
+        return -1;
     }
+    *group =
+        H5Lexists(*file, "/config", H5P_DEFAULT) > 0 ? H5Gopen2(*file, "/config", H5P_DEFAULT) : -1;
+    if (*group < 0) {
+        snprintf(err, (size_t)errlen, "checkpoint %s: no /config group", path);
+        H5Fclose(*file);
+        return -1;
+    }
+    return 0;
+}
+
+int checkpoint_read_config(const char *path, ModelConfig *cfg, char *err, int errlen) {
+    *cfg = model_config_default();
+    hid_t file, group;
+    if (open_config_group(path, &file, &group, err, errlen) != 0)
+        return -1;
+    int status = 0;
     for (int i = 0; status == 0 && model_config_names[i]; i++) {
         char value[128], why[256];
         if (h5_read_string_attr(group, model_config_names[i], value, sizeof(value)) != 0)
@@ -438,25 +449,18 @@ int checkpoint_read_config(const char *path, ModelConfig *cfg, char *err, int er
             status = -1;
         }
     }
-    if (group >= 0)
-        H5Gclose(group);
+    H5Gclose(group);
     H5Fclose(file);
     return status;
 }
 
 int checkpoint_read_setting(const char *path, const char *key, char *out, int outlen) {
-    h5_quiet();
-    hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (file < 0)
+    char err[256];
+    hid_t file, group;
+    if (open_config_group(path, &file, &group, err, sizeof(err)) != 0)
         return -1;
-    int status = -1;
-    if (H5Lexists(file, "/config", H5P_DEFAULT) > 0) {
-        hid_t group = H5Gopen2(file, "/config", H5P_DEFAULT);
-        if (group >= 0) {
-            status = h5_read_string_attr(group, key, out, outlen);
-            H5Gclose(group);
-        }
-    }
+    int status = h5_read_string_attr(group, key, out, outlen);
+    H5Gclose(group);
     H5Fclose(file);
     return status;
 }
