@@ -18,7 +18,7 @@
 #define ATT_PAIRS_PER_WARP 4
 #define ATT_PAIRS          (ATT_WARPS * ATT_PAIRS_PER_WARP)
 #define ATT_KEYS           32
-#define ATT_MAX_HD         128
+#define ATT_MAX_HD         CUDA_MAX_HEAD_DIM
 
 // Which pairs a block holds: queries [q0, q0 + queries_per_block) of sequence b, heads
 // [head0, head0 + heads_here) of kv head kvh. Pair p is (query p / heads_per_block,

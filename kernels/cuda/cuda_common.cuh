@@ -14,6 +14,13 @@ extern "C" {
 }
 #include "kernels/cuda/cuda_backend.h"
 
+// The largest shapes the kernels take: each kernel checks its own at every call, and the op
+// table publishes them (Ops.max_*) so a configuration is refused before anything is built.
+#define CUDA_MAX_SEQ_LEN  16384 // select_topn sorts a sequence in shared memory: 8 B a position
+#define CUDA_MAX_HEAD_DIM 128   // attention: a head's dimensions spread over a warp's lanes
+#define CUDA_MAX_TOP_K    32    // slot_topk lists and slot_read weights
+#define CUDA_MAX_PTR_DIM  64    // slot_topk keeps a pointer in registers
+
 // The fatal-error function of kernels/error.h. That header is C11 (it spells the attribute
 // _Noreturn, which C++ does not know), so the .cu files declare the same C function here
 // with the C++ spelling of the attribute.

@@ -58,12 +58,10 @@ static const Ops cuda_ops = {
     .memory_reset_peak = cuda_memory_reset_peak,
     .memory_device_info = cuda_memory_device_info,
     .set_matmul_precision = cuda_set_matmul_precision,
-    // The kernels' own limits (cuda_router.cu, cuda_attention.cu, cuda_slot_topk.cu, which
-    // also check them at each call).
-    .max_seq_len = 16384,
-    .max_head_dim = 128,
-    .max_top_k = 32,
-    .max_ptr_dim = 64,
+    .max_seq_len = CUDA_MAX_SEQ_LEN,
+    .max_head_dim = CUDA_MAX_HEAD_DIM,
+    .max_top_k = CUDA_MAX_TOP_K,
+    .max_ptr_dim = CUDA_MAX_PTR_DIM,
 };
 
 // NULL when no GPU is visible (or no driver): callers fall back to the cpu backend.

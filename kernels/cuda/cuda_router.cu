@@ -8,7 +8,7 @@ static const int SELECT_THREADS = 1024;
 static const int THRESHOLD_THREADS = 1024;
 // select_topn sorts one sequence in shared memory: 8 bytes per position, padded to a power
 // of two. 16384 positions = 128 KiB, within an H100 block's 227 KiB.
-static const int SELECT_MAX_T = 16384;
+static const int SELECT_MAX_T = CUDA_MAX_SEQ_LEN;
 
 // out [B, T]
 __global__ void gumbel_noise_kernel(float *out, uint64_t seed, uint32_t step, uint32_t layer,

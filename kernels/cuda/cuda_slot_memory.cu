@@ -5,7 +5,7 @@
 #include "kernels/cuda/cuda_common.cuh"
 
 #define SLOT_READ_THREADS 128
-#define SLOT_READ_MAX_K   32
+#define SLOT_READ_MAX_K   CUDA_MAX_TOP_K
 
 // w log w with the limit 0 at w = 0 (padding slots of score -inf get w = 0).
 __device__ inline double w_log_w(double w) {

@@ -24,12 +24,12 @@
 
 #include <cuda_pipeline.h>
 
-#define TOPK_MAX_K         32   // longest list: the merge kernel's and the scoring kernel's
-#define TOPK_MAX_R         64   // widest pointer the scoring kernel holds in registers
-#define TOPK_THREADS       256  // threads per scoring block
-#define TOPK_TOKENS        64   // tokens per scoring block
-#define TOPK_TILE_FLOATS   8192 // one stage of the key tile: 32 KiB
-#define TOPK_KEY_UNROLL    4    // keys scored together per thread (independent FMA chains)
+#define TOPK_MAX_K         CUDA_MAX_TOP_K   // longest list: the merge and scoring kernels'
+#define TOPK_MAX_R         CUDA_MAX_PTR_DIM // widest pointer the scoring kernel holds
+#define TOPK_THREADS       256              // threads per scoring block
+#define TOPK_TOKENS        64               // tokens per scoring block
+#define TOPK_TILE_FLOATS   8192             // one stage of the key tile: 32 KiB
+#define TOPK_KEY_UNROLL    4 // keys scored together per thread (independent FMA chains)
 #define TOPK_MERGE_THREADS 128
 
 __host__ __device__ constexpr int topk_min(int a, int b) {
