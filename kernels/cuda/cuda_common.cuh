@@ -156,6 +156,12 @@ void cuda_attention_forward(float *o, float *lse, const float *q, const float *k
 void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
                              const float *k, const float *v, const float *o, const float *lse,
                              const int32_t *qpos, int B, int T, int Mq, int nh, int nkv, int hd);
+// cuda_attention_tc.cu: the bf16 tensor-core kernels, chosen by cuda_attention.cu in bf16 mode
+void cuda_attention_forward_tc(float *o, float *lse, const float *q, const float *k, const float *v,
+                               const int32_t *qpos, int B, int T, int Mq, int nh, int nkv, int hd);
+void cuda_attention_backward_tc(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                                const float *k, const float *v, const float *o, const float *lse,
+                                const int32_t *qpos, int B, int T, int Mq, int nh, int nkv, int hd);
 // cuda_gate.cu
 void cuda_gated_scatter_add(float *h, const float *y, const float *r, const int32_t *idx, int M,
                             int H);
@@ -177,6 +183,8 @@ void cuda_cross_entropy_forward(float *loss, const float *logits, const int32_t 
                                 float scale, int N, int V);
 void cuda_cross_entropy_backward(float *dlogits, const float *logits, const int32_t *targets,
                                  float scale, int N, int V);
+void cuda_cross_entropy_fused(float *loss, float *dlogits, int32_t *argmax, const float *logits,
+                              const int32_t *targets, float scale, int N, int V);
 void cuda_route_loss_forward(float *loss, const float *r, const int32_t *sel, float rho,
                              float token_scale, float seq_scale, int B, int T, int n_sel);
 void cuda_route_loss_backward(float *dr, const float *r, const int32_t *sel, float rho,

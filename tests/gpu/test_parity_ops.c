@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "kernels/error.h"
 #include "kernels/ops.h"
@@ -271,15 +272,15 @@ static double norm_rel_err(Buf b, const float *start) {
 // without fork here: an early assertion would leave the later tests in tf32 or bf16).
 
 // Norm-relative error at most tol (printed either way, for the record). Returns 1 if not.
-static int linear_norm_fails(const char *mode, const char *what, Buf b, const float *start,
-                             double tol, double *err_out) {
+static int norm_fails(const char *op, const char *mode, const char *what, Buf b, const float *start,
+                      double tol, double *err_out) {
     double err = norm_rel_err(b, start);
-    printf("linear %s %-26s norm-relative error %.3g (tolerance %.3g)\n", mode, what, err, tol);
+    printf("%s %s %-26s norm-relative error %.3g (tolerance %.3g)\n", op, mode, what, err, tol);
     if (err_out)
         *err_out = err;
     if (err <= tol)
         return 0;
-    fprintf(stderr, "FAIL: linear %s %s: norm-relative error %.3g above %.3g\n", mode, what, err,
+    fprintf(stderr, "FAIL: %s %s %s: norm-relative error %.3g above %.3g\n", op, mode, what, err,
             tol);
     return 1;
 }
@@ -309,7 +310,7 @@ static int check_linear_fp32(const LinearCase *c) {
     failures += linear_elementwise_fails("fp32", "backward db", c->db, 2e-3, 1e-4);
     failures +=
         linear_elementwise_fails("fp32", "backward dw (dx, db NULL)", c->dw_alone, 2e-3, 1e-4);
-    failures += linear_norm_fails("fp32", "forward (no bias)", c->out_bare, NULL, 1e-5, NULL);
+    failures += norm_fails("linear", "fp32", "forward (no bias)", c->out_bare, NULL, 1e-5, NULL);
     return failures;
 }
 
@@ -324,12 +325,12 @@ static int check_linear_fp32(const LinearCase *c) {
 static int check_linear_reduced(const LinearCase *c, const char *mode, double tol) {
     int failures = 0;
     double err = 0.0;
-    failures += linear_norm_fails(mode, "forward (bias)", c->out_bias, NULL, tol, NULL);
-    failures += linear_norm_fails(mode, "forward (no bias)", c->out_bare, NULL, tol, &err);
-    failures += linear_norm_fails(mode, "backward dx", c->dx, c->dx_start, tol, NULL);
-    failures += linear_norm_fails(mode, "backward dw", c->dw, c->dw_start, tol, NULL);
-    failures +=
-        linear_norm_fails(mode, "backward dw (dx, db NULL)", c->dw_alone, c->dw_start, tol, NULL);
+    failures += norm_fails("linear", mode, "forward (bias)", c->out_bias, NULL, tol, NULL);
+    failures += norm_fails("linear", mode, "forward (no bias)", c->out_bare, NULL, tol, &err);
+    failures += norm_fails("linear", mode, "backward dx", c->dx, c->dx_start, tol, NULL);
+    failures += norm_fails("linear", mode, "backward dw", c->dw, c->dw_start, tol, NULL);
+    failures += norm_fails("linear", mode, "backward dw (dx, db NULL)", c->dw_alone, c->dw_start,
+                           tol, NULL);
     failures += linear_elementwise_fails(mode, "backward db", c->db, 2e-3, 1e-4);
     // fp32 lands near 1e-7; an error this small means the setting never reached cuBLAS.
     if (err <= 1e-5) {
@@ -485,6 +486,81 @@ static void check_attention(uint64_t seed, int B, int T, int Mq, int nh, int nkv
     ibuf_free(&qpos), buf_free(&q), buf_free(&k), buf_free(&v), buf_free(&o), buf_free(&lse);
     buf_free(&dout), buf_free(&dq), buf_free(&dk), buf_free(&dv);
 }
+
+// bf16 mode: the tensor-core kernels (kernels/cuda/cuda_attention_tc.cu). bf16 products
+// with fp32 softmax and accumulation, judged by norm-relative error against the cpu oracle
+// (the gradients, which accumulate, on their increments). Expected a few 1e-3 (inputs
+// rounded to 8 bits of mantissa); the tolerances leave room for the softmax's amplification.
+// Also: an error of fp32 size means the bf16 kernels never ran, and two runs must agree bit
+// for bit (no atomics in those kernels).
+static int check_attention_bf16(uint64_t seed, int B, int T, int Mq, int nh, int nkv, int hd,
+                                int dense) {
+    TestRng rng = test_rng(seed);
+    const size_t q_n = (size_t)B * Mq * nh * hd, kv_n = (size_t)B * T * nkv * hd;
+    int32_t *qpos_host = hs_malloc((size_t)B * Mq * sizeof(int32_t));
+    if (dense)
+        for (int i = 0; i < B * Mq; i++)
+            qpos_host[i] = i % T;
+    else
+        random_sorted_positions(&rng, qpos_host, B, T, Mq);
+    IBuf qpos = ibuf_from_host(qpos_host, (size_t)B * Mq);
+    Buf q = buf_random(&rng, q_n, 1.0f), k = buf_random(&rng, kv_n, 1.0f);
+    Buf v = buf_random(&rng, kv_n, 1.0f);
+    Buf o = buf_zeros(q_n), lse = buf_zeros((size_t)B * Mq * nh);
+    Buf dout = buf_random(&rng, q_n, 1.0f), dq = buf_random(&rng, q_n, 1.0f);
+    Buf dk = buf_random(&rng, kv_n, 1.0f), dv = buf_random(&rng, kv_n, 1.0f);
+    float *dq_start = test_copy_of(dq.cpu, q_n), *dk_start = test_copy_of(dk.cpu, kv_n);
+    float *dv_start = test_copy_of(dv.cpu, kv_n);
+    char mode[64];
+    snprintf(mode, sizeof(mode), "bf16 B%d T%d Mq%d nh%d nkv%d hd%d", B, T, Mq, nh, nkv, hd);
+
+    gpu->set_matmul_precision(MATMUL_BF16);
+    cpu->attention_forward(o.cpu, lse.cpu, q.cpu, k.cpu, v.cpu, qpos.cpu, B, T, Mq, nh, nkv, hd);
+    gpu->attention_forward(o.gpu, lse.gpu, q.gpu, k.gpu, v.gpu, qpos.gpu, B, T, Mq, nh, nkv, hd);
+    float *o_first = hs_malloc(q_n * sizeof(float));
+    gpu->copy_to_host(o_first, o.gpu, q_n * sizeof(float));
+    int failures = 0;
+    double o_err = 0.0;
+    failures += norm_fails("attention", mode, "forward o", o, NULL, 1e-2, &o_err);
+    failures += norm_fails("attention", mode, "forward lse", lse, NULL, 1e-2, NULL);
+    cpu->attention_backward(dq.cpu, dk.cpu, dv.cpu, dout.cpu, q.cpu, k.cpu, v.cpu, o.cpu, lse.cpu,
+                            qpos.cpu, B, T, Mq, nh, nkv, hd);
+    gpu->attention_backward(dq.gpu, dk.gpu, dv.gpu, dout.gpu, q.gpu, k.gpu, v.gpu, o.gpu, lse.gpu,
+                            qpos.gpu, B, T, Mq, nh, nkv, hd);
+    failures += norm_fails("attention", mode, "backward dq", dq, dq_start, 3e-2, NULL);
+    failures += norm_fails("attention", mode, "backward dk", dk, dk_start, 3e-2, NULL);
+    failures += norm_fails("attention", mode, "backward dv", dv, dv_start, 3e-2, NULL);
+    if (o_err <= 1e-5) {
+        fprintf(stderr, "FAIL: attention %s: error %.3g is fp32's: the bf16 kernels did not run\n",
+                mode, o_err);
+        failures++;
+    }
+    // the forward again from the same inputs must give the same bits
+    gpu->attention_forward(o.gpu, lse.gpu, q.gpu, k.gpu, v.gpu, qpos.gpu, B, T, Mq, nh, nkv, hd);
+    float *o_again = hs_malloc(q_n * sizeof(float));
+    gpu->copy_to_host(o_again, o.gpu, q_n * sizeof(float));
+    if (memcmp(o_first, o_again, q_n * sizeof(float)) != 0) {
+        fprintf(stderr, "FAIL: attention %s: a second forward gave other bits\n", mode);
+        failures++;
+    }
+    gpu->set_matmul_precision(MATMUL_FP32);
+    free(qpos_host), free(dq_start), free(dk_start), free(dv_start), free(o_first), free(o_again);
+    ibuf_free(&qpos), buf_free(&q), buf_free(&k), buf_free(&v), buf_free(&o), buf_free(&lse);
+    buf_free(&dout), buf_free(&dq), buf_free(&dk), buf_free(&dv);
+    return failures;
+}
+
+START_TEST(test_attention_bf16_tensor_cores) {
+    int failures = 0;
+    failures += check_attention_bf16(11, 2, 1024, 205, 8, 2, 64, 0); // seed-like: GQA group 4
+    failures += check_attention_bf16(12, 1, 300, 300, 8, 2, 64, 1);  // attn=dense, T % 64 != 0
+    failures += check_attention_bf16(13, 3, 16, 5, 4, 2, 8, 0);      // the tiny model: hd 8
+    failures += check_attention_bf16(14, 1, 257, 40, 6, 6, 128, 0);  // MHA, hd 128, odd T
+    failures += check_attention_bf16(15, 2, 200, 37, 6, 2, 40, 0);   // group 3 (idle rows), hd 40
+    failures += check_attention_bf16(16, 1, 130, 9, 8, 1, 30, 0);    // group 8; hd 30: scalar loads
+    ck_assert_msg(failures == 0, "attention bf16: %d check(s) failed (see above)", failures);
+}
+END_TEST
 
 START_TEST(test_attention_sparse_queries) {
     check_attention(7, 2, 1024, 205, 8, 2, 64, 0);
@@ -903,6 +979,7 @@ static Suite *parity_suite(void) {
     tcase_add_test(tc, test_rope);
     tcase_add_test(tc, test_attention_sparse_queries);
     tcase_add_test(tc, test_attention_dense_and_small_heads);
+    tcase_add_test(tc, test_attention_bf16_tensor_cores);
     tcase_add_test(tc, test_gate);
     tcase_add_test(tc, test_slot_topk_and_merge);
     tcase_add_test(tc, test_slot_topk_shapes);

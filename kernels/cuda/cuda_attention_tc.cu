@@ -1,0 +1,623 @@
+// SQDK attention on bf16 tensor cores (flash-attention style), used when the matmul
+// precision is bf16 (--matmul bf16). Inputs and outputs stay fp32 buffers, as the op table
+// says; each tile is rounded to bf16 when it is staged in shared memory, every product
+// accumulates in fp32 (WMMA 16x16x16), and the softmax runs in fp32. No [queries, T] score
+// matrix ever exists: scores live one 64 x 64 tile at a time in shared memory.
+//
+// Rows and keys. A tile holds TC_ROWS = 64 (query, head) rows that read the same kv head:
+// queries_per_tile consecutive gathered queries of one sequence times heads_per_tile query
+// heads of that kv head's GQA group (16 x 4 at the seed shape). Each of the 4 warps owns 16
+// rows. Keys go by in tiles of TC_KEYS = 64. The mask is position-causal: row r sees key s
+// iff s <= qpos[r]; FlashAttention's bottom-right alignment for unequal lengths would be
+// wrong here, since the gathered queries sit at arbitrary positions.
+//
+// Kernels:
+//   forward   one block per row tile; walks keys 0..max(qpos)+1 with an online softmax
+//             (running max m and sum l per row, both in log2 units), O accumulated in fp32
+//             in shared memory and rescaled by the warp that owns the rows.
+//   dq        one block per row tile, as the forward: recomputes P = exp(S - lse) and
+//             dP = dO V^T, dS = P (dP - D) / sqrt(hd), dQ += dS K. It also writes
+//             D = rowsum(dO * O) for the dk/dv kernel.
+//   dk, dv    one block per key tile of one kv head: walks every row tile (every query head
+//             of the group) whose last query sees the tile, and accumulates
+//             dV += P^T dO, dK += dS^T Q in WMMA fragments held in registers all along.
+// Every output element is written by one block in a fixed order: results repeat bit for bit
+// (no atomics), unlike the fp32 kernel's dk/dv.
+#include <cuda_bf16.h>
+#include <mma.h>
+
+#include "kernels/cuda/cuda_common.cuh"
+
+using namespace nvcuda;
+typedef __nv_bfloat16 bf16;
+
+#define TC_ROWS    64
+#define TC_KEYS    64
+#define TC_WARPS   4
+#define TC_THREADS (TC_WARPS * 32)
+#define LOG2E      1.4426950408889634f
+#define LN2        0.6931471805599453f
+
+// Leading dimensions of the shared tiles (elements). The padding keeps consecutive rows off
+// the same banks and every 16 x 16 fragment 32-byte aligned, as WMMA requires: bf16 ld a
+// multiple of 8, fp32 ld a multiple of 4, and 16 rows of any of them a multiple of 32 bytes.
+template <int HDP> struct TcLayout {
+    static constexpr int LDH = HDP + 8;     // bf16 [rows, HDP]: q, k, v, dout
+    static constexpr int LDP = TC_KEYS + 8; // bf16 [rows, keys]: P, dS
+    static constexpr int LDS = TC_KEYS + 4; // fp32 [rows, keys]: S, dP
+    static constexpr int LDO = HDP + 4;     // fp32 [rows, HDP]: O, dQ, dK, dV staging
+    static constexpr size_t HALF_TILE = (size_t)TC_ROWS * LDH * sizeof(bf16);
+    static constexpr size_t PROB_TILE = (size_t)TC_ROWS * LDP * sizeof(bf16);
+    static constexpr size_t SCORE_TILE = (size_t)TC_ROWS * LDS * sizeof(float);
+    static constexpr size_t OUT_TILE = (size_t)TC_ROWS * LDO * sizeof(float);
+};
+
+typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> AccFrag;
+
+// Which rows a tile holds (the same split as the fp32 kernel, with 64 rows).
+struct TcTiling {
+    int group;            // query heads per kv head, nh / nkv
+    int heads_per_tile;   // min(group, TC_ROWS)
+    int queries_per_tile; // TC_ROWS / heads_per_tile
+    int head_tiles;       // row tiles needed to cover the group's heads
+    int query_tiles;      // ceil(Mq / queries_per_tile)
+};
+
+static TcTiling tc_tiling(int nh, int nkv, int Mq) {
+    TcTiling t;
+    t.group = nh / nkv;
+    t.heads_per_tile = t.group < TC_ROWS ? t.group : TC_ROWS;
+    t.queries_per_tile = TC_ROWS / t.heads_per_tile;
+    t.head_tiles = (t.group + t.heads_per_tile - 1) / t.heads_per_tile;
+    t.query_tiles = (Mq + t.queries_per_tile - 1) / t.queries_per_tile;
+    return t;
+}
+
+// The rows of one tile: row_index[r] = (b * Mq + query) * nh + head (the row of q, o, dout
+// and lse), or -1 for an idle row; row_qpos[r] its position (-1 when idle). Returns the
+// number of keys some row of the tile sees (max qpos + 1). Every thread of the block calls it.
+__device__ int load_tile_rows(TcTiling t, int b, int kvh, int head_tile, int query_tile,
+                              const int32_t *qpos, int Mq, int nh, long long *row_index,
+                              int *row_qpos, int *kv_end) {
+    if (threadIdx.x == 0)
+        *kv_end = 0;
+    __syncthreads();
+    if (threadIdx.x < TC_ROWS) {
+        int r = threadIdx.x;
+        int query = query_tile * t.queries_per_tile + r / t.heads_per_tile;
+        int head_in_group = head_tile * t.heads_per_tile + r % t.heads_per_tile;
+        bool valid =
+            r < t.queries_per_tile * t.heads_per_tile && query < Mq && head_in_group < t.group;
+        int head = kvh * t.group + head_in_group;
+        row_index[r] = valid ? ((long long)b * Mq + query) * nh + head : -1;
+        row_qpos[r] = valid ? qpos[b * Mq + query] : -1;
+        if (valid)
+            atomicMax(kv_end, row_qpos[r] + 1);
+    }
+    __syncthreads();
+    return *kv_end;
+}
+
+// 64 rows of hd fp32 values into a bf16 [64, HDP] tile, zero-padded past hd and for rows
+// whose offset is -1. offset[r] is the element offset of row r in src. float4 loads when
+// every row starts 16-byte aligned (hd % 4 == 0 and an aligned base).
+template <int HDP>
+__device__ void load_tile_bf16(bf16 *dst, const float *src, const long long *offset, int hd) {
+    constexpr int LDH = TcLayout<HDP>::LDH;
+    bool vec = (hd % 4 == 0) && (((uintptr_t)src & 15) == 0);
+    if (vec) {
+        for (int idx = threadIdx.x; idx < TC_ROWS * (HDP / 4); idx += TC_THREADS) {
+            int r = idx / (HDP / 4), d = (idx % (HDP / 4)) * 4;
+            float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            if (d < hd && offset[r] >= 0)
+                x = *(const float4 *)(src + offset[r] + d);
+            __nv_bfloat162 *out = (__nv_bfloat162 *)(dst + r * LDH + d);
+            out[0] = __floats2bfloat162_rn(x.x, x.y);
+            out[1] = __floats2bfloat162_rn(x.z, x.w);
+        }
+    } else {
+        for (int idx = threadIdx.x; idx < TC_ROWS * HDP; idx += TC_THREADS) {
+            int r = idx / HDP, d = idx % HDP;
+            float x = (d < hd && offset[r] >= 0) ? src[offset[r] + d] : 0.0f;
+            dst[r * LDH + d] = __float2bfloat16(x);
+        }
+    }
+}
+
+// Element offsets of the rows of a tile (row_index * hd, or -1).
+__device__ void row_offsets(long long *offset, const long long *row_index, int hd) {
+    if (threadIdx.x < TC_ROWS)
+        offset[threadIdx.x] = row_index[threadIdx.x] >= 0 ? row_index[threadIdx.x] * hd : -1;
+}
+
+// Element offsets of keys [s0, s0 + 64) of kv head kvh in sequence b (-1 past T).
+__device__ void key_offsets(long long *offset, int b, int kvh, int s0, int T, int nkv, int hd) {
+    if (threadIdx.x < TC_KEYS) {
+        int s = s0 + threadIdx.x;
+        offset[threadIdx.x] = s < T ? (((long long)b * T + s) * nkv + kvh) * hd : -1;
+    }
+}
+
+// out[16, 64] (fp32, ld LDS) = a[16, HDP] . b[64, HDP]^T for one warp's 16 rows: scores
+// (a = q, b = k) or dP (a = dout, b = v).
+template <int HDP> __device__ void warp_rows_times_keys(float *out, const bf16 *a, const bf16 *b) {
+    constexpr int LDH = TcLayout<HDP>::LDH, LDS = TcLayout<HDP>::LDS;
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fa[HDP / 16];
+#pragma unroll
+    for (int kk = 0; kk < HDP / 16; kk++)
+        wmma::load_matrix_sync(fa[kk], a + kk * 16, LDH);
+#pragma unroll
+    for (int j = 0; j < TC_KEYS / 16; j++) {
+        AccFrag acc;
+        wmma::fill_fragment(acc, 0.0f);
+#pragma unroll
+        for (int kk = 0; kk < HDP / 16; kk++) {
+            // b is [key, d] row-major, i.e. b^T [d, key] column-major
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> fb;
+            wmma::load_matrix_sync(fb, b + j * 16 * LDH + kk * 16, LDH);
+            wmma::mma_sync(acc, fa[kk], fb, acc);
+        }
+        wmma::store_matrix_sync(out + j * 16, acc, LDS, wmma::mem_row_major);
+    }
+}
+
+// acc[16, HDP] (fp32 in shared memory, ld LDO) += p[16, 64] . x[64, HDP] for one warp's rows:
+// O += P V in the forward, dQ += dS K in the backward.
+template <int HDP>
+__device__ void warp_accumulate_rows(float *acc_tile, const bf16 *p, const bf16 *x) {
+    constexpr int LDH = TcLayout<HDP>::LDH, LDP = TcLayout<HDP>::LDP, LDO = TcLayout<HDP>::LDO;
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fa[TC_KEYS / 16];
+#pragma unroll
+    for (int kk = 0; kk < TC_KEYS / 16; kk++)
+        wmma::load_matrix_sync(fa[kk], p + kk * 16, LDP);
+#pragma unroll
+    for (int n = 0; n < HDP / 16; n++) {
+        AccFrag acc;
+        wmma::load_matrix_sync(acc, acc_tile + n * 16, LDO, wmma::mem_row_major);
+#pragma unroll
+        for (int kk = 0; kk < TC_KEYS / 16; kk++) {
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> fb;
+            wmma::load_matrix_sync(fb, x + kk * 16 * LDH + n * 16, LDH);
+            wmma::mma_sync(acc, fa[kk], fb, acc);
+        }
+        wmma::store_matrix_sync(acc_tile + n * 16, acc, LDO, wmma::mem_row_major);
+    }
+}
+
+// acc[n] (16 keys x HDP, registers) += p^T[16 keys, 64 rows] . x[64 rows, HDP] for one
+// warp's 16 keys starting at column key0 of p: dV += P^T dO and dK += dS^T Q.
+template <int HDP>
+__device__ void warp_accumulate_keys(AccFrag *acc, const bf16 *p, int key0, const bf16 *x) {
+    constexpr int LDH = TcLayout<HDP>::LDH, LDP = TcLayout<HDP>::LDP;
+#pragma unroll
+    for (int kk = 0; kk < TC_ROWS / 16; kk++) {
+        // p is [row, key] row-major: its transpose [key, row] read column-major
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::col_major> fa;
+        wmma::load_matrix_sync(fa, p + kk * 16 * LDP + key0, LDP);
+#pragma unroll
+        for (int n = 0; n < HDP / 16; n++) {
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> fb;
+            wmma::load_matrix_sync(fb, x + kk * 16 * LDH + n * 16, LDH);
+            wmma::mma_sync(acc[n], fa, fb, acc[n]);
+        }
+    }
+}
+
+// Carves the dynamic shared memory into 128-byte aligned regions (WMMA wants 32).
+struct SharedCarver {
+    unsigned char *at;
+    __device__ explicit SharedCarver(unsigned char *base)
+        : at((unsigned char *)(((uintptr_t)base + 127) & ~(uintptr_t)127)) {}
+    template <typename T> __device__ T *take(size_t bytes) {
+        T *p = (T *)at;
+        at += (bytes + 127) & ~(size_t)127;
+        return p;
+    }
+};
+
+// The lane's row within its warp's 16 and which half of the keys (and head dims) it handles:
+// two lanes per row, keys interleaved (key 2i + half) so the pair reads adjacent banks.
+struct LaneRow {
+    int row;  // row of the tile, 16 * warp + lane / 2
+    int half; // 0 or 1
+};
+__device__ inline LaneRow lane_row(void) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    return {16 * warp + (lane >> 1), lane & 1};
+}
+
+// o [B*Mq, nh, hd]; lse [B*Mq, nh]; q [B*Mq, nh, hd]; k, v [B, T, nkv, hd]; qpos [B*Mq]
+template <int HDP>
+__global__ void __launch_bounds__(TC_THREADS)
+    attention_forward_tc_kernel(float *o, float *lse, const float *q, const float *k,
+                                const float *v, const int32_t *qpos, TcTiling tiling, int T, int Mq,
+                                int nh, int nkv, int hd, float scale_log2) {
+    using L = TcLayout<HDP>;
+    extern __shared__ unsigned char smem_raw[];
+    SharedCarver carve(smem_raw);
+    bf16 *q_tile = carve.take<bf16>(L::HALF_TILE);    // [64 rows, LDH]
+    bf16 *k_tile = carve.take<bf16>(L::HALF_TILE);    // [64 keys, LDH]
+    bf16 *v_tile = carve.take<bf16>(L::HALF_TILE);    // [64 keys, LDH]
+    bf16 *p_tile = carve.take<bf16>(L::PROB_TILE);    // [64 rows, LDP]
+    float *s_tile = carve.take<float>(L::SCORE_TILE); // [64 rows, LDS]
+    float *o_acc = carve.take<float>(L::OUT_TILE);    // [64 rows, LDO]
+    __shared__ long long row_index[TC_ROWS], offset[TC_ROWS];
+    __shared__ int row_qpos[TC_ROWS], kv_end_shared;
+    __shared__ float row_m[TC_ROWS], row_l[TC_ROWS];
+
+    int b = blockIdx.z, kvh = blockIdx.y / tiling.head_tiles;
+    int kv_end = load_tile_rows(tiling, b, kvh, blockIdx.y % tiling.head_tiles, blockIdx.x, qpos,
+                                Mq, nh, row_index, row_qpos, &kv_end_shared);
+    row_offsets(offset, row_index, hd);
+    for (int i = threadIdx.x; i < TC_ROWS * L::LDO; i += TC_THREADS)
+        o_acc[i] = 0.0f;
+    __syncthreads();
+    load_tile_bf16<HDP>(q_tile, q, offset, hd);
+
+    int warp = threadIdx.x >> 5;
+    LaneRow me = lane_row();
+    int my_qpos = row_qpos[me.row];
+    int warp_last = warp_max((float)my_qpos); // the warp's rows see keys [0, warp_last]
+    float m = -INFINITY, l = 0.0f;            // running max (log2 units) and sum of my row
+
+    for (int s0 = 0; s0 < kv_end; s0 += TC_KEYS) {
+        __syncthreads(); // the previous k, v tiles are no longer read; offsets reusable
+        key_offsets(offset, b, kvh, s0, T, nkv, hd);
+        __syncthreads();
+        load_tile_bf16<HDP>(k_tile, k, offset, hd);
+        load_tile_bf16<HDP>(v_tile, v, offset, hd);
+        __syncthreads();
+        if (warp_last < (float)s0)
+            continue; // every key of the tile lies in the future of this warp's rows
+
+        warp_rows_times_keys<HDP>(s_tile + 16 * warp * L::LDS, q_tile + 16 * warp * L::LDH, k_tile);
+        __syncwarp();
+        float x[TC_KEYS / 2];
+        float tile_max = -INFINITY;
+#pragma unroll
+        for (int i = 0; i < TC_KEYS / 2; i++) {
+            int c = 2 * i + me.half;
+            float s = s_tile[me.row * L::LDS + c] * scale_log2;
+            x[i] = s0 + c <= my_qpos ? s : -INFINITY;
+            tile_max = fmaxf(tile_max, x[i]);
+        }
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+        float new_m = fmaxf(m, tile_max);
+        bool none = new_m == -INFINITY; // nothing seen yet (or an idle row)
+        float correction = none ? 1.0f : exp2f(m - new_m);
+        float sum = 0.0f;
+#pragma unroll
+        for (int i = 0; i < TC_KEYS / 2; i++) {
+            float p = none ? 0.0f : exp2f(x[i] - new_m);
+            sum += p;
+            p_tile[me.row * L::LDP + 2 * i + me.half] = __float2bfloat16(p);
+        }
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        l = l * correction + sum;
+        m = new_m;
+        for (int d = me.half; d < HDP; d += 2)
+            o_acc[me.row * L::LDO + d] *= correction;
+        __syncwarp();
+        warp_accumulate_rows<HDP>(o_acc + 16 * warp * L::LDO, p_tile + 16 * warp * L::LDP, v_tile);
+        __syncwarp();
+    }
+
+    if (me.half == 0) {
+        row_m[me.row] = m;
+        row_l[me.row] = l;
+    }
+    __syncthreads();
+    int lane = threadIdx.x & 31;
+    for (int r = 16 * warp; r < 16 * warp + 16; r++) {
+        if (row_index[r] < 0)
+            continue;
+        float inv = 1.0f / row_l[r];
+        for (int d = lane; d < hd; d += 32)
+            o[row_index[r] * hd + d] = o_acc[r * L::LDO + d] * inv;
+        if (lane == 0)
+            lse[row_index[r]] = (row_m[r] + log2f(row_l[r])) * LN2;
+    }
+}
+
+// dq [B*Mq, nh, hd] += dS K; row_D [B*Mq, nh] = rowsum(dout * o) (written for the dk/dv
+// kernel). Same rows and key walk as the forward.
+template <int HDP>
+__global__ void __launch_bounds__(TC_THREADS)
+    attention_dq_tc_kernel(float *dq, float *row_D_out, const float *dout, const float *q,
+                           const float *k, const float *v, const float *o, const float *lse,
+                           const int32_t *qpos, TcTiling tiling, int T, int Mq, int nh, int nkv,
+                           int hd, float scale, float scale_log2) {
+    using L = TcLayout<HDP>;
+    extern __shared__ unsigned char smem_raw[];
+    SharedCarver carve(smem_raw);
+    bf16 *q_tile = carve.take<bf16>(L::HALF_TILE);    // [64 rows, LDH]
+    bf16 *do_tile = carve.take<bf16>(L::HALF_TILE);   // [64 rows, LDH]
+    bf16 *k_tile = carve.take<bf16>(L::HALF_TILE);    // [64 keys, LDH]
+    bf16 *v_tile = carve.take<bf16>(L::HALF_TILE);    // [64 keys, LDH]
+    bf16 *ds_tile = carve.take<bf16>(L::PROB_TILE);   // [64 rows, LDP]
+    float *s_tile = carve.take<float>(L::SCORE_TILE); // [64 rows, LDS]
+    float *dp_tile = carve.take<float>(L::SCORE_TILE);
+    float *dq_acc = carve.take<float>(L::OUT_TILE); // [64 rows, LDO]
+    __shared__ long long row_index[TC_ROWS], offset[TC_ROWS];
+    __shared__ int row_qpos[TC_ROWS], kv_end_shared;
+
+    int b = blockIdx.z, kvh = blockIdx.y / tiling.head_tiles;
+    int kv_end = load_tile_rows(tiling, b, kvh, blockIdx.y % tiling.head_tiles, blockIdx.x, qpos,
+                                Mq, nh, row_index, row_qpos, &kv_end_shared);
+    row_offsets(offset, row_index, hd);
+    for (int i = threadIdx.x; i < TC_ROWS * L::LDO; i += TC_THREADS)
+        dq_acc[i] = 0.0f;
+    __syncthreads();
+    load_tile_bf16<HDP>(q_tile, q, offset, hd);
+    load_tile_bf16<HDP>(do_tile, dout, offset, hd);
+
+    int warp = threadIdx.x >> 5;
+    LaneRow me = lane_row();
+    int my_qpos = row_qpos[me.row];
+    long long my_index = row_index[me.row];
+    int warp_last = warp_max((float)my_qpos);
+    // D = dout . o and lse (log2 units) of my row, in fp32 from the fp32 buffers
+    float D = 0.0f, lse2 = 0.0f;
+    if (my_index >= 0) {
+        for (int d = me.half; d < hd; d += 2)
+            D += dout[my_index * hd + d] * o[my_index * hd + d];
+        lse2 = lse[my_index] * LOG2E;
+    }
+    D += __shfl_xor_sync(0xffffffffu, D, 1);
+    if (my_index >= 0 && me.half == 0)
+        row_D_out[my_index] = D;
+
+    for (int s0 = 0; s0 < kv_end; s0 += TC_KEYS) {
+        __syncthreads();
+        key_offsets(offset, b, kvh, s0, T, nkv, hd);
+        __syncthreads();
+        load_tile_bf16<HDP>(k_tile, k, offset, hd);
+        load_tile_bf16<HDP>(v_tile, v, offset, hd);
+        __syncthreads();
+        if (warp_last < (float)s0)
+            continue;
+
+        warp_rows_times_keys<HDP>(s_tile + 16 * warp * L::LDS, q_tile + 16 * warp * L::LDH, k_tile);
+        warp_rows_times_keys<HDP>(dp_tile + 16 * warp * L::LDS, do_tile + 16 * warp * L::LDH,
+                                  v_tile);
+        __syncwarp();
+#pragma unroll
+        for (int i = 0; i < TC_KEYS / 2; i++) {
+            int c = 2 * i + me.half;
+            float ds = 0.0f;
+            if (s0 + c <= my_qpos) {
+                float p = exp2f(s_tile[me.row * L::LDS + c] * scale_log2 - lse2);
+                ds = p * (dp_tile[me.row * L::LDS + c] - D) * scale;
+            }
+            ds_tile[me.row * L::LDP + c] = __float2bfloat16(ds);
+        }
+        __syncwarp();
+        warp_accumulate_rows<HDP>(dq_acc + 16 * warp * L::LDO, ds_tile + 16 * warp * L::LDP,
+                                  k_tile);
+        __syncwarp();
+    }
+
+    __syncthreads();
+    int lane = threadIdx.x & 31;
+    for (int r = 16 * warp; r < 16 * warp + 16; r++) {
+        if (row_index[r] < 0)
+            continue;
+        for (int d = lane; d < hd; d += 32)
+            dq[row_index[r] * hd + d] += dq_acc[r * L::LDO + d];
+    }
+}
+
+// dk, dv [B, T, nkv, hd] += dS^T Q, P^T dO over every query head of kv head blockIdx.y, for
+// keys [64 blockIdx.x, +64) of sequence blockIdx.z. row_D [B*Mq, nh] from the dq kernel.
+template <int HDP>
+__global__ void __launch_bounds__(TC_THREADS)
+    attention_dkdv_tc_kernel(float *dk, float *dv, const float *row_D, const float *dout,
+                             const float *q, const float *k, const float *v, const float *lse,
+                             const int32_t *qpos, TcTiling tiling, int T, int Mq, int nh, int nkv,
+                             int hd, float scale, float scale_log2) {
+    using L = TcLayout<HDP>;
+    extern __shared__ unsigned char smem_raw[];
+    SharedCarver carve(smem_raw);
+    bf16 *k_tile = carve.take<bf16>(L::HALF_TILE);  // [64 keys, LDH]
+    bf16 *v_tile = carve.take<bf16>(L::HALF_TILE);  // [64 keys, LDH]
+    bf16 *q_tile = carve.take<bf16>(L::HALF_TILE);  // [64 rows, LDH]
+    bf16 *do_tile = carve.take<bf16>(L::HALF_TILE); // [64 rows, LDH]
+    bf16 *p_tile = carve.take<bf16>(L::PROB_TILE);  // [64 rows, LDP]
+    bf16 *ds_tile = carve.take<bf16>(L::PROB_TILE); // [64 rows, LDP]
+    // S and dP; at the end the same bytes stage dK and dV ([64 keys, LDO] fp32 fits in two
+    // score tiles for HDP <= 128)
+    float *s_tile = carve.take<float>(2 * L::SCORE_TILE); // [64 rows, LDS]
+    float *dp_tile = s_tile + TC_ROWS * L::LDS;           // [64 rows, LDS]
+    static_assert(TcLayout<HDP>::OUT_TILE <= 2 * TcLayout<HDP>::SCORE_TILE, "staging fits");
+    __shared__ long long row_index[TC_ROWS], offset[TC_ROWS];
+    __shared__ int row_qpos[TC_ROWS], kv_end_shared;
+
+    int b = blockIdx.z, kvh = blockIdx.y, s0 = blockIdx.x * TC_KEYS;
+    key_offsets(offset, b, kvh, s0, T, nkv, hd);
+    __syncthreads();
+    load_tile_bf16<HDP>(k_tile, k, offset, hd);
+    load_tile_bf16<HDP>(v_tile, v, offset, hd);
+
+    int warp = threadIdx.x >> 5;
+    LaneRow me = lane_row();
+    AccFrag dk_acc[HDP / 16], dv_acc[HDP / 16]; // this warp's keys [16 warp, +16) x HDP
+#pragma unroll
+    for (int n = 0; n < HDP / 16; n++) {
+        wmma::fill_fragment(dk_acc[n], 0.0f);
+        wmma::fill_fragment(dv_acc[n], 0.0f);
+    }
+
+    for (int head_tile = 0; head_tile < tiling.head_tiles; head_tile++) {
+        for (int query_tile = 0; query_tile < tiling.query_tiles; query_tile++) {
+            // the tile's last query: the queries of a tile are consecutive, each thread reads
+            // them, so the decision to skip is the same in every thread
+            int q_first = query_tile * tiling.queries_per_tile, tile_last = -1;
+            for (int i = q_first; i < q_first + tiling.queries_per_tile && i < Mq; i++)
+                tile_last = max(tile_last, qpos[b * Mq + i]);
+            if (tile_last < s0)
+                continue;
+            __syncthreads(); // the previous row tile is no longer read
+            load_tile_rows(tiling, b, kvh, head_tile, query_tile, qpos, Mq, nh, row_index, row_qpos,
+                           &kv_end_shared);
+            row_offsets(offset, row_index, hd);
+            __syncthreads();
+            load_tile_bf16<HDP>(q_tile, q, offset, hd);
+            load_tile_bf16<HDP>(do_tile, dout, offset, hd);
+            __syncthreads();
+
+            // rows phase: this warp's 16 rows against the 64 keys
+            warp_rows_times_keys<HDP>(s_tile + 16 * warp * L::LDS, q_tile + 16 * warp * L::LDH,
+                                      k_tile);
+            warp_rows_times_keys<HDP>(dp_tile + 16 * warp * L::LDS, do_tile + 16 * warp * L::LDH,
+                                      v_tile);
+            __syncwarp();
+            int my_qpos = row_qpos[me.row];
+            long long my_index = row_index[me.row];
+            float lse2 = my_index >= 0 ? lse[my_index] * LOG2E : 0.0f;
+            float D = my_index >= 0 ? row_D[my_index] : 0.0f;
+#pragma unroll
+            for (int i = 0; i < TC_KEYS / 2; i++) {
+                int c = 2 * i + me.half;
+                float p = 0.0f, ds = 0.0f;
+                if (s0 + c <= my_qpos) {
+                    p = exp2f(s_tile[me.row * L::LDS + c] * scale_log2 - lse2);
+                    ds = p * (dp_tile[me.row * L::LDS + c] - D) * scale;
+                }
+                p_tile[me.row * L::LDP + c] = __float2bfloat16(p);
+                ds_tile[me.row * L::LDP + c] = __float2bfloat16(ds);
+            }
+            __syncthreads(); // every row's P and dS are in
+
+            // keys phase: this warp's 16 keys against the 64 rows
+            warp_accumulate_keys<HDP>(dv_acc, p_tile, 16 * warp, do_tile);
+            warp_accumulate_keys<HDP>(dk_acc, ds_tile, 16 * warp, q_tile);
+        }
+    }
+
+    // Stage dK then dV through shared memory and add them to the fp32 outputs.
+    float *stage = s_tile; // [64 keys, LDO]
+    int lane = threadIdx.x & 31;
+    for (int which = 0; which < 2; which++) {
+        float *out = which == 0 ? dk : dv;
+        __syncthreads(); // the rows phase (or the previous output) is done with the staging
+#pragma unroll
+        for (int n = 0; n < HDP / 16; n++)
+            wmma::store_matrix_sync(stage + 16 * warp * L::LDO + n * 16,
+                                    which == 0 ? dk_acc[n] : dv_acc[n], L::LDO,
+                                    wmma::mem_row_major);
+        __syncthreads();
+        for (int j = warp; j < TC_KEYS; j += TC_WARPS) {
+            if (s0 + j < T)
+                for (int d = lane; d < hd; d += 32)
+                    out[(((long long)b * T + s0 + j) * nkv + kvh) * hd + d] +=
+                        stage[j * L::LDO + d];
+        }
+    }
+}
+
+// ---- host side ------------------------------------------------------------------------------
+
+// The head dim the kernels are built for: hd rounded up to 16, 32, 64 or 128 (zero padding
+// adds exact zeros to every product).
+static int padded_head_dim(int hd) {
+    if (hd <= 16)
+        return 16;
+    if (hd <= 32)
+        return 32;
+    if (hd <= 64)
+        return 64;
+    return 128;
+}
+
+template <int HDP> static size_t forward_shared_bytes(void) {
+    using L = TcLayout<HDP>;
+    return 3 * L::HALF_TILE + L::PROB_TILE + L::SCORE_TILE + L::OUT_TILE + 128;
+}
+template <int HDP> static size_t dq_shared_bytes(void) {
+    using L = TcLayout<HDP>;
+    return 4 * L::HALF_TILE + L::PROB_TILE + 2 * L::SCORE_TILE + L::OUT_TILE + 128;
+}
+template <int HDP> static size_t dkdv_shared_bytes(void) {
+    using L = TcLayout<HDP>;
+    return 4 * L::HALF_TILE + 2 * L::PROB_TILE + 2 * L::SCORE_TILE + 128;
+}
+
+template <typename Kernel> static void allow_shared_bytes(Kernel kernel, size_t bytes) {
+    CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+}
+
+template <int HDP>
+static void forward_tc(float *o, float *lse, const float *q, const float *k, const float *v,
+                       const int32_t *qpos, int B, int T, int Mq, int nh, int nkv, int hd) {
+    TcTiling tiling = tc_tiling(nh, nkv, Mq);
+    dim3 grid(tiling.query_tiles, nkv * tiling.head_tiles, B);
+    size_t shared = forward_shared_bytes<HDP>();
+    float scale_log2 = LOG2E / sqrtf((float)hd);
+    allow_shared_bytes(attention_forward_tc_kernel<HDP>, shared);
+    attention_forward_tc_kernel<HDP><<<grid, TC_THREADS, shared, cuda_stream()>>>(
+        o, lse, q, k, v, qpos, tiling, T, Mq, nh, nkv, hd, scale_log2);
+    CUDA_CHECK_LAUNCH("attention_forward_tc_kernel");
+}
+
+template <int HDP>
+static void backward_tc(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                        const float *k, const float *v, const float *o, const float *lse,
+                        const int32_t *qpos, int B, int T, int Mq, int nh, int nkv, int hd) {
+    TcTiling tiling = tc_tiling(nh, nkv, Mq);
+    float scale = 1.0f / sqrtf((float)hd), scale_log2 = LOG2E * scale;
+    float *row_D = (float *)cuda_workspace((size_t)B * Mq * nh * sizeof(float)); // [B*Mq, nh]
+
+    dim3 row_grid(tiling.query_tiles, nkv * tiling.head_tiles, B);
+    size_t shared = dq_shared_bytes<HDP>();
+    allow_shared_bytes(attention_dq_tc_kernel<HDP>, shared);
+    attention_dq_tc_kernel<HDP><<<row_grid, TC_THREADS, shared, cuda_stream()>>>(
+        dq, row_D, dout, q, k, v, o, lse, qpos, tiling, T, Mq, nh, nkv, hd, scale, scale_log2);
+    CUDA_CHECK_LAUNCH("attention_dq_tc_kernel");
+
+    dim3 key_grid((T + TC_KEYS - 1) / TC_KEYS, nkv, B);
+    shared = dkdv_shared_bytes<HDP>();
+    allow_shared_bytes(attention_dkdv_tc_kernel<HDP>, shared);
+    attention_dkdv_tc_kernel<HDP><<<key_grid, TC_THREADS, shared, cuda_stream()>>>(
+        dk, dv, row_D, dout, q, k, v, lse, qpos, tiling, T, Mq, nh, nkv, hd, scale, scale_log2);
+    CUDA_CHECK_LAUNCH("attention_dkdv_tc_kernel");
+}
+
+// Shapes are checked by the callers in cuda_attention.cu (nh % nkv, 1 <= hd <= 128).
+void cuda_attention_forward_tc(float *o, float *lse, const float *q, const float *k, const float *v,
+                               const int32_t *qpos, int B, int T, int Mq, int nh, int nkv, int hd) {
+    switch (padded_head_dim(hd)) {
+    case 16:
+        forward_tc<16>(o, lse, q, k, v, qpos, B, T, Mq, nh, nkv, hd);
+        break;
+    case 32:
+        forward_tc<32>(o, lse, q, k, v, qpos, B, T, Mq, nh, nkv, hd);
+        break;
+    case 64:
+        forward_tc<64>(o, lse, q, k, v, qpos, B, T, Mq, nh, nkv, hd);
+        break;
+    default:
+        forward_tc<128>(o, lse, q, k, v, qpos, B, T, Mq, nh, nkv, hd);
+        break;
+    }
+}
+
+void cuda_attention_backward_tc(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                                const float *k, const float *v, const float *o, const float *lse,
+                                const int32_t *qpos, int B, int T, int Mq, int nh, int nkv,
+                                int hd) {
+    switch (padded_head_dim(hd)) {
+    case 16:
+        backward_tc<16>(dq, dk, dv, dout, q, k, v, o, lse, qpos, B, T, Mq, nh, nkv, hd);
+        break;
+    case 32:
+        backward_tc<32>(dq, dk, dv, dout, q, k, v, o, lse, qpos, B, T, Mq, nh, nkv, hd);
+        break;
+    case 64:
+        backward_tc<64>(dq, dk, dv, dout, q, k, v, o, lse, qpos, B, T, Mq, nh, nkv, hd);
+        break;
+    default:
+        backward_tc<128>(dq, dk, dv, dout, q, k, v, o, lse, qpos, B, T, Mq, nh, nkv, hd);
+        break;
+    }
+}
