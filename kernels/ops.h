@@ -165,6 +165,16 @@ typedef struct Ops {
     // logits (in place).
     void (*cross_entropy_backward)(float *dlogits, const float *logits, const int32_t *targets,
                                    float scale, int N, int V);
+    // Both of the above in one pass over each row (the LM head runs it chunk by chunk, so
+    // the [N, V] logits never exist at once), plus each row's prediction:
+    //   loss    += scale * sum_n CE_n, as cross_entropy_forward (NULL: no loss)
+    //   dlogits [N, V] overwrites: as cross_entropy_backward (NULL: no gradient; may alias
+    //           logits, in place)
+    //   argmax  [N] int32 overwrites: index of the row's largest logit, ties to the lower
+    //           index, ignored rows included (NULL: not written)
+    // logits [N, V]; targets [N] int32 (< 0: ignored)
+    void (*cross_entropy_fused)(float *loss, float *dlogits, int32_t *argmax, const float *logits,
+                                const int32_t *targets, float scale, int N, int V);
     // Route loss of one layer over B sequences of T tokens:
     //   loss += token_scale * sum_t BCEwithLogits(r_t, selected_t)
     //         + seq_scale * sum_b (mean_t sigmoid(r_bt) - rho)^2

@@ -1,6 +1,7 @@
 // HSPMN-SM: buffers, init, and the forward/backward drivers over the blocks
 // (model/block_mix.c, model/block_memory.c):
 //   x = embed[tokens] -> L blocks -> RMSNorm(norm_f) -> lm_head -> cross-entropy
+// The LM head and its loss run in chunks of tokens (see head_chunks below).
 #include "model/model.h"
 
 #include <stdio.h>
@@ -9,6 +10,13 @@
 
 #include "kernels/error.h"
 #include "model/block.h"
+
+// Bytes of fp32 logits the LM head holds at once. The full [N, V] logits of a seed step
+// (16384 x 50257) would be 3.3 GB, written and read several times; a chunk of this size is
+// 1280 tokens at V = 50257, still large enough for the head's GEMMs to run at full speed.
+#define MODEL_HEAD_CHUNK_BYTES ((size_t)256 << 20)
+// Chunks of at least this many tokens are rounded down to a multiple of it (GEMM tiles).
+#define MODEL_HEAD_CHUNK_ALIGN 128
 
 // ---- carving buffers out of one allocation -------------------------------------------------
 
@@ -85,7 +93,7 @@ static void carve_activations(Model *m, Carver *cv) {
     m->y_final = carve_floats(cv, N * H);
     m->yn = carve_floats(cv, N * H);
     m->rstd_f = carve_floats(cv, N);
-    m->logits = carve_floats(cv, N * (size_t)c->vocab_size);
+    m->predictions = carve_ints(cv, N);
     m->losses = carve_floats(cv, 3);
 }
 
@@ -144,6 +152,30 @@ static void alloc_scratch(Model *m) {
     carve_scratch(m, &measure, &positions, &unused);
     m->scratch = m->ops->alloc(measure.used);
     m->scratch_floats = measure.used / sizeof(float);
+    // d yn lives where the backward's first gradient buffer (dh) is: it is consumed by the
+    // norm_f backward before the blocks' backward writes dh.
+    BlockGrads g;
+    Carver assign = {(char *)m->scratch, 0};
+    carve_scratch(m, &assign, &positions, &g);
+    m->dyn = g.dh;
+}
+
+int model_default_head_chunk(int V, int N) {
+    size_t rows = MODEL_HEAD_CHUNK_BYTES / ((size_t)V * sizeof(float));
+    if (rows >= MODEL_HEAD_CHUNK_ALIGN)
+        rows -= rows % MODEL_HEAD_CHUNK_ALIGN;
+    if (rows < 1)
+        rows = 1;
+    return rows < (size_t)N ? (int)rows : N;
+}
+
+void model_set_head_chunk(Model *m, int rows) {
+    if (rows < 1)
+        hs_fatal("model_set_head_chunk: %d tokens per chunk (must be >= 1)", rows);
+    if (m->logits)
+        m->ops->free(m->logits);
+    m->head_chunk = rows;
+    m->logits = m->ops->alloc((size_t)rows * m->cfg.vocab_size * sizeof(float));
 }
 
 // Positions t of every token n = b*T + t; with attn=dense also every layer's query set
@@ -187,6 +219,7 @@ void model_build(Model *m, const ModelConfig *cfg, const Ops *ops, Comm *comm, i
     m->acts = hs_calloc((size_t)cfg->n_layers, sizeof(LayerActs));
     alloc_activations(m);
     alloc_scratch(m);
+    model_set_head_chunk(m, model_default_head_chunk(cfg->vocab_size, B * T));
     write_constant_indices(m);
     if (cfg->ffn == FFN_MEMORY)
         m->slots = slot_exchange_create(comm, ops, B * T, cfg->ptr_dim, cfg->d_model, cfg->top_k,
@@ -197,6 +230,7 @@ void model_free(Model *m) {
     slot_exchange_destroy(m->slots);
     m->ops->free(m->embed_out); // the activation arena (see carve_activations)
     m->ops->free(m->scratch);
+    m->ops->free(m->logits);
     m->ops->free(m->params);
     m->ops->free(m->grads);
     model_view_free(&m->p);
@@ -232,10 +266,43 @@ static float *block_output(Model *m, int layer) {
     return layer + 1 < m->cfg.n_layers ? m->acts[layer + 1].x : m->y_final;
 }
 
+// The LM head and cross-entropy over chunks of head_chunk tokens: per chunk,
+//   logits = yn_c . lm_head^T                                 [rows, V] in m->logits
+//   loss += ce_scale * CE; predictions_c = argmax; (with_grad) logits -> dlogits in place
+//   (with_grad) dyn_c = dlogits . lm_head, g.lm_head += dlogits^T . yn_c
+// so only one chunk of logits ever exists and each is used while it is hot. loss and
+// predictions may be NULL (the backward's recomputation wants neither).
+static void head_chunks(Model *m, float *loss, int32_t *predictions, int with_grad) {
+    const Ops *ops = m->ops;
+    const int N = m->B * m->T, H = m->cfg.d_model, V = m->cfg.vocab_size;
+    const ForwardArgs *args = &m->last;
+    if (with_grad) {
+        profile_begin(m->profiler, PHASE_HEAD_LOSS, PROFILE_BACKWARD);
+        ops->zero(m->dyn, (size_t)N * H * sizeof(float)); // linear_backward adds into it
+        profile_end(m->profiler);
+    }
+    for (int first = 0; first < N; first += m->head_chunk) {
+        const int rows = N - first < m->head_chunk ? N - first : m->head_chunk;
+        const float *yn = m->yn + (size_t)first * H; // [rows, H]
+        profile_begin(m->profiler, PHASE_HEAD_LOSS, PROFILE_FORWARD);
+        ops->linear_forward(m->logits, yn, m->p.lm_head, NULL, rows, H, V);
+        ops->cross_entropy_fused(loss, with_grad ? m->logits : NULL,
+                                 predictions ? predictions + first : NULL, m->logits,
+                                 args->targets + first, args->ce_scale, rows, V);
+        profile_end(m->profiler);
+        if (with_grad) {
+            profile_begin(m->profiler, PHASE_HEAD_LOSS, PROFILE_BACKWARD);
+            ops->linear_backward(m->dyn + (size_t)first * H, m->g.lm_head, NULL, m->logits, yn,
+                                 m->p.lm_head, rows, H, V);
+            profile_end(m->profiler);
+        }
+    }
+}
+
 void model_forward(Model *m, const ForwardArgs *args) {
     const Ops *ops = m->ops;
     const ModelConfig *c = &m->cfg;
-    const int N = m->B * m->T, H = c->d_model, V = c->vocab_size;
+    const int N = m->B * m->T, H = c->d_model;
     m->last = *args;
     profile_begin(m->profiler, PHASE_EMBED, PROFILE_FORWARD);
     ops->zero(m->losses, 3 * sizeof(float));
@@ -247,31 +314,40 @@ void model_forward(Model *m, const ForwardArgs *args) {
     }
     profile_begin(m->profiler, PHASE_HEAD_LOSS, PROFILE_FORWARD);
     ops->rmsnorm_forward(m->yn, m->rstd_f, m->y_final, m->p.norm_f, N, H);
-    ops->linear_forward(m->logits, m->yn, m->p.lm_head, NULL, N, H, V);
-    if (args->targets)
-        ops->cross_entropy_forward(m->losses, m->logits, args->targets, args->ce_scale, N, V);
     profile_end(m->profiler);
+    // Without targets there is no loss to compute: logits are made on demand (model_logits).
+    if (args->targets)
+        head_chunks(m, m->losses, m->predictions, args->want_grad);
 }
 
-// The backward of the head turns logits into dlogits in place, so it runs once per forward.
+const float *model_logits(Model *m, int first, int count) {
+    const int N = m->B * m->T, H = m->cfg.d_model, V = m->cfg.vocab_size;
+    if (first < 0 || count < 1 || count > m->head_chunk || first + count > N)
+        hs_fatal("model_logits: tokens [%d, %d) outside [0, %d) or more than the %d of a chunk",
+                 first, first + count, N, m->head_chunk);
+    m->ops->linear_forward(m->logits, m->yn + (size_t)first * H, m->p.lm_head, NULL, count, H, V);
+    return m->logits;
+}
+
+// Backward of the last forward. The head's part (dlogits, g.lm_head, dyn) already ran in a
+// forward with want_grad; otherwise it runs here, recomputing the logits chunk by chunk.
 void model_backward(Model *m) {
     const Ops *ops = m->ops;
     const ModelConfig *c = &m->cfg;
-    const int N = m->B * m->T, H = c->d_model, V = c->vocab_size;
+    const int N = m->B * m->T, H = c->d_model;
     const ForwardArgs *args = &m->last;
     if (args->targets == NULL)
         hs_fatal("model_backward: the last forward had no targets, so there is no loss");
+    if (!args->want_grad)
+        head_chunks(m, NULL, NULL, 1);
     int32_t *positions;
     BlockGrads g;
     Carver cv = {(char *)m->scratch, 0};
     carve_scratch(m, &cv, &positions, &g);
 
     profile_begin(m->profiler, PHASE_HEAD_LOSS, PROFILE_BACKWARD);
-    ops->cross_entropy_backward(m->logits, m->logits, args->targets, args->ce_scale, N, V);
-    ops->zero(g.dh, (size_t)N * H * sizeof(float)); // here: d RMSNorm(y; norm_f)
-    ops->linear_backward(g.dh, m->g.lm_head, NULL, m->logits, m->yn, m->p.lm_head, N, H, V);
     ops->zero(g.dy, (size_t)N * H * sizeof(float));
-    ops->rmsnorm_backward(g.dy, m->g.norm_f, g.dh, m->y_final, m->p.norm_f, m->rstd_f, N, H);
+    ops->rmsnorm_backward(g.dy, m->g.norm_f, m->dyn, m->y_final, m->p.norm_f, m->rstd_f, N, H);
     profile_end(m->profiler);
     for (int l = c->n_layers - 1; l >= 0; l--) {
         block_memory_backward(m, l, &g); // dy -> dh

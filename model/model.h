@@ -52,6 +52,11 @@ typedef struct ForwardArgs {
     float ce_scale;         // 1 / (scored targets in the global batch): the CE is a mean over them
     float token_scale;      // 1 / (tokens in the global batch): route BCE and entropy means
     float seq_scale;        // 1 / (sequences in the global batch)
+    // 1: model_backward follows this forward (training). The LM head's backward then runs
+    // inside the forward, chunk by chunk, while each chunk's logits are at hand; 0 (eval,
+    // sampling, finite differences): no gradient is touched, and a model_backward that
+    // follows anyway recomputes the head's logits chunk by chunk (correct, slower).
+    int want_grad;
 } ForwardArgs;
 
 // Loss parts, each summed over layers where it applies (already weighted by lambda).
@@ -73,8 +78,13 @@ typedef struct Model {
     float *y_final;   // [N, H] output of the last block
     float *yn;        // [N, H] RMSNorm(y; norm_f)
     float *rstd_f;    // [N]
-    float *logits;    // [N, V] (turned into dlogits by the backward)
-    float *losses;    // [3] backend buffer: ce, route, entropy
+    // The LM head runs over chunks of head_chunk tokens, so the [N, V] logits never exist:
+    int head_chunk;       // tokens per chunk (model_build: MODEL_HEAD_CHUNK_BYTES of logits)
+    float *logits;        // [head_chunk, V] one chunk's logits (then its dlogits); own alloc
+    int32_t *predictions; // [N] argmax of each token's logits, after a forward with targets
+    float *dyn;           // [N, H] d loss / d yn: written by a forward with want_grad (or by
+                          // model_backward), read by model_backward. Part of Model.scratch.
+    float *losses;        // [3] backend buffer: ce, route, entropy
     SlotExchange *slots;
     ForwardArgs last; // arguments of the last forward, for the backward
     float *scratch;   // backend scratch for the backward, sized by model_build
@@ -97,3 +107,15 @@ void model_backward(Model *m);
 void model_zero_grad(Model *m);
 // Copy the loss parts of the last forward to the host (a sync point).
 LossParts model_losses(const Model *m);
+
+// Logits of tokens [first, first + count) of the last forward (count <= m->head_chunk),
+// computed from its yn into m->logits, which is returned: [count, V] backend buffer, valid
+// until the next forward or model_logits. (Sampling reads the last position's row; a
+// forward itself only keeps the loss and the predictions.)
+const float *model_logits(Model *m, int first, int count);
+// Run the LM head over chunks of `rows` tokens from now on (reallocates m->logits). Tests use
+// it to force several chunks on a tiny batch; any rows >= 1 gives the same results up to
+// fp32 summation order.
+void model_set_head_chunk(Model *m, int rows);
+// The head_chunk model_build chooses for vocabulary V and N tokens per micro-batch.
+int model_default_head_chunk(int V, int N);

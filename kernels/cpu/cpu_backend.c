@@ -88,6 +88,7 @@ static const Ops cpu_ops_table = {
     .slot_score_backward = cpu_slot_score_backward,
     .cross_entropy_forward = cpu_cross_entropy_forward,
     .cross_entropy_backward = cpu_cross_entropy_backward,
+    .cross_entropy_fused = cpu_cross_entropy_fused,
     .route_loss_forward = cpu_route_loss_forward,
     .route_loss_backward = cpu_route_loss_backward,
     .sum_squares = cpu_sum_squares,

@@ -1,4 +1,5 @@
-// Losses: next-token cross-entropy (with ignored targets) and the router's route loss
+// Losses: next-token cross-entropy (with ignored targets; also fused, forward and backward
+// in one op) and the router's route loss
 // (BCE towards the selection plus the squared gap of the mean gate to the capacity rho).
 // Each forward adds scale * sum into loss[0]; sums run serially in double.
 #include "kernels/cpu/cpu_ops.h"
@@ -66,6 +67,54 @@ void cpu_cross_entropy_backward(float *dlogits, const float *logits, const int32
             drow[v] = (float)(scale * (prob - (v == target ? 1.0 : 0.0)));
         }
     }
+}
+
+// Index of the row's largest logit, ties to the lower index (a NaN is never larger).
+static int32_t row_argmax(const float *row, int V) {
+    int32_t best = 0;
+    for (int v = 1; v < V; v++)
+        if (row[v] > row[best])
+            best = v;
+    return best;
+}
+
+// The forward and backward above in one pass per row: the same double statistics, so the
+// loss and dlogits equal those of the two separate ops. A row is read whole (for its
+// statistics and argmax) before it is written, so dlogits may alias logits.
+void cpu_cross_entropy_fused(float *loss, float *dlogits, int32_t *argmax, const float *logits,
+                             const int32_t *targets, float scale, int N, int V) {
+    double *ce_of = hs_calloc((size_t)N, sizeof(double)); // [N], 0 on ignored rows
+#pragma omp parallel for if (cpu_worth_threads((double)N * V))
+    for (int n = 0; n < N; n++) {
+        const float *row = logits + (size_t)n * V; // [V]
+        int32_t target = targets[n];
+        if (argmax)
+            argmax[n] = row_argmax(row, V);
+        if (target < 0) {
+            if (dlogits)
+                for (int v = 0; v < V; v++)
+                    dlogits[(size_t)n * V + v] = 0.0f;
+            continue;
+        }
+        check_target("cross_entropy_fused", target, n, V);
+        double max_l, sum;
+        row_softmax_stats(row, V, &max_l, &sum);
+        ce_of[n] = max_l + log(sum) - row[target];
+        if (dlogits) {
+            float *drow = dlogits + (size_t)n * V; // [V]
+            for (int v = 0; v < V; v++) {
+                double prob = exp((double)row[v] - max_l) / sum;
+                drow[v] = (float)(scale * (prob - (v == target ? 1.0 : 0.0)));
+            }
+        }
+    }
+    if (loss) {
+        double total = 0.0;
+        for (int n = 0; n < N; n++)
+            total += ce_of[n];
+        loss[0] = (float)(loss[0] + scale * total);
+    }
+    free(ce_of);
 }
 
 static double sigmoid(double x) {

@@ -185,6 +185,8 @@ void cuda_cross_entropy_backward(float *dlogits, const float *logits, const int3
                                  float scale, int N, int V);
 void cuda_cross_entropy_fused(float *loss, float *dlogits, int32_t *argmax, const float *logits,
                               const int32_t *targets, float scale, int N, int V);
+void cuda_cross_entropy_fused(float *loss, float *dlogits, int32_t *argmax, const float *logits,
+                              const int32_t *targets, float scale, int N, int V);
 void cuda_route_loss_forward(float *loss, const float *r, const int32_t *sel, float rho,
                              float token_scale, float seq_scale, int B, int T, int n_sel);
 void cuda_route_loss_backward(float *dr, const float *r, const int32_t *sel, float rho,

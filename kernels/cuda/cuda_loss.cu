@@ -1,4 +1,5 @@
-// Losses on the GPU: cross entropy over [N, V] logits and the router's route loss. Each
+// Losses on the GPU: cross entropy over [N, V] logits (separate forward and backward, and
+// fused: both plus the argmax in one kernel) and the router's route loss. Each
 // forward writes one value per row (or sequence) to the workspace and adds their scaled sum
 // with one block in a fixed order, so the loss is deterministic.
 #include "kernels/cuda/cuda_common.cuh"
@@ -59,6 +60,154 @@ __global__ void cross_entropy_backward_kernel(float *dlogits, const float *logit
     for (int j = threadIdx.x; j < V; j += blockDim.x) {
         float prob = expf(row[j] - row_max) * inv_sum;
         drow[j] = scale * (prob - (j == target ? 1.0f : 0.0f));
+    }
+}
+
+// ---- fused cross entropy: loss, dlogits and argmax in one kernel -------------------------
+//
+// One block per row. Pass 1 reads the row from global memory once, finding its maximum and
+// argmax, and (kCached) keeps the row in shared memory; pass 2 sums exp(x - max); pass 3
+// writes scale * (softmax - onehot). With the row cached (V floats fit in the opt-in shared
+// memory: V <= ~58k on an H100, the seed's 50257 included) passes 2 and 3 read shared memory,
+// so each logit crosses DRAM once in and once out; otherwise they re-read global memory (L2
+// catches part of it). Reductions are fixed trees for a given blockDim: deterministic.
+
+// A candidate (value, index) for the argmax; index CE_NO_INDEX = none yet.
+#define CE_NO_INDEX 0x7fffffff
+
+// Keep the better of two candidates: the larger value, ties to the lower index. Written so
+// that merging is commutative (every lane of a butterfly ends with the same pair).
+__device__ inline void argmax_merge(float &value, int &index, float other_value, int other_index) {
+    bool take = index == CE_NO_INDEX ||
+                (other_index != CE_NO_INDEX &&
+                 (other_value > value || (other_value == value && other_index < index)));
+    if (take) {
+        value = other_value;
+        index = other_index;
+    }
+}
+
+__device__ inline void warp_argmax(float &value, int &index) {
+    for (int offset = 16; offset > 0; offset >>= 1) {
+        float other_value = __shfl_xor_sync(0xffffffffu, value, offset);
+        int other_index = __shfl_xor_sync(0xffffffffu, index, offset);
+        argmax_merge(value, index, other_value, other_index);
+    }
+}
+
+// Every thread of the block gets the block's best (value, index), broadcast through shared
+// memory so all threads agree. blockDim.x must be a multiple of 32. Call once per block.
+__device__ inline void block_argmax(float &value, int &index) {
+    __shared__ float warp_value[32];
+    __shared__ int warp_index[32];
+    __shared__ float best_value;
+    __shared__ int best_index;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+    warp_argmax(value, index);
+    if (lane == 0) {
+        warp_value[warp] = value;
+        warp_index[warp] = index;
+    }
+    __syncthreads();
+    if (warp == 0) {
+        value = lane < n_warps ? warp_value[lane] : -INFINITY;
+        index = lane < n_warps ? warp_index[lane] : CE_NO_INDEX;
+        warp_argmax(value, index);
+        if (lane == 0) {
+            best_value = value;
+            best_index = index;
+        }
+    }
+    __syncthreads();
+    value = best_value;
+    index = best_index;
+}
+
+// ce [N] (may be NULL), dlogits [N, V] (may be NULL, may alias logits), argmax [N] (may be
+// NULL); logits [N, V]; targets [N]. Dynamic shared memory: V floats when kCached.
+template <bool kCached>
+__global__ void __launch_bounds__(1024)
+    cross_entropy_fused_kernel(float *ce, float *dlogits, int32_t *argmax, const float *logits,
+                               const int32_t *targets, float scale, int V) {
+    extern __shared__ float cached_row[]; // [V] when kCached
+    const size_t n = blockIdx.x;
+    const int stride = blockDim.x;
+    const float *row = logits + n * V; // [V]
+    const int32_t target = targets[n];
+    // As cross_entropy_forward: a target outside [0, V) counts as ignored.
+    const bool ignored = target < 0 || target >= V; // the same for the whole block
+    if (ignored && argmax == NULL) {
+        if (dlogits)
+            for (int j = threadIdx.x; j < V; j += stride)
+                dlogits[n * V + j] = 0.0f;
+        if (ce && threadIdx.x == 0)
+            ce[n] = 0.0f;
+        return;
+    }
+    // The target's logit, read before any thread can overwrite the row in place (pass 3
+    // starts after the barriers of the reductions below).
+    float target_logit = 0.0f;
+    if (!ignored && threadIdx.x == 0)
+        target_logit = row[target];
+
+    // Pass 1: four loads in flight per thread, indices visited in increasing order so each
+    // thread's candidate is its first maximum.
+    float best = -INFINITY;
+    int best_index = CE_NO_INDEX;
+    int j = threadIdx.x;
+    for (; j + 3 * stride < V; j += 4 * stride) {
+        float x[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++)
+            x[u] = row[j + u * stride];
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            if (kCached)
+                cached_row[j + u * stride] = x[u];
+            if (best_index == CE_NO_INDEX || x[u] > best) {
+                best = x[u];
+                best_index = j + u * stride;
+            }
+        }
+    }
+    for (; j < V; j += stride) {
+        float x = row[j];
+        if (kCached)
+            cached_row[j] = x;
+        if (best_index == CE_NO_INDEX || x > best) {
+            best = x;
+            best_index = j;
+        }
+    }
+    block_argmax(best, best_index); // its barriers also publish cached_row
+    const float row_max = best;
+    if (argmax && threadIdx.x == 0)
+        argmax[n] = best_index;
+    const float *src = kCached ? cached_row : row; // [V]
+
+    if (ignored) {
+        if (dlogits)
+            for (int k = threadIdx.x; k < V; k += stride)
+                dlogits[n * V + k] = 0.0f;
+        if (ce && threadIdx.x == 0)
+            ce[n] = 0.0f;
+        return;
+    }
+    // Pass 2
+    float sum = 0.0f;
+    for (int k = threadIdx.x; k < V; k += stride)
+        sum += expf(src[k] - row_max);
+    sum = block_sum(sum);
+    if (ce && threadIdx.x == 0)
+        ce[n] = logf(sum) + row_max - target_logit;
+    // Pass 3
+    if (dlogits) {
+        const float inv_sum = 1.0f / sum;
+        float *drow = dlogits + n * V; // [V]
+        for (int k = threadIdx.x; k < V; k += stride) {
+            float prob = expf(src[k] - row_max) * inv_sum;
+            drow[k] = scale * (prob - (k == target ? 1.0f : 0.0f));
+        }
     }
 }
 
@@ -126,6 +275,50 @@ void cuda_cross_entropy_backward(float *dlogits, const float *logits, const int3
     cross_entropy_backward_kernel<<<N, CE_THREADS, 0, cuda_stream()>>>(dlogits, logits, targets,
                                                                        scale, V);
     CUDA_CHECK_LAUNCH("cross_entropy_backward_kernel");
+}
+
+// Threads per row: a large vocabulary wants many loads in flight per block (with the row
+// cached, one block fills an SM's shared memory); a small one would leave threads idle.
+static int fused_threads(int V) {
+    return V >= 8192 ? 1024 : 256;
+}
+
+// The most dynamic shared memory one block of this device may opt in to.
+static size_t max_shared_per_block(void) {
+    int device = 0, bytes = 0;
+    CUDA_CHECK(cudaGetDevice(&device));
+    CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    return (size_t)bytes;
+}
+
+void cuda_cross_entropy_fused(float *loss, float *dlogits, int32_t *argmax, const float *logits,
+                              const int32_t *targets, float scale, int N, int V) {
+    if (N == 0)
+        return;
+    if (V <= 0)
+        hs_fatal_at(__FILE__, __LINE__, "cross_entropy_fused: vocabulary size %d", V);
+    static size_t shared_limit = 0; // queried once: the backend binds one device per process
+    if (shared_limit == 0)
+        shared_limit = max_shared_per_block();
+    // Room left beside the row for the reductions' static shared memory.
+    const size_t row_bytes = (size_t)V * sizeof(float), static_bytes = 1024;
+    float *ce = loss ? (float *)cuda_workspace((size_t)N * sizeof(float)) : NULL; // [N]
+    const int threads = fused_threads(V);
+    cudaStream_t stream = cuda_stream();
+    if (row_bytes + static_bytes <= shared_limit) {
+        CUDA_CHECK(cudaFuncSetAttribute(cross_entropy_fused_kernel<true>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        (int)row_bytes));
+        cross_entropy_fused_kernel<true>
+            <<<N, threads, row_bytes, stream>>>(ce, dlogits, argmax, logits, targets, scale, V);
+        CUDA_CHECK_LAUNCH("cross_entropy_fused_kernel<cached>");
+    } else {
+        cross_entropy_fused_kernel<false>
+            <<<N, threads, 0, stream>>>(ce, dlogits, argmax, logits, targets, scale, V);
+        CUDA_CHECK_LAUNCH("cross_entropy_fused_kernel<uncached>");
+    }
+    if (loss)
+        cuda_add_scaled_sum(loss, ce, N, scale);
 }
 
 // The 0/1 selection mask [B*T] in the workspace, followed by `extra` more floats.

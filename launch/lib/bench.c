@@ -195,7 +195,8 @@ static void bench_run_open(BenchRun *run, Session *s, const BenchVariant *v) {
                               .seq_offset = (uint32_t)first,
                               .ce_scale = (float)(1.0 / (global_sequences * T)),
                               .token_scale = (float)(1.0 / (global_sequences * T)),
-                              .seq_scale = (float)(1.0 / global_sequences)};
+                              .seq_scale = (float)(1.0 / global_sequences),
+                              .want_grad = 1};
     run->profiler = profiler_create(ops);
     run->model.profiler = run->profiler;
 }

@@ -10,25 +10,13 @@
 #include "kernels/error.h"
 #include "launch/lib/batch.h"
 
-// Argmax of each row of logits [N, V] into predictions [N] (ties: lower token first).
-static void argmax_rows(int32_t *predictions, const float *logits, int N, int V) {
-    for (int n = 0; n < N; n++) {
-        const float *row = logits + (size_t)n * V;
-        int best = 0;
-        for (int v = 1; v < V; v++)
-            if (row[v] > row[best])
-                best = v;
-        predictions[n] = best;
-    }
-}
-
 void eval_run(Session *s, int n_batches, EvalResult *out) {
     Model *m = &s->model;
-    const int B = m->B, T = m->T, V = s->cfg.vocab_size;
+    const int B = m->B, T = m->T;
     const int world = s->info.world, rank = s->info.rank;
     Batch batch;
     batch_alloc(&batch, s->ops, B, T);
-    float *logits = hs_malloc((size_t)B * T * V * sizeof(float)); // [B*T, V] host
+    // The forward's argmax of every token's logits (ties: lower token first).
     int32_t *predictions = hs_malloc((size_t)B * T * sizeof(int32_t));
     TaskAccuracy acc = {{0}, {0}};
     double ce_sum = 0.0; // summed CE over this rank's scored tokens
@@ -51,8 +39,7 @@ void eval_run(Session *s, int n_batches, EvalResult *out) {
                             .seq_scale = 1.0f / (float)(B * world)};
         model_forward(m, &args);
         ce_sum += model_losses(m).ce;
-        s->ops->copy_to_host(logits, m->logits, (size_t)B * T * V * sizeof(float));
-        argmax_rows(predictions, logits, B * T, V);
+        s->ops->copy_to_host(predictions, m->predictions, (size_t)B * T * sizeof(int32_t));
         for (int b = 0; b < B; b++)
             data_accuracy_add(&acc, &s->data, first + b, predictions + (size_t)b * T,
                               batch.targets_host + (size_t)b * T, T);
@@ -77,7 +64,6 @@ void eval_run(Session *s, int n_batches, EvalResult *out) {
     out->accuracy_all = total > 0 ? (double)correct / (double)total : NAN;
 
     free(predictions);
-    free(logits);
     batch_free(&batch, s->ops);
 }
 

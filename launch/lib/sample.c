@@ -161,8 +161,7 @@ int sample_main(Session *s) {
                             .token_scale = 1.0f,
                             .seq_scale = 1.0f};
         model_forward(&s->model, &args);
-        s->ops->copy_to_host(logits, s->model.logits + (size_t)(n - 1) * V,
-                             (size_t)V * sizeof(float));
+        s->ops->copy_to_host(logits, model_logits(&s->model, n - 1, 1), (size_t)V * sizeof(float));
         int32_t next = 0;
         if (s->info.rank == 0)
             next = draw_token(logits, V, s->opt.temperature, s->opt.sample_top_k, &rng, probs);

@@ -234,7 +234,8 @@ static void train_step(Trainer *tr, int64_t step, StepResult *out) {
                             .seq_offset = (uint32_t)b->first,
                             .ce_scale = (float)(1.0 / scored),
                             .token_scale = 1.0f / (float)((int64_t)o->batch * model->T),
-                            .seq_scale = 1.0f / (float)o->batch};
+                            .seq_scale = 1.0f / (float)o->batch,
+                            .want_grad = 1};
         model_forward(model, &args);
         model_backward(model);
         LossParts lp = model_losses(model);
