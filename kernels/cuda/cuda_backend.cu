@@ -108,6 +108,12 @@ extern "C" void *ops_cuda_stream(void) {
     return (void *)backend.stream;
 }
 
+// One buffer for every op's scratch. Its contents are dead between ops, and reuse inside an
+// op is ordered by the stream: a kernel enqueued later runs after the earlier ones that read
+// the same bytes. The one hazard is holding a pointer across a call that asks for the
+// workspace again (cuda_column_sum does): growing frees the old buffer. So an op asks once
+// for everything it needs at the same time (carved with cuda_workspace_carve) and calls
+// such helpers only after its last use of its own parts.
 void *cuda_workspace(size_t bytes) {
     if (bytes <= backend.workspace_bytes)
         return backend.workspace;

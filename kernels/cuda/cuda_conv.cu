@@ -3,7 +3,14 @@
 #include "kernels/cuda/cuda_common.cuh"
 
 static const int CONV_THREADS = 256;
-static const int CONV_COLS = 32, CONV_ROW_LANES = 8;
+
+// Defined in cuda_reduce.cu beside cuda_column_sum (its general form); declared here because
+// cuda_common.cuh, where it belongs, is not this file's owner's to edit:
+//   out[c * out_stride + l * lag_step] += sum_n a[n, c] * b[n - l, c] * row_scale[n]
+// for l in [0, lags), over the rows with n % period >= l. Deterministic, uses the workspace.
+void cuda_lagged_column_sums(float *out, int out_stride, int lag_step, const float *a,
+                             const float *b, const float *row_scale, int N, int C, int period,
+                             int lags);
 
 // out, x [B, T, H]; w [H, Kc]; bias [H]. One thread per output element.
 __global__ void conv_forward_kernel(float *out, const float *x, const float *w, const float *bias,
@@ -45,32 +52,6 @@ __global__ void conv_backward_dx_kernel(float *dx, const float *dout, const floa
     }
 }
 
-// dw[c,j] += sum_{b,t} dout[b,t,c] x[b, t-Kc+1+j, c]. Block: 32 channels x 8 row lanes for
-// one tap j (blockIdx.y); the lanes are summed in a fixed order (deterministic).
-__global__ void conv_backward_dw_kernel(float *dw, const float *dout, const float *x, int B, int T,
-                                        int H, int Kc) {
-    __shared__ float partial[CONV_ROW_LANES][CONV_COLS];
-    int c = blockIdx.x * CONV_COLS + threadIdx.x;
-    int j = blockIdx.y;
-    int shift = Kc - 1 - j; // x lags dout by this many steps
-    float acc = 0.0f;
-    if (c < H) {
-        for (int bt = threadIdx.y; bt < B * T; bt += CONV_ROW_LANES) {
-            int t = bt % T;
-            if (t - shift >= 0)
-                acc += dout[(size_t)bt * H + c] * x[(size_t)(bt - shift) * H + c];
-        }
-    }
-    partial[threadIdx.y][threadIdx.x] = acc;
-    __syncthreads();
-    if (threadIdx.y == 0 && c < H) {
-        float total = 0.0f;
-        for (int lane = 0; lane < CONV_ROW_LANES; lane++)
-            total += partial[lane][threadIdx.x];
-        dw[(size_t)c * Kc + j] += total;
-    }
-}
-
 void cuda_conv_forward(float *out, const float *x, const float *w, const float *bias, int B, int T,
                        int H, int Kc) {
     size_t total = (size_t)B * T * H;
@@ -91,9 +72,11 @@ void cuda_conv_backward(float *dx, float *dw, float *dbias, const float *dout, c
             dx, dout, w, B, T, H, Kc);
         CUDA_CHECK_LAUNCH("conv_backward_dx_kernel");
     }
-    dim3 block(CONV_COLS, CONV_ROW_LANES);
-    dim3 grid((H + CONV_COLS - 1) / CONV_COLS, Kc);
-    conv_backward_dw_kernel<<<grid, block, 0, cuda_stream()>>>(dw, dout, x, B, T, H, Kc);
-    CUDA_CHECK_LAUNCH("conv_backward_dw_kernel");
+    // dw[c,j] += sum_{b,t} dout[b,t,c] x[b, t-Kc+1+j, c]: tap j pairs each row of dout with
+    // the row of x lag = Kc-1-j steps earlier in the same sequence, so this is a column sum
+    // of lagged products over the B*T rows, lags 0 .. Kc-1 in one launch; lag l lands in
+    // dw[c, Kc-1-l], i.e. at (dw + Kc-1)[c * Kc - l].
+    if (Kc > 0)
+        cuda_lagged_column_sums(dw + (Kc - 1), Kc, -1, dout, x, NULL, B * T, H, T, Kc);
     cuda_column_sum(dbias, dout, NULL, NULL, B * T, H);
 }
