@@ -8,18 +8,120 @@
 //   forward   out^T [O, N]  = w [O, I] . x^T [I, N]      w read as w^T [I, O]: op T
 //   dx        dx^T  [I, N] += w^T [I, O] . dout^T [O, N]  both as stored: op N, N
 //   dw        dw^T  [I, O] += x^T [I, N] . dout [N, O]    dout read as dout^T: op T
-// Every GEMM (forward, dx, dw) goes through cublasGemmEx with the backend's compute type;
-// the bias and db (a broadcast and a column sum) stay fp32 whatever the setting.
+// The bias and db (a broadcast and a column sum) stay fp32 whatever the setting.
+//
+// fp32 and tf32: cublasGemmEx on the fp32 buffers with the backend's compute type.
+//
+// bf16: cuBLAS given fp32 operands and CUBLAS_COMPUTE_32F_FAST_16BF does not reach the bf16
+// tensor cores (the H100 profile showed TF32 "s1688gemm ... align1" kernels). So the
+// operands are first rounded to bf16 (to nearest even) into workspace copies and the GEMMs
+// take CUDA_R_16BF A and B with CUBLAS_COMPUTE_32F: bf16 products, fp32 accumulation, and
+// C stays the op's fp32 buffer (beta = 1 still accumulates the gradients in fp32).
+// - Padded rows: a bf16 copy's leading dimension is its row length rounded up to 8
+//   elements (16 bytes), padding zeroed. With an odd length (the LM head's O = V = 50257)
+//   the rows of a packed copy would not be 16-byte aligned and cuBLAS would fall back to
+//   slow unaligned kernels; padded, dout's copy is aligned for both the dx and the dw
+//   product. The GEMMs still get the true m, n, k, so the padding is never read. The fp32
+//   output (ldc = O) is the op's buffer and keeps its layout.
+// - Cost: a conversion pass reads 4 and writes 2 bytes an element (about 10 us for
+//   16384 x 512). The weight is converted once per call (weights are small; a cached copy
+//   would go stale at every optimizer step); x and dout once per call, not per product.
+// - Memory: the token-sized copies (x, dout) are converted in chunks of rows, so one call
+//   never asks the workspace for more than about LINEAR_BF16_CHUNK_BYTES for them; each
+//   chunk's dw product accumulates into dw (beta = 1) like the whole one would.
+// - Tiny products (a dimension below BF16_MIN_DIM: the router's single output column) are
+//   memory-bound; a conversion pass would cost more than it saves, so they keep the fp32
+//   operands with CUBLAS_COMPUTE_32F_FAST_16BF (whatever cuBLAS then runs is at least as
+//   precise as bf16).
+#include <cuda_bf16.h>
+
 #include "kernels/cuda/cuda_common.cuh"
 
 static const int BIAS_THREADS = 256;
+static const int CONVERT_THREADS = 256;
+static const int BF16_ROW_ALIGN = 8;                             // elements: 16 bytes
+static const int BF16_MIN_DIM = 16;                              // smaller: fp32 operands
+static const size_t LINEAR_BF16_CHUNK_BYTES = (size_t)256 << 20; // x and dout copies
+static const int LINEAR_CHUNK_ROW_ALIGN = 128;                   // chunk rows: GEMM tiles
 
 // out[n, o] = b[o]   out [N, O]: the gemm then accumulates with beta = 1.
 __global__ void broadcast_bias_kernel(float *out, const float *b, int N, int O) {
-    size_t total = (size_t)N * O;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
-         i += (size_t)gridDim.x * blockDim.x)
-        out[i] = b[i % O];
+    for (int n = blockIdx.y; n < N; n += gridDim.y)
+        for (int o = blockIdx.x * blockDim.x + threadIdx.x; o < O; o += gridDim.x * blockDim.x)
+            out[(size_t)n * O + o] = b[o];
+}
+
+// Eight bf16 values: one 16-byte store.
+struct alignas(16) Bf16x8 {
+    __nv_bfloat162 pair[4];
+};
+
+// dst [n8 * 8] bf16 = src [n8 * 8] fp32 rounded to nearest; both 16-byte aligned.
+__global__ void to_bf16_packed_kernel(__nv_bfloat16 *dst, const float *src, size_t n8) {
+    const float4 *src4 = reinterpret_cast<const float4 *>(src);
+    Bf16x8 *dst8 = reinterpret_cast<Bf16x8 *>(dst);
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n8;
+         i += (size_t)gridDim.x * blockDim.x) {
+        float4 lo = src4[2 * i], hi = src4[2 * i + 1];
+        Bf16x8 out;
+        out.pair[0] = __floats2bfloat162_rn(lo.x, lo.y);
+        out.pair[1] = __floats2bfloat162_rn(lo.z, lo.w);
+        out.pair[2] = __floats2bfloat162_rn(hi.x, hi.y);
+        out.pair[3] = __floats2bfloat162_rn(hi.z, hi.w);
+        dst8[i] = out;
+    }
+}
+
+// dst [rows, ld] bf16 = src [rows, cols] fp32 rounded to nearest, columns [cols, ld) zero.
+// ld is even, so each thread writes one aligned pair; a warp reads 64 adjacent floats.
+__global__ void to_bf16_padded_kernel(__nv_bfloat16 *dst, int ld, const float *src, int rows,
+                                      int cols) {
+    const int pairs = ld / 2;
+    for (int r = blockIdx.y; r < rows; r += gridDim.y) {
+        const float *row = src + (size_t)r * cols;
+        __nv_bfloat162 *out = reinterpret_cast<__nv_bfloat162 *>(dst + (size_t)r * ld);
+        for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < pairs;
+             p += gridDim.x * blockDim.x) {
+            const int c = 2 * p;
+            const float v0 = c < cols ? row[c] : 0.0f;
+            const float v1 = c + 1 < cols ? row[c + 1] : 0.0f;
+            out[p] = __floats2bfloat162_rn(v0, v1);
+        }
+    }
+}
+
+// The leading dimension of the bf16 copy of rows of `cols` elements.
+static int bf16_ld(int cols) {
+    return (cols + BF16_ROW_ALIGN - 1) / BF16_ROW_ALIGN * BF16_ROW_ALIGN;
+}
+
+static size_t bf16_bytes(int rows, int cols) {
+    return (size_t)rows * bf16_ld(cols) * sizeof(__nv_bfloat16);
+}
+
+// A 2D grid: x over a row's `units`, y over the rows (the kernels loop over the rest).
+static dim3 row_grid(int units, int rows, int threads) {
+    int x = (units + threads - 1) / threads;
+    return dim3(x < 1 ? 1 : x, rows < 1 ? 1 : (rows < 65535 ? rows : 65535));
+}
+
+// dst [rows, bf16_ld(cols)] bf16 (16-byte aligned) <- src [rows, cols] fp32.
+static void convert_to_bf16(__nv_bfloat16 *dst, const float *src, int rows, int cols) {
+    if (rows == 0 || cols == 0)
+        return;
+    cudaStream_t stream = cuda_stream();
+    if (cols % BF16_ROW_ALIGN == 0 && ((uintptr_t)src & 15u) == 0) {
+        // No padding: the copy is the flat array in the same order.
+        size_t n8 = (size_t)rows * cols / 8;
+        to_bf16_packed_kernel<<<cuda_grid(n8, CONVERT_THREADS), CONVERT_THREADS, 0, stream>>>(
+            dst, src, n8);
+        CUDA_CHECK_LAUNCH("to_bf16_packed_kernel");
+        return;
+    }
+    const int ld = bf16_ld(cols);
+    to_bf16_padded_kernel<<<row_grid(ld / 2, rows, CONVERT_THREADS), CONVERT_THREADS, 0, stream>>>(
+        dst, ld, src, rows, cols);
+    CUDA_CHECK_LAUNCH("to_bf16_padded_kernel");
 }
 
 // C [m, n] (column-major, ld ldc) = alpha op(A) op(B) + beta C: fp32 storage, alpha and
@@ -33,6 +135,50 @@ static void gemm_f32(cublasOperation_t op_a, cublasOperation_t op_b, int m, int 
                               cuda_matmul_compute_type(), CUBLAS_GEMM_DEFAULT));
 }
 
+// The same with bf16 A and B (the bf16 tensor cores), fp32 C and accumulation.
+static void gemm_bf16(cublasOperation_t op_a, cublasOperation_t op_b, int m, int n, int k,
+                      const __nv_bfloat16 *a, int lda, const __nv_bfloat16 *b, int ldb, float beta,
+                      float *c, int ldc) {
+    const float alpha = 1.0f;
+    CUBLAS_CHECK(cublasGemmEx(cuda_cublas(), op_a, op_b, m, n, k, &alpha, a, CUDA_R_16BF, lda, b,
+                              CUDA_R_16BF, ldb, &beta, c, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
+                              CUBLAS_GEMM_DEFAULT));
+}
+
+// Whether this linear's GEMMs run on bf16 copies of their operands (see the top).
+static int use_bf16_operands(int N, int I, int O) {
+    return cuda_matmul_compute_type() == CUBLAS_COMPUTE_32F_FAST_16BF && N >= BF16_MIN_DIM &&
+           I >= BF16_MIN_DIM && O >= BF16_MIN_DIM;
+}
+
+// Rows of x (and dout) converted at a time: at most LINEAR_BF16_CHUNK_BYTES of copies of
+// `bytes_per_row`, a multiple of LINEAR_CHUNK_ROW_ALIGN rows (at least that many), at most N.
+static int bf16_chunk_rows(int N, size_t bytes_per_row) {
+    size_t rows = LINEAR_BF16_CHUNK_BYTES / bytes_per_row;
+    rows -= rows % LINEAR_CHUNK_ROW_ALIGN;
+    if (rows < (size_t)LINEAR_CHUNK_ROW_ALIGN)
+        rows = LINEAR_CHUNK_ROW_ALIGN;
+    return rows < (size_t)N ? (int)rows : N;
+}
+
+// out [N, O] (holding the bias, or anything when beta = 0) = x . w^T (+ out), bf16 products.
+static void linear_forward_bf16(float *out, const float *x, const float *w, float beta, int N,
+                                int I, int O) {
+    const int ld_in = bf16_ld(I);
+    const int chunk = bf16_chunk_rows(N, bf16_bytes(1, I));
+    char *cursor = (char *)cuda_workspace(cuda_workspace_part_bytes(bf16_bytes(O, I)) +
+                                          cuda_workspace_part_bytes(bf16_bytes(chunk, I)));
+    __nv_bfloat16 *w16 = (__nv_bfloat16 *)cuda_workspace_carve(&cursor, bf16_bytes(O, I));
+    __nv_bfloat16 *x16 = (__nv_bfloat16 *)cuda_workspace_carve(&cursor, bf16_bytes(chunk, I));
+    convert_to_bf16(w16, w, O, I); // [O, ld_in]
+    for (int first = 0; first < N; first += chunk) {
+        const int rows = N - first < chunk ? N - first : chunk;
+        convert_to_bf16(x16, x + (size_t)first * I, rows, I); // [rows, ld_in]
+        gemm_bf16(CUBLAS_OP_T, CUBLAS_OP_N, O, rows, I, w16, ld_in, x16, ld_in, beta,
+                  out + (size_t)first * O, O);
+    }
+}
+
 // out [N, O] (overwritten), x [N, I], w [O, I], b [O] or NULL
 void cuda_linear_forward(float *out, const float *x, const float *w, const float *b, int N, int I,
                          int O) {
@@ -40,13 +186,41 @@ void cuda_linear_forward(float *out, const float *x, const float *w, const float
         return;
     float beta = 0.0f;
     if (b) {
-        size_t total = (size_t)N * O;
-        broadcast_bias_kernel<<<cuda_grid(total, BIAS_THREADS), BIAS_THREADS, 0, cuda_stream()>>>(
+        broadcast_bias_kernel<<<row_grid(O, N, BIAS_THREADS), BIAS_THREADS, 0, cuda_stream()>>>(
             out, b, N, O);
         CUDA_CHECK_LAUNCH("broadcast_bias_kernel");
         beta = 1.0f;
     }
-    gemm_f32(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, w, I, x, I, beta, out, O);
+    if (use_bf16_operands(N, I, O))
+        linear_forward_bf16(out, x, w, beta, N, I, O);
+    else
+        gemm_f32(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, w, I, x, I, beta, out, O);
+}
+
+// dx [N, I] += dout . w (may be NULL); dw [O, I] += dout^T . x; bf16 products. The workspace
+// holds w's copy and one chunk of rows of x's and dout's, carved from one request.
+static void linear_backward_bf16(float *dx, float *dw, const float *dout, const float *x,
+                                 const float *w, int N, int I, int O) {
+    const int ld_in = bf16_ld(I), ld_out = bf16_ld(O);
+    const int chunk = bf16_chunk_rows(N, bf16_bytes(1, I) + bf16_bytes(1, O));
+    const size_t w_bytes = dx ? bf16_bytes(O, I) : 0;
+    char *cursor = (char *)cuda_workspace(cuda_workspace_part_bytes(w_bytes) +
+                                          cuda_workspace_part_bytes(bf16_bytes(chunk, I)) +
+                                          cuda_workspace_part_bytes(bf16_bytes(chunk, O)));
+    __nv_bfloat16 *w16 = (__nv_bfloat16 *)cuda_workspace_carve(&cursor, w_bytes);
+    __nv_bfloat16 *x16 = (__nv_bfloat16 *)cuda_workspace_carve(&cursor, bf16_bytes(chunk, I));
+    __nv_bfloat16 *dout16 = (__nv_bfloat16 *)cuda_workspace_carve(&cursor, bf16_bytes(chunk, O));
+    if (dx)
+        convert_to_bf16(w16, w, O, I); // [O, ld_in]
+    for (int first = 0; first < N; first += chunk) {
+        const int rows = N - first < chunk ? N - first : chunk;
+        convert_to_bf16(dout16, dout + (size_t)first * O, rows, O); // [rows, ld_out]
+        convert_to_bf16(x16, x + (size_t)first * I, rows, I);       // [rows, ld_in]
+        if (dx)
+            gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_N, I, rows, O, w16, ld_in, dout16, ld_out, 1.0f,
+                      dx + (size_t)first * I, I);
+        gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_T, I, O, rows, x16, ld_in, dout16, ld_out, 1.0f, dw, I);
+    }
 }
 
 // dx [N, I] += dout . w (may be NULL); dw [O, I] += dout^T . x; db [O] += column sums of dout
@@ -54,9 +228,15 @@ void cuda_linear_backward(float *dx, float *dw, float *db, const float *dout, co
                           const float *w, int N, int I, int O) {
     if (N == 0 || O == 0 || I == 0)
         return;
-    if (dx)
-        gemm_f32(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, w, I, dout, O, 1.0f, dx, I);
-    gemm_f32(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, x, I, dout, O, 1.0f, dw, I);
+    if (use_bf16_operands(N, I, O)) {
+        linear_backward_bf16(dx, dw, dout, x, w, N, I, O);
+    } else {
+        if (dx)
+            gemm_f32(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, w, I, dout, O, 1.0f, dx, I);
+        gemm_f32(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, x, I, dout, O, 1.0f, dw, I);
+    }
+    // After the GEMMs: the column sum takes the workspace for itself (the bf16 copies are
+    // dead by then in stream order).
     if (db)
         cuda_column_sum(db, dout, NULL, NULL, N, O);
 }
