@@ -1,32 +1,81 @@
-// Elementwise ops and row gather/scatter. Grid-stride loops over flat indices.
+// Elementwise ops (grid-stride loops over flat indices) and row gather/scatter (a row per
+// thread row, vectorised: see below).
 #include "kernels/cuda/cuda_common.cuh"
 
 static const int ELEMENTWISE_THREADS = 256;
 
+// ---- row gather / scatter -------------------------------------------------------------
+// Block (threads_x, rows_per_block), 256 threads: threadIdx.y picks a row m (grid-stride over
+// the rows), the x threads walk that row's units of VEC floats, so idx[m] is read once per
+// row and a warp's loads and stores are contiguous. VEC = 4 (float4) when D % 4 == 0 and
+// both buffers are 16-byte aligned, else 1.
+static const int ROWS_THREADS = 256;
+
 // out[m, :] = table[idx[m] - row_offset, :]      out [M, D], table [rows, D], idx [M]
+template <int VEC>
 __global__ void gather_rows_kernel(float *out, const float *table, const int32_t *idx, int M, int D,
                                    int row_offset) {
-    size_t total = (size_t)M * D;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
-         i += (size_t)gridDim.x * blockDim.x) {
-        size_t m = i / D, d = i % D;
-        size_t row = (size_t)(idx[m] - row_offset);
-        out[i] = table[row * D + d];
+    const int units = D / VEC;
+    for (int m = blockIdx.y * blockDim.y + threadIdx.y; m < M; m += gridDim.y * blockDim.y) {
+        const float *src = table + (size_t)(idx[m] - row_offset) * D;
+        float *dst = out + (size_t)m * D;
+        for (int u = blockIdx.x * blockDim.x + threadIdx.x; u < units;
+             u += gridDim.x * blockDim.x) {
+            if constexpr (VEC == 4)
+                reinterpret_cast<float4 *>(dst)[u] = reinterpret_cast<const float4 *>(src)[u];
+            else
+                dst[u] = src[u];
+        }
     }
 }
 
 // dtable[idx[m] - row_offset, :] += drows[m, :]. Indices may repeat (a token seen twice,
 // a slot read by many tokens), so the adds are atomic: the order of the float additions,
-// hence the last bits of the result, varies from run to run.
+// hence the last bits of the result, varies from run to run. The float4 atomicAdd of
+// compute capability 9.x adds each of its four floats atomically (one instruction).
+template <int VEC>
 __global__ void scatter_add_rows_kernel(float *dtable, const float *drows, const int32_t *idx,
                                         int M, int D, int row_offset) {
-    size_t total = (size_t)M * D;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
-         i += (size_t)gridDim.x * blockDim.x) {
-        size_t m = i / D, d = i % D;
-        size_t row = (size_t)(idx[m] - row_offset);
-        atomicAdd(&dtable[row * D + d], drows[i]);
+    const int units = D / VEC;
+    for (int m = blockIdx.y * blockDim.y + threadIdx.y; m < M; m += gridDim.y * blockDim.y) {
+        float *dst = dtable + (size_t)(idx[m] - row_offset) * D;
+        const float *src = drows + (size_t)m * D;
+        for (int u = blockIdx.x * blockDim.x + threadIdx.x; u < units;
+             u += gridDim.x * blockDim.x) {
+            if constexpr (VEC == 4) {
+                float4 v = reinterpret_cast<const float4 *>(src)[u];
+#if __CUDA_ARCH__ >= 900
+                atomicAdd(reinterpret_cast<float4 *>(dst) + u, v);
+#else
+                atomicAdd(dst + 4 * u, v.x);
+                atomicAdd(dst + 4 * u + 1, v.y);
+                atomicAdd(dst + 4 * u + 2, v.z);
+                atomicAdd(dst + 4 * u + 3, v.w);
+#endif
+            } else {
+                atomicAdd(dst + u, src[u]);
+            }
+        }
     }
+}
+
+// The launch shape of the row kernels for rows of `units` vectors: x threads cover a row
+// (a multiple of 32, at most 256), the rest of the 256 threads take further rows.
+static void rows_launch_shape(int units, int M, dim3 *grid, dim3 *block) {
+    int threads_x = (units + 31) / 32 * 32;
+    if (threads_x > ROWS_THREADS)
+        threads_x = ROWS_THREADS;
+    const int rows_per_block = ROWS_THREADS / threads_x;
+    const int blocks_x = (units + threads_x - 1) / threads_x;
+    int blocks_y = (M + rows_per_block - 1) / rows_per_block;
+    if (blocks_y > 65535)
+        blocks_y = 65535; // the kernels loop over the rest
+    *block = dim3(threads_x, rows_per_block);
+    *grid = dim3(blocks_x, blocks_y);
+}
+
+static int rows_vectorizable(const void *a, const void *b, int D) {
+    return D % 4 == 0 && (((uintptr_t)a | (uintptr_t)b) & 15u) == 0;
 }
 
 __global__ void add_kernel(float *out, const float *a, const float *b, size_t n) {
@@ -79,21 +128,35 @@ __global__ void gelu_backward_kernel(float *dx, const float *dout, const float *
 
 void cuda_gather_rows(float *out, const float *table, const int32_t *idx, int M, int D,
                       int row_offset) {
-    size_t total = (size_t)M * D;
-    if (total == 0)
+    if (M == 0 || D == 0)
         return;
-    gather_rows_kernel<<<cuda_grid(total, ELEMENTWISE_THREADS), ELEMENTWISE_THREADS, 0,
-                         cuda_stream()>>>(out, table, idx, M, D, row_offset);
+    dim3 grid, block;
+    cudaStream_t stream = cuda_stream();
+    if (rows_vectorizable(out, table, D)) {
+        rows_launch_shape(D / 4, M, &grid, &block);
+        gather_rows_kernel<4><<<grid, block, 0, stream>>>(out, table, idx, M, D, row_offset);
+    } else {
+        rows_launch_shape(D, M, &grid, &block);
+        gather_rows_kernel<1><<<grid, block, 0, stream>>>(out, table, idx, M, D, row_offset);
+    }
     CUDA_CHECK_LAUNCH("gather_rows_kernel");
 }
 
 void cuda_scatter_add_rows(float *dtable, const float *drows, const int32_t *idx, int M, int D,
                            int row_offset) {
-    size_t total = (size_t)M * D;
-    if (total == 0)
+    if (M == 0 || D == 0)
         return;
-    scatter_add_rows_kernel<<<cuda_grid(total, ELEMENTWISE_THREADS), ELEMENTWISE_THREADS, 0,
-                              cuda_stream()>>>(dtable, drows, idx, M, D, row_offset);
+    dim3 grid, block;
+    cudaStream_t stream = cuda_stream();
+    if (rows_vectorizable(dtable, drows, D)) {
+        rows_launch_shape(D / 4, M, &grid, &block);
+        scatter_add_rows_kernel<4>
+            <<<grid, block, 0, stream>>>(dtable, drows, idx, M, D, row_offset);
+    } else {
+        rows_launch_shape(D, M, &grid, &block);
+        scatter_add_rows_kernel<1>
+            <<<grid, block, 0, stream>>>(dtable, drows, idx, M, D, row_offset);
+    }
     CUDA_CHECK_LAUNCH("scatter_add_rows_kernel");
 }
 
