@@ -318,7 +318,7 @@ static void check_attention_shapes(const char *op, int nh, int nkv, int hd) {
 // cuda_attention_tc.cu (bf16 products, fp32 softmax and accumulation); in fp32 and tf32 mode
 // the fp32 kernels of this file, which follow the cpu oracle to fp32 rounding.
 static bool attention_on_tensor_cores(void) {
-    return cuda_matmul_compute_type() == CUBLAS_COMPUTE_32F_FAST_16BF;
+    return cuda_bf16_tensor_cores();
 }
 
 static dim3 attention_grid(AttnTiling tiling, int B, int Mq, int nkv) {

@@ -53,6 +53,11 @@ void *cuda_workspace(size_t bytes);
 // The cuBLAS compute type of the linear GEMMs for the precision last set with
 // cuda_set_matmul_precision (CUBLAS_COMPUTE_32F until then).
 cublasComputeType_t cuda_matmul_compute_type(void);
+// bf16 mode (--matmul bf16): besides the GEMMs, attention and the slot top-K search run
+// their bf16 tensor-core kernels (cuda_attention_tc.cu, cuda_slot_topk_tc.cu).
+static inline bool cuda_bf16_tensor_cores(void) {
+    return cuda_matmul_compute_type() == CUBLAS_COMPUTE_32F_FAST_16BF;
+}
 
 // Grid size for a grid-stride loop over n elements (capped; the loops cover the rest).
 static inline int cuda_grid(size_t n, int threads) {
@@ -162,6 +167,9 @@ void cuda_attention_forward_tc(float *o, float *lse, const float *q, const float
 void cuda_attention_backward_tc(float *dq, float *dk, float *dv, const float *dout, const float *q,
                                 const float *k, const float *v, const float *o, const float *lse,
                                 const int32_t *qpos, int B, int T, int Mq, int nh, int nkv, int hd);
+// cuda_slot_topk_tc.cu: the bf16 tensor-core search, chosen by cuda_slot_topk in bf16 mode
+void cuda_slot_topk_tc(float *top_s, int32_t *top_i, const float *p, const float *keys, int N,
+                       int R, int rows, int row_offset, int K);
 // cuda_gate.cu
 void cuda_gated_scatter_add(float *h, const float *y, const float *r, const int32_t *idx, int M,
                             int H);
@@ -183,8 +191,6 @@ void cuda_cross_entropy_forward(float *loss, const float *logits, const int32_t 
                                 float scale, int N, int V);
 void cuda_cross_entropy_backward(float *dlogits, const float *logits, const int32_t *targets,
                                  float scale, int N, int V);
-void cuda_cross_entropy_fused(float *loss, float *dlogits, int32_t *argmax, const float *logits,
-                              const int32_t *targets, float scale, int N, int V);
 void cuda_cross_entropy_fused(float *loss, float *dlogits, int32_t *argmax, const float *logits,
                               const int32_t *targets, float scale, int N, int V);
 void cuda_route_loss_forward(float *loss, const float *r, const int32_t *sel, float rho,

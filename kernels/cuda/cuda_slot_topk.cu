@@ -353,6 +353,10 @@ void cuda_slot_topk(float *top_s, int32_t *top_i, const float *p, const float *k
         hs_fatal_at(__FILE__, __LINE__, "slot_topk: negative size (N = %d, rows = %d)", N, rows);
     if (N == 0)
         return;
+    if (cuda_bf16_tensor_cores()) {
+        cuda_slot_topk_tc(top_s, top_i, p, keys, N, R, rows, row_offset, K);
+        return;
+    }
     // The pointer width, rounded up to the register layout (zero columns add exact zeros).
     if (R <= 8)
         dispatch_list_length<8>(top_s, top_i, p, keys, N, R, rows, row_offset, K);

@@ -739,7 +739,7 @@ END_TEST
 // size, shards off the tile size, row offsets, and shards smaller than K (padding). Each
 // shape twice: random inputs (a valid top-K up to rounding) and integer inputs (no near
 // ties, many exact ties: the same slots exactly).
-START_TEST(test_slot_topk_shapes) {
+static void run_slot_topk_shapes(void) {
     struct {
         int N, R, rows, row_offset, K;
     } cases[] = {
@@ -798,11 +798,15 @@ START_TEST(test_slot_topk_shapes) {
     free(keys_host);
     buf_free(&p), buf_free(&keys), buf_free(&top_s), ibuf_free(&top_i);
 }
+
+START_TEST(test_slot_topk_shapes) {
+    run_slot_topk_shapes();
+}
 END_TEST
 
 // The seed shape of one layer (N 16384 tokens, 65536 keys, R 32, K 8): time it (the number
 // goes to stderr for the GPU run's log) and check the first and last 64 tokens.
-START_TEST(test_slot_topk_seed_shape_timing) {
+static void run_slot_topk_seed_shape(const char *mode) {
     TestRng rng = test_rng(31);
     const int N = 16384, R = 32, rows = 65536, K = 8, runs = 10, checked = 64;
     Buf p = buf_random(&rng, (size_t)N * R, 1.0f);
@@ -818,9 +822,9 @@ START_TEST(test_slot_topk_seed_shape_timing) {
     double ms = gpu->timer_elapsed_ms(start, end) / runs;
     double scores = (double)N * rows;
     fprintf(stderr,
-            "slot_topk seed shape (N %d, rows %d, R %d, K %d): %.3f ms per call, %.1f G "
+            "slot_topk seed shape, %s (N %d, rows %d, R %d, K %d): %.3f ms per call, %.1f G "
             "token-key scores/s, %.2f TFLOP/s (2 N rows R)\n",
-            N, rows, R, K, ms, scores / ms * 1e-6, 2.0 * scores * R / ms * 1e-9);
+            mode, N, rows, R, K, ms, scores / ms * 1e-6, 2.0 * scores * R / ms * 1e-9);
     gpu->timer_destroy(start);
     gpu->timer_destroy(end);
 
@@ -841,6 +845,22 @@ START_TEST(test_slot_topk_seed_shape_timing) {
     gpu->free(top_s);
     gpu->free(top_i);
     buf_free(&p), buf_free(&keys);
+}
+
+START_TEST(test_slot_topk_seed_shape_timing) {
+    run_slot_topk_seed_shape("fp32");
+}
+END_TEST
+
+// bf16 mode: the tensor-core search (kernels/cuda/cuda_slot_topk_tc.cu) under the same
+// checks: its scores are the fp32 chain's, its slots a valid top-K of the oracle, integer
+// inputs (exact in bf16) and equal keys give exactly the cpu's slots. Registered last: a
+// failed assertion leaves the backend in bf16 mode.
+START_TEST(test_slot_topk_bf16_tensor_cores) {
+    gpu->set_matmul_precision(MATMUL_BF16);
+    run_slot_topk_shapes();
+    run_slot_topk_seed_shape("bf16 tensor cores");
+    gpu->set_matmul_precision(MATMUL_FP32);
 }
 END_TEST
 
@@ -988,6 +1008,7 @@ static Suite *parity_suite(void) {
     tcase_add_test(tc, test_cross_entropy);
     tcase_add_test(tc, test_route_loss);
     tcase_add_test(tc, test_optimizer_ops);
+    tcase_add_test(tc, test_slot_topk_bf16_tensor_cores);
     suite_add_tcase(s, tc);
     return s;
 }

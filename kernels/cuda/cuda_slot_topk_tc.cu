@@ -1,0 +1,265 @@
+// Slot selection on bf16 tensor cores, used when the matmul precision is bf16
+// (--matmul bf16): the same result contract as cuda_slot_topk.cu (K best slots of each
+// token over one shard, higher score first, ties to the lower slot, padding (-inf, -1)),
+// found in two stages:
+//
+//   1. Search: scores p . key in bf16 on the tensor cores (WMMA, fp32 accumulation), a tile
+//      of 128 tokens x 128 keys at a time, and a streaming list of the C = 2K best (C capped
+//      at 64) per token in registers. bf16 scores are off by about 2^-8 of |p| |key|.
+//   2. Rescore: the C candidates of each token are scored again in fp32 by the very fmaf
+//      chain of the fp32 kernel (r = 0..R-1, then times 1/sqrt(R)), and the K best of them
+//      by that exact score are written, with that score.
+//
+// So the scores written are bit for bit those of the fp32 kernel, and the slots are its
+// slots unless a slot of the exact top K ranked below the C-th place by bf16 score, which
+// needs K other slots within bf16 rounding of it (the margin of C - K places is what the
+// factor 2 buys). Near such ties the two precisions may pick differently; the parity test
+// holds this kernel to the same validity checks as the fp32 one.
+//
+// Why: the fp32 kernel spends 32 FMAs per (token, key); here the products are tensor-core
+// work and each (token, key) costs a shared-memory load and a compare.
+#include <cuda_bf16.h>
+#include <mma.h>
+
+#include "kernels/cuda/cuda_common.cuh"
+
+using namespace nvcuda;
+typedef __nv_bfloat16 bf16;
+
+#define TCK_TOKENS  128 // tokens per block
+#define TCK_KEYS    128 // keys per tile
+#define TCK_THREADS 256 // 8 warps: warp w scores tokens [16 w, +16) against the whole tile
+#define TCK_HALVES  (TCK_THREADS / TCK_TOKENS) // threads per token, each scanning part of a tile
+
+// Leading dimensions: bf16 rows of RP + 8 elements (16 B of padding: rows land on other
+// banks), the fp32 score tile stored key-major [key, token] with 4 floats of padding, so the
+// 32 lanes of a warp (32 consecutive tokens) read one key's scores from 32 banks.
+template <int RP> struct TckLayout {
+    static constexpr int LDB = RP + 8;         // bf16 [tokens or keys, RP]
+    static constexpr int LDT = TCK_TOKENS + 4; // fp32 [keys, tokens]
+    static constexpr size_t PTR_BYTES = (size_t)TCK_TOKENS * LDB * sizeof(bf16);
+    static constexpr size_t KEY_BYTES = (size_t)TCK_KEYS * LDB * sizeof(bf16);
+    static constexpr size_t SCORE_BYTES = (size_t)TCK_KEYS * LDT * sizeof(float);
+};
+
+__device__ __forceinline__ bool tck_ranks_before(float a, int32_t ia, float b, int32_t ib) {
+    if (a != b)
+        return a > b;
+    return (uint32_t)ia < (uint32_t)ib;
+}
+
+// Offer (score, slot) to the sorted register list [L] (same rule as the fp32 kernel's).
+template <int L>
+__device__ __forceinline__ bool tck_offer(float (&s)[L], int32_t (&ids)[L], float score,
+                                          int32_t slot) {
+    if (!(score >= s[L - 1]))
+        return false;
+    if (!tck_ranks_before(score, slot, s[L - 1], ids[L - 1]))
+        return false;
+#pragma unroll
+    for (int k = L - 1; k > 0; k--) {
+        bool moves_down = tck_ranks_before(score, slot, s[k - 1], ids[k - 1]);
+        bool lands_here = !moves_down && tck_ranks_before(score, slot, s[k], ids[k]);
+        s[k] = moves_down ? s[k - 1] : (lands_here ? score : s[k]);
+        ids[k] = moves_down ? ids[k - 1] : (lands_here ? slot : ids[k]);
+    }
+    if (tck_ranks_before(score, slot, s[0], ids[0])) {
+        s[0] = score;
+        ids[0] = slot;
+    }
+    return true;
+}
+
+// keys [rows, R] fp32 -> keys_bf16 [rows, RP] (zero columns past R), once per call: the
+// search blocks then stage tiles with plain 16-byte copies, and read half the bytes.
+template <int RP>
+__global__ void keys_to_bf16_kernel(bf16 *out, const float *keys, int rows, int R) {
+    size_t total = (size_t)rows * RP;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
+         i += (size_t)gridDim.x * blockDim.x) {
+        size_t row = i / RP;
+        int col = (int)(i % RP);
+        out[i] = __float2bfloat16(col < R ? keys[row * R + col] : 0.0f);
+    }
+}
+
+// One block: tokens [128 blockIdx.x, +128) against the whole shard.
+// top_s, top_i [N, K]; p [N, R]; keys [rows, R] fp32 (rescoring); keys_bf16 [rows, RP].
+// RP: R rounded up to 16, 32 or 64; KP: K rounded up to a power of two; CP: candidate list.
+template <int RP, int KP, int CP>
+__global__ void __launch_bounds__(TCK_THREADS)
+    slot_topk_tc_kernel(float *top_s, int32_t *top_i, const float *p, const float *keys,
+                        const bf16 *keys_bf16, int N, int R, int rows, int row_offset, int K,
+                        float inv_sqrt_r) {
+    using L = TckLayout<RP>;
+    extern __shared__ float4 tck_smem[];
+    unsigned char *base = (unsigned char *)tck_smem;
+    bf16 *ptr_tile = (bf16 *)base;                                     // [128, LDB]
+    bf16 *key_tile = (bf16 *)(base + L::PTR_BYTES);                    // [128, LDB]
+    float *score_tile = (float *)(base + L::PTR_BYTES + L::KEY_BYTES); // [128 keys, LDT]
+    const int token0 = blockIdx.x * TCK_TOKENS;
+    const int warp = threadIdx.x >> 5;
+
+    // The block's pointers in bf16 (zeros past N: scored, never written).
+    for (int i = threadIdx.x; i < TCK_TOKENS * RP; i += TCK_THREADS) {
+        int t = i / RP, r = i % RP;
+        int token = token0 + t;
+        ptr_tile[t * L::LDB + r] =
+            __float2bfloat16(token < N && r < R ? p[(size_t)token * R + r] : 0.0f);
+    }
+    __syncthreads();
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> a[RP / 16];
+#pragma unroll
+    for (int kk = 0; kk < RP / 16; kk++)
+        wmma::load_matrix_sync(a[kk], ptr_tile + 16 * warp * L::LDB + kk * 16, L::LDB);
+
+    // Thread x scans keys [64 half, +64) of every tile for token x % 128.
+    const int my_token = threadIdx.x % TCK_TOKENS, half = threadIdx.x / TCK_TOKENS;
+    constexpr int KEYS_PER_THREAD = TCK_KEYS / TCK_HALVES;
+    float cand_s[CP];
+    int32_t cand_i[CP];
+#pragma unroll
+    for (int c = 0; c < CP; c++) {
+        cand_s[c] = -INFINITY;
+        cand_i[c] = -1;
+    }
+
+    const int chunks_per_row = RP * (int)sizeof(bf16) / 16; // 16-byte chunks of a key row
+    for (int tile0 = 0; tile0 < rows; tile0 += TCK_KEYS) {
+        int tile_keys = min(TCK_KEYS, rows - tile0);
+        __syncthreads(); // the previous tile's keys and scores are no longer read
+        for (int c = threadIdx.x; c < TCK_KEYS * chunks_per_row; c += TCK_THREADS) {
+            int key = c / chunks_per_row, chunk = c % chunks_per_row;
+            uint4 v = make_uint4(0, 0, 0, 0); // keys past the shard: zero rows, never offered
+            if (key < tile_keys)
+                v = *(const uint4 *)(keys_bf16 + (size_t)(tile0 + key) * RP + chunk * 8);
+            *(uint4 *)(key_tile + key * L::LDB + chunk * 8) = v;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kb = 0; kb < TCK_KEYS / 16; kb++) {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+            wmma::fill_fragment(acc, 0.0f);
+#pragma unroll
+            for (int kk = 0; kk < RP / 16; kk++) {
+                // key rows [key, r] row-major = [r, key] column-major
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> b;
+                wmma::load_matrix_sync(b, key_tile + kb * 16 * L::LDB + kk * 16, L::LDB);
+                wmma::mma_sync(acc, a[kk], b, acc);
+            }
+            // (token, key) at score_tile[key * LDT + token]
+            wmma::store_matrix_sync(score_tile + kb * 16 * L::LDT + 16 * warp, acc, L::LDT,
+                                    wmma::mem_col_major);
+        }
+        __syncthreads();
+        const int first = half * KEYS_PER_THREAD;
+        const int last = min(first + KEYS_PER_THREAD, tile_keys);
+        for (int j = first; j < last; j++)
+            tck_offer<CP>(cand_s, cand_i, score_tile[j * L::LDT + my_token] * inv_sqrt_r,
+                          row_offset + tile0 + j);
+    }
+
+    // Merge the halves' lists (the score tile is free now), then rescore in fp32.
+    __syncthreads();
+    float *list_s = score_tile;                                               // [128, HALVES, CP]
+    int32_t *list_i = (int32_t *)(score_tile + TCK_TOKENS * TCK_HALVES * CP); // same
+    {
+        int at = (my_token * TCK_HALVES + half) * CP;
+#pragma unroll
+        for (int c = 0; c < CP; c++) {
+            list_s[at + c] = cand_s[c];
+            list_i[at + c] = cand_i[c];
+        }
+    }
+    __syncthreads();
+    const int token = token0 + threadIdx.x;
+    if (threadIdx.x >= TCK_TOKENS || token >= N)
+        return;
+    for (int h = 1; h < TCK_HALVES; h++) {
+        int at = (threadIdx.x * TCK_HALVES + h) * CP;
+        for (int c = 0; c < CP; c++)
+            if (!tck_offer<CP>(cand_s, cand_i, list_s[at + c], list_i[at + c]))
+                break; // sorted: the rest stays out too
+    }
+    const float *my_p = p + (size_t)token * R; // [R]
+    float best_s[KP];
+    int32_t best_i[KP];
+#pragma unroll
+    for (int k = 0; k < KP; k++) {
+        best_s[k] = -INFINITY;
+        best_i[k] = -1;
+    }
+#pragma unroll
+    for (int c = 0; c < CP; c++) {
+        if (cand_i[c] < 0)
+            continue; // padding: fewer than C real slots in the shard
+        const float *key = keys + (size_t)(cand_i[c] - row_offset) * R; // [R]
+        float dot = 0.0f;
+        for (int r = 0; r < R; r++)
+            dot = fmaf(my_p[r], key[r], dot);
+        tck_offer<KP>(best_s, best_i, dot * inv_sqrt_r, cand_i[c]);
+    }
+#pragma unroll
+    for (int k = 0; k < KP; k++) {
+        if (k < K) {
+            top_s[(size_t)token * K + k] = best_s[k];
+            top_i[(size_t)token * K + k] = best_i[k];
+        }
+    }
+}
+
+template <int RP> static size_t tc_topk_shared_bytes(int CP) {
+    using L = TckLayout<RP>;
+    size_t lists = (size_t)TCK_TOKENS * TCK_HALVES * CP * (sizeof(float) + sizeof(int32_t));
+    size_t scores = L::SCORE_BYTES > lists ? L::SCORE_BYTES : lists;
+    return L::PTR_BYTES + L::KEY_BYTES + scores;
+}
+
+template <int RP, int KP>
+static void launch_topk_tc(float *top_s, int32_t *top_i, const float *p, const float *keys, int N,
+                           int R, int rows, int row_offset, int K) {
+    constexpr int CP = 2 * KP < 64 ? 2 * KP : 64;
+    bf16 *keys_bf16 = (bf16 *)cuda_workspace((size_t)rows * RP * sizeof(bf16) + 16);
+    if (rows > 0) {
+        keys_to_bf16_kernel<RP><<<cuda_grid((size_t)rows * RP, 256), 256, 0, cuda_stream()>>>(
+            keys_bf16, keys, rows, R);
+        CUDA_CHECK_LAUNCH("keys_to_bf16_kernel");
+    }
+    size_t shared = tc_topk_shared_bytes<RP>(CP);
+    auto kernel = slot_topk_tc_kernel<RP, KP, CP>;
+    CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shared));
+    int blocks = (N + TCK_TOKENS - 1) / TCK_TOKENS;
+    float inv_sqrt_r = (float)(1.0 / sqrt((double)R));
+    kernel<<<blocks, TCK_THREADS, shared, cuda_stream()>>>(top_s, top_i, p, keys, keys_bf16, N, R,
+                                                           rows, row_offset, K, inv_sqrt_r);
+    CUDA_CHECK_LAUNCH("slot_topk_tc_kernel");
+}
+
+template <int RP>
+static void topk_tc_list_length(float *top_s, int32_t *top_i, const float *p, const float *keys,
+                                int N, int R, int rows, int row_offset, int K) {
+    if (K <= 1)
+        launch_topk_tc<RP, 1>(top_s, top_i, p, keys, N, R, rows, row_offset, K);
+    else if (K <= 2)
+        launch_topk_tc<RP, 2>(top_s, top_i, p, keys, N, R, rows, row_offset, K);
+    else if (K <= 4)
+        launch_topk_tc<RP, 4>(top_s, top_i, p, keys, N, R, rows, row_offset, K);
+    else if (K <= 8)
+        launch_topk_tc<RP, 8>(top_s, top_i, p, keys, N, R, rows, row_offset, K);
+    else if (K <= 16)
+        launch_topk_tc<RP, 16>(top_s, top_i, p, keys, N, R, rows, row_offset, K);
+    else
+        launch_topk_tc<RP, 32>(top_s, top_i, p, keys, N, R, rows, row_offset, K);
+}
+
+// Shapes (1 <= K <= 32, 1 <= R <= 64, N, rows >= 0) are checked by cuda_slot_topk.
+void cuda_slot_topk_tc(float *top_s, int32_t *top_i, const float *p, const float *keys, int N,
+                       int R, int rows, int row_offset, int K) {
+    if (R <= 16)
+        topk_tc_list_length<16>(top_s, top_i, p, keys, N, R, rows, row_offset, K);
+    else if (R <= 32)
+        topk_tc_list_length<32>(top_s, top_i, p, keys, N, R, rows, row_offset, K);
+    else
+        topk_tc_list_length<64>(top_s, top_i, p, keys, N, R, rows, row_offset, K);
+}
