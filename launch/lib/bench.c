@@ -139,10 +139,13 @@ static double estimate_bytes(const BenchVariant *v, int rank, int world) {
     double layer_acts = 5 * H + 2 * mH + 5 + 2 * kv + rho * (4 * H + 2 + nh) + memory;
     double layer_scratch = 6 * H + 2 * mH + 1 + 2 * kv + rho * 4 * H + memory;
     double exchange = c->ffn == FFN_MEMORY ? 4 * K * (R + H) + 2 * R : 0.0;
-    double head = 2 * H + 1 + c->vocab_size;
+    double head = 2 * H + 2; // yn, y_final, rstd_f, predictions (d yn lives in the scratch)
     double per_token = c->n_layers * layer_acts + layer_scratch + exchange + head + 3;
     double tokens = (double)v->B * c->seq_len;
-    return 1.15 * (state + 4.0 * per_token * tokens) + 256.0 * MIB;
+    // The LM head's logits exist one chunk of tokens at a time.
+    double logits =
+        (double)model_default_head_chunk(c->vocab_size, v->B * c->seq_len) * c->vocab_size;
+    return 1.15 * (state + 4.0 * (per_token * tokens + logits)) + 256.0 * MIB;
 }
 
 // 1 on every rank when every rank has room for the variant (by the estimate).
