@@ -81,6 +81,8 @@ void cuda_set_matmul_precision(MatmulPrecision precision) {
 //         mantissa: about 4e-3 relative each) for the tensor cores, fp32 accumulation;
 //         cuBLAS may pick a TF32 kernel instead, which is only more precise.
 // The exponent range is fp32's in all three, so no loss scaling is needed.
+// cuda_linear.cu reads this type to tell the mode; in the bf16 mode it rounds the operands
+// to bf16 copies itself (cuBLAS given fp32 operands did not reach the bf16 tensor cores).
 cublasComputeType_t cuda_matmul_compute_type(void) {
     switch (backend.matmul) {
     case MATMUL_TF32:

@@ -29,10 +29,10 @@
 // - Memory: the token-sized copies (x, dout) are converted in chunks of rows, so one call
 //   never asks the workspace for more than about LINEAR_BF16_CHUNK_BYTES for them; each
 //   chunk's dw product accumulates into dw (beta = 1) like the whole one would.
-// - Tiny products (a dimension below BF16_MIN_DIM: the router's single output column) are
-//   memory-bound; a conversion pass would cost more than it saves, so they keep the fp32
-//   operands with CUBLAS_COMPUTE_32F_FAST_16BF (whatever cuBLAS then runs is at least as
-//   precise as bf16).
+// - Tiny products (a dimension below BF16_MIN_DIM: the router's single output column, a
+//   handful of tokens) are memory-bound: a conversion pass would cost more than the tensor
+//   cores save. They run in plain fp32 (CUBLAS_COMPUTE_32F on the fp32 buffers), which is
+//   more precise than bf16 and deterministic.
 #include <cuda_bf16.h>
 
 #include "kernels/cuda/cuda_common.cuh"
@@ -125,14 +125,15 @@ static void convert_to_bf16(__nv_bfloat16 *dst, const float *src, int rows, int 
 }
 
 // C [m, n] (column-major, ld ldc) = alpha op(A) op(B) + beta C: fp32 storage, alpha and
-// beta fp32 (as every 32F compute type wants), products in the backend's matmul precision.
+// beta fp32 (as every 32F compute type wants), products in `compute` (the backend's
+// precision, or plain fp32 for the tiny products of the bf16 mode).
 static void gemm_f32(cublasOperation_t op_a, cublasOperation_t op_b, int m, int n, int k,
                      const float *a, int lda, const float *b, int ldb, float beta, float *c,
-                     int ldc) {
+                     int ldc, cublasComputeType_t compute) {
     const float alpha = 1.0f;
     CUBLAS_CHECK(cublasGemmEx(cuda_cublas(), op_a, op_b, m, n, k, &alpha, a, CUDA_R_32F, lda, b,
-                              CUDA_R_32F, ldb, &beta, c, CUDA_R_32F, ldc,
-                              cuda_matmul_compute_type(), CUBLAS_GEMM_DEFAULT));
+                              CUDA_R_32F, ldb, &beta, c, CUDA_R_32F, ldc, compute,
+                              CUBLAS_GEMM_DEFAULT));
 }
 
 // The same with bf16 A and B (the bf16 tensor cores), fp32 C and accumulation.
@@ -145,10 +146,19 @@ static void gemm_bf16(cublasOperation_t op_a, cublasOperation_t op_b, int m, int
                               CUBLAS_GEMM_DEFAULT));
 }
 
+static int bf16_mode(void) {
+    return cuda_matmul_compute_type() == CUBLAS_COMPUTE_32F_FAST_16BF;
+}
+
 // Whether this linear's GEMMs run on bf16 copies of their operands (see the top).
 static int use_bf16_operands(int N, int I, int O) {
-    return cuda_matmul_compute_type() == CUBLAS_COMPUTE_32F_FAST_16BF && N >= BF16_MIN_DIM &&
-           I >= BF16_MIN_DIM && O >= BF16_MIN_DIM;
+    return bf16_mode() && N >= BF16_MIN_DIM && I >= BF16_MIN_DIM && O >= BF16_MIN_DIM;
+}
+
+// The compute type of the GEMMs on the fp32 buffers: the backend's, but plain fp32 for the
+// tiny products of the bf16 mode (the others take the bf16 copies).
+static cublasComputeType_t f32_compute_type(void) {
+    return bf16_mode() ? CUBLAS_COMPUTE_32F : cuda_matmul_compute_type();
 }
 
 // Rows of x (and dout) converted at a time: at most LINEAR_BF16_CHUNK_BYTES of copies of
@@ -194,7 +204,7 @@ void cuda_linear_forward(float *out, const float *x, const float *w, const float
     if (use_bf16_operands(N, I, O))
         linear_forward_bf16(out, x, w, beta, N, I, O);
     else
-        gemm_f32(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, w, I, x, I, beta, out, O);
+        gemm_f32(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, w, I, x, I, beta, out, O, f32_compute_type());
 }
 
 // dx [N, I] += dout . w (may be NULL); dw [O, I] += dout^T . x; bf16 products. The workspace
@@ -232,8 +242,9 @@ void cuda_linear_backward(float *dx, float *dw, float *db, const float *dout, co
         linear_backward_bf16(dx, dw, dout, x, w, N, I, O);
     } else {
         if (dx)
-            gemm_f32(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, w, I, dout, O, 1.0f, dx, I);
-        gemm_f32(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, x, I, dout, O, 1.0f, dw, I);
+            gemm_f32(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, w, I, dout, O, 1.0f, dx, I,
+                     f32_compute_type());
+        gemm_f32(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, x, I, dout, O, 1.0f, dw, I, f32_compute_type());
     }
     // After the GEMMs: the column sum takes the workspace for itself (the bf16 copies are
     // dead by then in stream order).
