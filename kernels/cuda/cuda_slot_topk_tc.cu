@@ -3,18 +3,21 @@
 // token over one shard, higher score first, ties to the lower slot, padding (-inf, -1)),
 // found in two stages:
 //
-//   1. Search: scores p . key in bf16 on the tensor cores (WMMA, fp32 accumulation), a tile
-//      of 128 tokens x 128 keys at a time, and a streaming list of the C = 2K best (C capped
-//      at 64) per token in registers. bf16 scores are off by about 2^-8 of |p| |key|.
-//   2. Rescore: the C candidates of each token are scored again in fp32 by the very fmaf
-//      chain of the fp32 kernel (r = 0..R-1, then times 1/sqrt(R)), and the K best of them
-//      by that exact score are written, with that score.
+//   1. Search (slot_search_tc_kernel): scores p . key in bf16 on the tensor cores (WMMA,
+//      fp32 accumulation), a tile of 128 tokens x 128 keys at a time. The shard's keys are
+//      split into ranges so that the grid fills the GPU (128 tokens a block); each thread
+//      streams its half of every tile of its range into a register list of the C = 2K best
+//      (C capped at 64) by bf16 score, and writes it. bf16 scores are off by about 2^-8 of
+//      |p| |key|.
+//   2. Rescore (slot_rescore_kernel): every candidate of every list is scored again in fp32
+//      by the very fmaf chain of the fp32 kernel (r = 0..R-1, then times 1/sqrt(R)), and the
+//      K best by that exact score are written, with that score.
 //
 // So the scores written are bit for bit those of the fp32 kernel, and the slots are its
-// slots unless a slot of the exact top K ranked below the C-th place by bf16 score, which
-// needs K other slots within bf16 rounding of it (the margin of C - K places is what the
-// factor 2 buys). Near such ties the two precisions may pick differently; the parity test
-// holds this kernel to the same validity checks as the fp32 one.
+// slots unless a slot of the exact top K ranked below the C-th place of its list by bf16
+// score, which needs K other slots of the same list within bf16 rounding of it (the margin
+// of C - K places is what the factor 2 buys). Near such ties the two precisions may pick
+// differently; the parity test holds this kernel to the same validity checks as the fp32 one.
 //
 // Why: the fp32 kernel spends 32 FMAs per (token, key); here the products are tensor-core
 // work and each (token, key) costs a shared-memory load and a compare.
@@ -83,14 +86,14 @@ __global__ void keys_to_bf16_kernel(bf16 *out, const float *keys, int rows, int 
     }
 }
 
-// One block: tokens [128 blockIdx.x, +128) against the whole shard.
-// top_s, top_i [N, K]; p [N, R]; keys [rows, R] fp32 (rescoring); keys_bf16 [rows, RP].
-// RP: R rounded up to 16, 32 or 64; KP: K rounded up to a power of two; CP: candidate list.
-template <int RP, int KP, int CP>
+// One block: tokens [128 blockIdx.x, +128) against keys [key_begin, key_end) of the shard
+// (split blockIdx.y). Each thread streams its half of every tile into a list of the C best
+// by bf16 score and writes that list, unmerged: cand_i [splits, HALVES, N, CP] (-1 padding).
+// p [N, R]; keys_bf16 [rows, RP]. RP: R rounded up to 16, 32 or 64.
+template <int RP, int CP>
 __global__ void __launch_bounds__(TCK_THREADS)
-    slot_topk_tc_kernel(float *top_s, int32_t *top_i, const float *p, const float *keys,
-                        const bf16 *keys_bf16, int N, int R, int rows, int row_offset, int K,
-                        float inv_sqrt_r) {
+    slot_search_tc_kernel(int32_t *cand_i, const float *p, const bf16 *keys_bf16, int N, int R,
+                          int rows, int keys_per_split) {
     using L = TckLayout<RP>;
     extern __shared__ float4 tck_smem[];
     unsigned char *base = (unsigned char *)tck_smem;
@@ -98,6 +101,8 @@ __global__ void __launch_bounds__(TCK_THREADS)
     bf16 *key_tile = (bf16 *)(base + L::PTR_BYTES);                    // [128, LDB]
     float *score_tile = (float *)(base + L::PTR_BYTES + L::KEY_BYTES); // [128 keys, LDT]
     const int token0 = blockIdx.x * TCK_TOKENS;
+    const int key_begin = blockIdx.y * keys_per_split;
+    const int key_end = min(rows, key_begin + keys_per_split);
     const int warp = threadIdx.x >> 5;
 
     // The block's pointers in bf16 (zeros past N: scored, never written).
@@ -117,20 +122,20 @@ __global__ void __launch_bounds__(TCK_THREADS)
     const int my_token = threadIdx.x % TCK_TOKENS, half = threadIdx.x / TCK_TOKENS;
     constexpr int KEYS_PER_THREAD = TCK_KEYS / TCK_HALVES;
     float cand_s[CP];
-    int32_t cand_i[CP];
+    int32_t cand_id[CP];
 #pragma unroll
     for (int c = 0; c < CP; c++) {
         cand_s[c] = -INFINITY;
-        cand_i[c] = -1;
+        cand_id[c] = -1;
     }
 
     const int chunks_per_row = RP * (int)sizeof(bf16) / 16; // 16-byte chunks of a key row
-    for (int tile0 = 0; tile0 < rows; tile0 += TCK_KEYS) {
-        int tile_keys = min(TCK_KEYS, rows - tile0);
+    for (int tile0 = key_begin; tile0 < key_end; tile0 += TCK_KEYS) {
+        int tile_keys = min(TCK_KEYS, key_end - tile0);
         __syncthreads(); // the previous tile's keys and scores are no longer read
         for (int c = threadIdx.x; c < TCK_KEYS * chunks_per_row; c += TCK_THREADS) {
             int key = c / chunks_per_row, chunk = c % chunks_per_row;
-            uint4 v = make_uint4(0, 0, 0, 0); // keys past the shard: zero rows, never offered
+            uint4 v = make_uint4(0, 0, 0, 0); // keys past the split: zero rows, never offered
             if (key < tile_keys)
                 v = *(const uint4 *)(keys_bf16 + (size_t)(tile0 + key) * RP + chunk * 8);
             *(uint4 *)(key_tile + key * L::LDB + chunk * 8) = v;
@@ -155,32 +160,29 @@ __global__ void __launch_bounds__(TCK_THREADS)
         const int first = half * KEYS_PER_THREAD;
         const int last = min(first + KEYS_PER_THREAD, tile_keys);
         for (int j = first; j < last; j++)
-            tck_offer<CP>(cand_s, cand_i, score_tile[j * L::LDT + my_token] * inv_sqrt_r,
-                          row_offset + tile0 + j);
+            tck_offer<CP>(cand_s, cand_id, score_tile[j * L::LDT + my_token], tile0 + j);
     }
 
-    // Merge the halves' lists (the score tile is free now), then rescore in fp32.
-    __syncthreads();
-    float *list_s = score_tile;                                               // [128, HALVES, CP]
-    int32_t *list_i = (int32_t *)(score_tile + TCK_TOKENS * TCK_HALVES * CP); // same
-    {
-        int at = (my_token * TCK_HALVES + half) * CP;
-#pragma unroll
-        for (int c = 0; c < CP; c++) {
-            list_s[at + c] = cand_s[c];
-            list_i[at + c] = cand_i[c];
-        }
-    }
-    __syncthreads();
-    const int token = token0 + threadIdx.x;
-    if (threadIdx.x >= TCK_TOKENS || token >= N)
+    const int token = token0 + my_token;
+    if (token >= N)
         return;
-    for (int h = 1; h < TCK_HALVES; h++) {
-        int at = (threadIdx.x * TCK_HALVES + h) * CP;
-        for (int c = 0; c < CP; c++)
-            if (!tck_offer<CP>(cand_s, cand_i, list_s[at + c], list_i[at + c]))
-                break; // sorted: the rest stays out too
-    }
+    int32_t *out = cand_i + ((size_t)(blockIdx.y * TCK_HALVES + half) * N + token) * CP; // [CP]
+#pragma unroll
+    for (int c = 0; c < CP; c++)
+        out[c] = cand_id[c];
+}
+
+// One thread per token: every candidate of every split and half is scored again in fp32 by
+// the fp32 kernel's chain (fmaf over r = 0..R-1, then times 1/sqrt(R)) and the K best by
+// that score are written. cand_i [lists, N, CP] (shard rows, -1 padding); top_s, top_i
+// [N, K] (global slots: row + row_offset); keys [rows, R] fp32.
+template <int KP, int CP>
+__global__ void slot_rescore_kernel(float *top_s, int32_t *top_i, const int32_t *cand_i,
+                                    const float *p, const float *keys, int N, int R, int lists,
+                                    int row_offset, int K, float inv_sqrt_r) {
+    int token = blockIdx.x * blockDim.x + threadIdx.x;
+    if (token >= N)
+        return;
     const float *my_p = p + (size_t)token * R; // [R]
     float best_s[KP];
     int32_t best_i[KP];
@@ -189,15 +191,18 @@ __global__ void __launch_bounds__(TCK_THREADS)
         best_s[k] = -INFINITY;
         best_i[k] = -1;
     }
-#pragma unroll
-    for (int c = 0; c < CP; c++) {
-        if (cand_i[c] < 0)
-            continue; // padding: fewer than C real slots in the shard
-        const float *key = keys + (size_t)(cand_i[c] - row_offset) * R; // [R]
-        float dot = 0.0f;
-        for (int r = 0; r < R; r++)
-            dot = fmaf(my_p[r], key[r], dot);
-        tck_offer<KP>(best_s, best_i, dot * inv_sqrt_r, cand_i[c]);
+    for (int list = 0; list < lists; list++) {
+        const int32_t *cands = cand_i + ((size_t)list * N + token) * CP; // [CP]
+        for (int c = 0; c < CP; c++) {
+            int32_t row = cands[c];
+            if (row < 0)
+                break; // a list is filled from the front: padding only after this
+            const float *key = keys + (size_t)row * R; // [R]
+            float dot = 0.0f;
+            for (int r = 0; r < R; r++)
+                dot = fmaf(my_p[r], key[r], dot);
+            tck_offer<KP>(best_s, best_i, dot * inv_sqrt_r, row + row_offset);
+        }
     }
 #pragma unroll
     for (int k = 0; k < KP; k++) {
@@ -208,32 +213,56 @@ __global__ void __launch_bounds__(TCK_THREADS)
     }
 }
 
-template <int RP> static size_t tc_topk_shared_bytes(int CP) {
+template <int RP> static size_t search_shared_bytes(void) {
     using L = TckLayout<RP>;
-    size_t lists = (size_t)TCK_TOKENS * TCK_HALVES * CP * (sizeof(float) + sizeof(int32_t));
-    size_t scores = L::SCORE_BYTES > lists ? L::SCORE_BYTES : lists;
-    return L::PTR_BYTES + L::KEY_BYTES + scores;
+    return L::PTR_BYTES + L::KEY_BYTES + L::SCORE_BYTES;
+}
+
+// Key splits per token block: enough blocks for about four per SM (one block of 128 tokens
+// per SM would leave most of the GPU idle), each split keeping at least 8 tiles of keys.
+static int search_splits(int token_blocks, int rows) {
+    static int sm_count = 0;
+    if (sm_count == 0) {
+        int device;
+        CUDA_CHECK(cudaGetDevice(&device));
+        CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
+    }
+    int want = (4 * sm_count + token_blocks - 1) / token_blocks;
+    int most = rows / (8 * TCK_KEYS);
+    int splits = want < most ? want : most;
+    return splits < 1 ? 1 : splits;
 }
 
 template <int RP, int KP>
 static void launch_topk_tc(float *top_s, int32_t *top_i, const float *p, const float *keys, int N,
                            int R, int rows, int row_offset, int K) {
     constexpr int CP = 2 * KP < 64 ? 2 * KP : 64;
-    bf16 *keys_bf16 = (bf16 *)cuda_workspace((size_t)rows * RP * sizeof(bf16) + 16);
+    const int token_blocks = (N + TCK_TOKENS - 1) / TCK_TOKENS;
+    const int splits = search_splits(token_blocks, rows);
+    const int keys_per_split = ((rows + splits - 1) / splits + TCK_KEYS - 1) / TCK_KEYS * TCK_KEYS;
+    const int lists = splits * TCK_HALVES;
+    size_t key_bytes = (size_t)rows * RP * sizeof(bf16);
+    size_t cand_bytes = (size_t)lists * N * CP * sizeof(int32_t);
+    char *cursor = (char *)cuda_workspace(cuda_workspace_part_bytes(key_bytes) +
+                                          cuda_workspace_part_bytes(cand_bytes));
+    bf16 *keys_bf16 = (bf16 *)cuda_workspace_carve(&cursor, key_bytes);     // [rows, RP]
+    int32_t *cand_i = (int32_t *)cuda_workspace_carve(&cursor, cand_bytes); // [lists, N, CP]
     if (rows > 0) {
         keys_to_bf16_kernel<RP><<<cuda_grid((size_t)rows * RP, 256), 256, 0, cuda_stream()>>>(
             keys_bf16, keys, rows, R);
         CUDA_CHECK_LAUNCH("keys_to_bf16_kernel");
     }
-    size_t shared = tc_topk_shared_bytes<RP>(CP);
-    auto kernel = slot_topk_tc_kernel<RP, KP, CP>;
+    size_t shared = search_shared_bytes<RP>();
+    auto search = slot_search_tc_kernel<RP, CP>;
     CUDA_CHECK(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shared));
-    int blocks = (N + TCK_TOKENS - 1) / TCK_TOKENS;
+        cudaFuncSetAttribute(search, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shared));
+    search<<<dim3(token_blocks, splits), TCK_THREADS, shared, cuda_stream()>>>(
+        cand_i, p, keys_bf16, N, R, rows, keys_per_split);
+    CUDA_CHECK_LAUNCH("slot_search_tc_kernel");
     float inv_sqrt_r = (float)(1.0 / sqrt((double)R));
-    kernel<<<blocks, TCK_THREADS, shared, cuda_stream()>>>(top_s, top_i, p, keys, keys_bf16, N, R,
-                                                           rows, row_offset, K, inv_sqrt_r);
-    CUDA_CHECK_LAUNCH("slot_topk_tc_kernel");
+    slot_rescore_kernel<KP, CP><<<(N + 127) / 128, 128, 0, cuda_stream()>>>(
+        top_s, top_i, cand_i, p, keys, N, R, lists, row_offset, K, inv_sqrt_r);
+    CUDA_CHECK_LAUNCH("slot_rescore_kernel");
 }
 
 template <int RP>
