@@ -226,12 +226,31 @@ __device__ inline LaneRow lane_row(void) {
     return {16 * warp + (lane >> 1), lane & 1};
 }
 
+// Which row tile a block of the forward or dq kernels takes. The grid is one-dimensional
+// and ordered by decreasing work: the row tiles of the last queries (which see the most keys)
+// come first, whatever their sequence and head, so the GPU starts the long blocks first and
+// the short ones fill the tail (with the plain order, the longest blocks of the last wave
+// set the kernel's time).
+struct RowTileId {
+    int b, kvh, head_tile, query_tile;
+};
+__device__ inline RowTileId row_tile_of_block(TcTiling t, int nkv, int B) {
+    int per_query_tile = nkv * t.head_tiles * B;
+    int rank = blockIdx.x / per_query_tile, rest = blockIdx.x % per_query_tile;
+    RowTileId id;
+    id.query_tile = t.query_tiles - 1 - rank;
+    id.b = rest / (nkv * t.head_tiles);
+    id.kvh = (rest % (nkv * t.head_tiles)) / t.head_tiles;
+    id.head_tile = rest % t.head_tiles;
+    return id;
+}
+
 // o [B*Mq, nh, hd]; lse [B*Mq, nh]; q [B*Mq, nh, hd]; k, v [B, T, nkv, hd]; qpos [B*Mq]
 template <int HDP>
 __global__ void __launch_bounds__(TC_THREADS)
     attention_forward_tc_kernel(float *o, float *lse, const float *q, const float *k,
-                                const float *v, const int32_t *qpos, TcTiling tiling, int T, int Mq,
-                                int nh, int nkv, int hd, float scale_log2) {
+                                const float *v, const int32_t *qpos, TcTiling tiling, int B, int T,
+                                int Mq, int nh, int nkv, int hd, float scale_log2) {
     using L = TcLayout<HDP>;
     extern __shared__ unsigned char smem_raw[];
     SharedCarver carve(smem_raw);
@@ -245,9 +264,10 @@ __global__ void __launch_bounds__(TC_THREADS)
     __shared__ int row_qpos[TC_ROWS], kv_end_shared;
     __shared__ float row_m[TC_ROWS], row_l[TC_ROWS];
 
-    int b = blockIdx.z, kvh = blockIdx.y / tiling.head_tiles;
-    int kv_end = load_tile_rows(tiling, b, kvh, blockIdx.y % tiling.head_tiles, blockIdx.x, qpos,
-                                Mq, nh, row_index, row_qpos, &kv_end_shared);
+    RowTileId id = row_tile_of_block(tiling, nkv, B);
+    int b = id.b, kvh = id.kvh;
+    int kv_end = load_tile_rows(tiling, b, kvh, id.head_tile, id.query_tile, qpos, Mq, nh,
+                                row_index, row_qpos, &kv_end_shared);
     row_offsets(offset, row_index, hd);
     for (int i = threadIdx.x; i < TC_ROWS * L::LDO; i += TC_THREADS)
         o_acc[i] = 0.0f;
@@ -325,8 +345,8 @@ template <int HDP>
 __global__ void __launch_bounds__(TC_THREADS)
     attention_dq_tc_kernel(float *dq, float *row_D_out, const float *dout, const float *q,
                            const float *k, const float *v, const float *o, const float *lse,
-                           const int32_t *qpos, TcTiling tiling, int T, int Mq, int nh, int nkv,
-                           int hd, float scale, float scale_log2) {
+                           const int32_t *qpos, TcTiling tiling, int B, int T, int Mq, int nh,
+                           int nkv, int hd, float scale, float scale_log2) {
     using L = TcLayout<HDP>;
     extern __shared__ unsigned char smem_raw[];
     SharedCarver carve(smem_raw);
@@ -341,9 +361,10 @@ __global__ void __launch_bounds__(TC_THREADS)
     __shared__ long long row_index[TC_ROWS], offset[TC_ROWS];
     __shared__ int row_qpos[TC_ROWS], kv_end_shared;
 
-    int b = blockIdx.z, kvh = blockIdx.y / tiling.head_tiles;
-    int kv_end = load_tile_rows(tiling, b, kvh, blockIdx.y % tiling.head_tiles, blockIdx.x, qpos,
-                                Mq, nh, row_index, row_qpos, &kv_end_shared);
+    RowTileId id = row_tile_of_block(tiling, nkv, B);
+    int b = id.b, kvh = id.kvh;
+    int kv_end = load_tile_rows(tiling, b, kvh, id.head_tile, id.query_tile, qpos, Mq, nh,
+                                row_index, row_qpos, &kv_end_shared);
     row_offsets(offset, row_index, hd);
     for (int i = threadIdx.x; i < TC_ROWS * L::LDO; i += TC_THREADS)
         dq_acc[i] = 0.0f;
@@ -407,14 +428,14 @@ __global__ void __launch_bounds__(TC_THREADS)
     }
 }
 
-// dk, dv [B, T, nkv, hd] += dS^T Q, P^T dO over every query head of kv head blockIdx.y, for
-// keys [64 blockIdx.x, +64) of sequence blockIdx.z. row_D [B*Mq, nh] from the dq kernel.
+// dk, dv [B, T, nkv, hd] += dS^T Q, P^T dO over every query head of one kv head, for one
+// tile of 64 keys of one sequence. row_D [B*Mq, nh] from the dq kernel.
 template <int HDP>
 __global__ void __launch_bounds__(TC_THREADS)
     attention_dkdv_tc_kernel(float *dk, float *dv, const float *row_D, const float *dout,
                              const float *q, const float *k, const float *v, const float *lse,
-                             const int32_t *qpos, TcTiling tiling, int T, int Mq, int nh, int nkv,
-                             int hd, float scale, float scale_log2) {
+                             const int32_t *qpos, TcTiling tiling, int B, int T, int Mq, int nh,
+                             int nkv, int hd, float scale, float scale_log2) {
     using L = TcLayout<HDP>;
     extern __shared__ unsigned char smem_raw[];
     SharedCarver carve(smem_raw);
@@ -432,7 +453,10 @@ __global__ void __launch_bounds__(TC_THREADS)
     __shared__ long long row_index[TC_ROWS], offset[TC_ROWS];
     __shared__ int row_qpos[TC_ROWS], kv_end_shared;
 
-    int b = blockIdx.z, kvh = blockIdx.y, s0 = blockIdx.x * TC_KEYS;
+    // One-dimensional grid, the first key tiles (seen by the most queries) first, as the
+    // row kernels order theirs.
+    int key_tile = blockIdx.x / (nkv * B), rest = blockIdx.x % (nkv * B);
+    int b = rest / nkv, kvh = rest % nkv, s0 = key_tile * TC_KEYS;
     key_offsets(offset, b, kvh, s0, T, nkv, hd);
     __syncthreads();
     load_tile_bf16<HDP>(k_tile, k, offset, hd);
@@ -551,12 +575,12 @@ template <int HDP>
 static void forward_tc(float *o, float *lse, const float *q, const float *k, const float *v,
                        const int32_t *qpos, int B, int T, int Mq, int nh, int nkv, int hd) {
     TcTiling tiling = tc_tiling(nh, nkv, Mq);
-    dim3 grid(tiling.query_tiles, nkv * tiling.head_tiles, B);
+    int blocks = tiling.query_tiles * nkv * tiling.head_tiles * B;
     size_t shared = forward_shared_bytes<HDP>();
     float scale_log2 = LOG2E / sqrtf((float)hd);
     allow_shared_bytes(attention_forward_tc_kernel<HDP>, shared);
-    attention_forward_tc_kernel<HDP><<<grid, TC_THREADS, shared, cuda_stream()>>>(
-        o, lse, q, k, v, qpos, tiling, T, Mq, nh, nkv, hd, scale_log2);
+    attention_forward_tc_kernel<HDP><<<blocks, TC_THREADS, shared, cuda_stream()>>>(
+        o, lse, q, k, v, qpos, tiling, B, T, Mq, nh, nkv, hd, scale_log2);
     CUDA_CHECK_LAUNCH("attention_forward_tc_kernel");
 }
 
@@ -568,18 +592,18 @@ static void backward_tc(float *dq, float *dk, float *dv, const float *dout, cons
     float scale = 1.0f / sqrtf((float)hd), scale_log2 = LOG2E * scale;
     float *row_D = (float *)cuda_workspace((size_t)B * Mq * nh * sizeof(float)); // [B*Mq, nh]
 
-    dim3 row_grid(tiling.query_tiles, nkv * tiling.head_tiles, B);
+    int row_blocks = tiling.query_tiles * nkv * tiling.head_tiles * B;
     size_t shared = dq_shared_bytes<HDP>();
     allow_shared_bytes(attention_dq_tc_kernel<HDP>, shared);
-    attention_dq_tc_kernel<HDP><<<row_grid, TC_THREADS, shared, cuda_stream()>>>(
-        dq, row_D, dout, q, k, v, o, lse, qpos, tiling, T, Mq, nh, nkv, hd, scale, scale_log2);
+    attention_dq_tc_kernel<HDP><<<row_blocks, TC_THREADS, shared, cuda_stream()>>>(
+        dq, row_D, dout, q, k, v, o, lse, qpos, tiling, B, T, Mq, nh, nkv, hd, scale, scale_log2);
     CUDA_CHECK_LAUNCH("attention_dq_tc_kernel");
 
-    dim3 key_grid((T + TC_KEYS - 1) / TC_KEYS, nkv, B);
+    int key_blocks = (T + TC_KEYS - 1) / TC_KEYS * nkv * B;
     shared = dkdv_shared_bytes<HDP>();
     allow_shared_bytes(attention_dkdv_tc_kernel<HDP>, shared);
-    attention_dkdv_tc_kernel<HDP><<<key_grid, TC_THREADS, shared, cuda_stream()>>>(
-        dk, dv, row_D, dout, q, k, v, lse, qpos, tiling, T, Mq, nh, nkv, hd, scale, scale_log2);
+    attention_dkdv_tc_kernel<HDP><<<key_blocks, TC_THREADS, shared, cuda_stream()>>>(
+        dk, dv, row_D, dout, q, k, v, lse, qpos, tiling, B, T, Mq, nh, nkv, hd, scale, scale_log2);
     CUDA_CHECK_LAUNCH("attention_dkdv_tc_kernel");
 }
 
