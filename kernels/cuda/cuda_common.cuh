@@ -109,6 +109,12 @@ void cuda_add_scaled_sum(float *loss, const float *values, int n, float scale);
 // out [C]; a, b [N, C]; row_scale [N]
 void cuda_column_sum(float *out, const float *a, const float *b, const float *row_scale, int N,
                      int C);
+// Lagged column sums (the conv's dw): for l in [0, lags), over the rows with
+// n % period >= l, out[c * out_stride + l * lag_step] += sum_n a[n, c] * b[n - l, c] *
+// (row_scale ? row_scale[n] : 1). Deterministic, uses the workspace.
+void cuda_lagged_column_sums(float *out, int out_stride, int lag_step, const float *a,
+                             const float *b, const float *row_scale, int N, int C, int period,
+                             int lags);
 
 // ---- the ops (signatures of kernels/ops.h) --------------------------------------------------
 // cuda_backend.cu

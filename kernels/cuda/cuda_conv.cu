@@ -4,14 +4,6 @@
 
 static const int CONV_THREADS = 256;
 
-// Defined in cuda_reduce.cu beside cuda_column_sum (its general form); declared here because
-// cuda_common.cuh, where it belongs, is not this file's owner's to edit:
-//   out[c * out_stride + l * lag_step] += sum_n a[n, c] * b[n - l, c] * row_scale[n]
-// for l in [0, lags), over the rows with n % period >= l. Deterministic, uses the workspace.
-void cuda_lagged_column_sums(float *out, int out_stride, int lag_step, const float *a,
-                             const float *b, const float *row_scale, int N, int C, int period,
-                             int lags);
-
 // out, x [B, T, H]; w [H, Kc]; bias [H]. One thread per output element.
 __global__ void conv_forward_kernel(float *out, const float *x, const float *w, const float *bias,
                                     int B, int T, int H, int Kc) {
