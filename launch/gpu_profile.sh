@@ -31,7 +31,7 @@ steps = int(sys.argv[2])
 total, count = collections.Counter(), collections.Counter()
 for r in rows:
     try:
-        t = float(r["gpu__time_duration.sum"])
+        t = float(r["gpu__time_duration.sum"].replace(",", ""))  # ncu writes 1,234
     except (KeyError, ValueError):
         continue  # the units row
     name = r["Kernel Name"].split("(")[0]

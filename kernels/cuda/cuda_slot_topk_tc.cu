@@ -9,9 +9,9 @@
 //      streams its half of every tile of its range into a register list of the C = 2K best
 //      (C capped at 64) by bf16 score, and writes it. bf16 scores are off by about 2^-8 of
 //      |p| |key|.
-//   2. Rescore (slot_rescore_kernel): every candidate of every list is scored again in fp32
-//      by the very fmaf chain of the fp32 kernel (r = 0..R-1, then times 1/sqrt(R)), and the
-//      K best by that exact score are written, with that score.
+//   2. Rescore (slot_rescore_kernel, a warp per token): every candidate of every list is
+//      scored again in fp32 by the very fmaf chain of the fp32 kernel (r = 0..R-1, then times
+//      1/sqrt(R)), and the K best by that exact score are written, with that score.
 //
 // So the scores written are bit for bit those of the fp32 kernel, and the slots are its
 // slots unless a slot of the exact top K ranked below the C-th place of its list by bf16
@@ -172,18 +172,46 @@ __global__ void __launch_bounds__(TCK_THREADS)
         out[c] = cand_id[c];
 }
 
-// One thread per token: every candidate of every split and half is scored again in fp32 by
-// the fp32 kernel's chain (fmaf over r = 0..R-1, then times 1/sqrt(R)) and the K best by
+// One warp per token: every candidate of every split and half is scored again in fp32 by the
+// fp32 kernel's chain (fmaf over r = 0..R-1, then times 1/sqrt(R)), the lanes taking the
+// candidates in turn (one chain each, so the order of the chain is kept), and the K best by
 // that score are written. cand_i [lists, N, CP] (shard rows, -1 padding); top_s, top_i
-// [N, K] (global slots: row + row_offset); keys [rows, R] fp32.
+// [N, K] (global slots: row + row_offset); p [N, R]; keys [rows, R] fp32.
+#define RESCORE_WARPS 4
 template <int KP, int CP>
-__global__ void slot_rescore_kernel(float *top_s, int32_t *top_i, const int32_t *cand_i,
-                                    const float *p, const float *keys, int N, int R, int lists,
-                                    int row_offset, int K, float inv_sqrt_r) {
-    int token = blockIdx.x * blockDim.x + threadIdx.x;
+__global__ void __launch_bounds__(RESCORE_WARPS * 32)
+    slot_rescore_kernel(float *top_s, int32_t *top_i, const int32_t *cand_i, const float *p,
+                        const float *keys, int N, int R, int lists, int row_offset, int K,
+                        float inv_sqrt_r) {
+    extern __shared__ float rescore_smem[]; // per warp: p row [R], scores and slots [n_cand]
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int token = blockIdx.x * RESCORE_WARPS + warp;
+    const int n_cand = lists * CP;
+    float *my_p = rescore_smem + warp * (R + 2 * n_cand); // [R]
+    float *score = my_p + R;                              // [n_cand]
+    int32_t *slot = (int32_t *)(score + n_cand);          // [n_cand]
     if (token >= N)
+        return; // whole warps leave: no block-wide barrier below
+    for (int r = lane; r < R; r += 32)
+        my_p[r] = p[(size_t)token * R + r];
+    __syncwarp();
+    for (int c = lane; c < n_cand; c += 32) {
+        int list = c / CP, at = c % CP;
+        int32_t row = cand_i[((size_t)list * N + token) * CP + at];
+        float dot = -INFINITY;
+        if (row >= 0) {
+            const float *key = keys + (size_t)row * R; // [R]
+            dot = 0.0f;
+            for (int r = 0; r < R; r++)
+                dot = fmaf(my_p[r], key[r], dot);
+            dot *= inv_sqrt_r;
+        }
+        score[c] = dot;
+        slot[c] = row >= 0 ? row + row_offset : -1;
+    }
+    __syncwarp();
+    if (lane != 0)
         return;
-    const float *my_p = p + (size_t)token * R; // [R]
     float best_s[KP];
     int32_t best_i[KP];
 #pragma unroll
@@ -191,19 +219,9 @@ __global__ void slot_rescore_kernel(float *top_s, int32_t *top_i, const int32_t 
         best_s[k] = -INFINITY;
         best_i[k] = -1;
     }
-    for (int list = 0; list < lists; list++) {
-        const int32_t *cands = cand_i + ((size_t)list * N + token) * CP; // [CP]
-        for (int c = 0; c < CP; c++) {
-            int32_t row = cands[c];
-            if (row < 0)
-                break; // a list is filled from the front: padding only after this
-            const float *key = keys + (size_t)row * R; // [R]
-            float dot = 0.0f;
-            for (int r = 0; r < R; r++)
-                dot = fmaf(my_p[r], key[r], dot);
-            tck_offer<KP>(best_s, best_i, dot * inv_sqrt_r, row + row_offset);
-        }
-    }
+    for (int c = 0; c < n_cand; c++)
+        if (slot[c] >= 0)
+            tck_offer<KP>(best_s, best_i, score[c], slot[c]);
 #pragma unroll
     for (int k = 0; k < KP; k++) {
         if (k < K) {
@@ -219,17 +237,20 @@ template <int RP> static size_t search_shared_bytes(void) {
 }
 
 // Key splits per token block: enough blocks for about four per SM (one block of 128 tokens
-// per SM would leave most of the GPU idle), each split keeping at least 8 tiles of keys.
-static int search_splits(int token_blocks, int rows) {
+// per SM would leave most of the GPU idle), each split keeping at least 8 tiles of keys, and
+// at most 1024 candidates a token (2 halves x splits x C) for the rescore's shared memory.
+static int search_splits(int token_blocks, int rows, int candidates_per_list) {
     static int sm_count = 0;
     if (sm_count == 0) {
         int device;
         CUDA_CHECK(cudaGetDevice(&device));
         CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
     }
-    int want = (4 * sm_count + token_blocks - 1) / token_blocks;
-    int most = rows / (8 * TCK_KEYS);
-    int splits = want < most ? want : most;
+    int splits = (4 * sm_count + token_blocks - 1) / token_blocks;
+    int by_rows = rows / (8 * TCK_KEYS);
+    int by_candidates = 1024 / (TCK_HALVES * candidates_per_list);
+    splits = splits < by_rows ? splits : by_rows;
+    splits = splits < by_candidates ? splits : by_candidates;
     return splits < 1 ? 1 : splits;
 }
 
@@ -238,7 +259,7 @@ static void launch_topk_tc(float *top_s, int32_t *top_i, const float *p, const f
                            int R, int rows, int row_offset, int K) {
     constexpr int CP = 2 * KP < 64 ? 2 * KP : 64;
     const int token_blocks = (N + TCK_TOKENS - 1) / TCK_TOKENS;
-    const int splits = search_splits(token_blocks, rows);
+    const int splits = search_splits(token_blocks, rows, CP);
     const int keys_per_split = ((rows + splits - 1) / splits + TCK_KEYS - 1) / TCK_KEYS * TCK_KEYS;
     const int lists = splits * TCK_HALVES;
     size_t key_bytes = (size_t)rows * RP * sizeof(bf16);
@@ -260,8 +281,13 @@ static void launch_topk_tc(float *top_s, int32_t *top_i, const float *p, const f
         cand_i, p, keys_bf16, N, R, rows, keys_per_split);
     CUDA_CHECK_LAUNCH("slot_search_tc_kernel");
     float inv_sqrt_r = (float)(1.0 / sqrt((double)R));
-    slot_rescore_kernel<KP, CP><<<(N + 127) / 128, 128, 0, cuda_stream()>>>(
-        top_s, top_i, cand_i, p, keys, N, R, lists, row_offset, K, inv_sqrt_r);
+    size_t rescore_shared = RESCORE_WARPS * ((size_t)R + 2 * (size_t)lists * CP) * sizeof(float);
+    auto rescore = slot_rescore_kernel<KP, CP>;
+    CUDA_CHECK(cudaFuncSetAttribute(rescore, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    (int)rescore_shared));
+    rescore<<<(N + RESCORE_WARPS - 1) / RESCORE_WARPS, RESCORE_WARPS * 32, rescore_shared,
+              cuda_stream()>>>(top_s, top_i, cand_i, p, keys, N, R, lists, row_offset, K,
+                               inv_sqrt_r);
     CUDA_CHECK_LAUNCH("slot_rescore_kernel");
 }
 

@@ -4,6 +4,13 @@
 # rank) gives the same loss at every one of 20 steps and the same final parameters.
 # Tolerances: loss relative 1e-4; parameters |a - b| <= 1e-4 + 1e-3 |b| (AdamW divides by
 # sqrt(v), so rounding-level gradient differences move parameters by up to ~lr * 1e-3).
+# These runs use the cpu backend, whatever the machine: it sums in a fixed order, so the
+# rank counts differ only by the order of the gradient sums.
+# Where a GPU is present, -np 1 and -np 2 --comm mpi (two ranks sharing the one GPU) run on
+# it too, and their losses must agree within 1e-4 relative. Parameters are not compared
+# there: the GPU's atomic adds and fp32 top-K scores let a rounding-level difference flip a
+# near-tie slot selection, which moves that slot's row by a whole update (seen on the H100:
+# losses within 4e-5, one values row 23x the element tolerance).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/run_mpi.sh"
 need_python
@@ -11,8 +18,9 @@ bin="$HSPMN_BUILD/hspmn_dist"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-common=(--preset tiny --batch 8 --micro_batch 2 --steps 20 --lr 3e-3 --warmup 5
-        --log_every 5 --eval_every 0 --eval_batches 0 --ckpt_every 0 --seed 7)
+base=(--preset tiny --batch 8 --micro_batch 2 --steps 20 --lr 3e-3 --warmup 5
+      --log_every 5 --eval_every 0 --eval_batches 0 --ckpt_every 0 --seed 7)
+common=("${base[@]}" --device cpu)
 for np in 1 2 4; do
     echo "== -np $np"
     run_mpi "$np" "$bin" "${common[@]}" --run_dir "$work/np$np" | grep -E '^step|batch '
@@ -56,4 +64,27 @@ for n in (2, 4):
         print("  FAIL: parameters differ beyond tolerance"); ok = False
 sys.exit(0 if ok else 1)
 PY
-echo "equivalence at -np 1, 2, 4: ok"
+echo "equivalence at -np 1, 2, 4 (cpu): ok"
+
+if ! (command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1); then
+    echo "no GPU: the one-GPU check (-np 2 --comm mpi sharing it) is skipped"
+    exit 0
+fi
+for np in 1 2; do
+    echo "== cuda -np $np --comm mpi"
+    run_mpi "$np" "$bin" "${base[@]}" --device cuda --comm mpi --run_dir "$work/cuda$np" |
+        grep -E '^step|batch '
+done
+"$HSPMN_PYTHON" - "$work" <<'PY'
+import sys, h5py, numpy as np
+work = sys.argv[1]
+def losses(name):
+    with h5py.File(f"{work}/{name}/metrics.h5", "r") as f:
+        return f["step"][:], f["loss"][:]
+s1, l1 = losses("cuda1")
+s2, l2 = losses("cuda2")
+rel = np.abs(l2 - l1) / np.abs(l1)
+print(f"cuda np2 (shared GPU) vs np1: {len(l1)} losses, max relative difference {rel.max():.2e}")
+sys.exit(0 if list(s1) == list(s2) and len(l1) == 20 and rel.max() <= 1e-4 else 1)
+PY
+echo "equivalence on the GPU, -np 1 and 2 ranks sharing it: ok"
