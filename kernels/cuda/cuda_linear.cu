@@ -124,6 +124,26 @@ static void convert_to_bf16(__nv_bfloat16 *dst, const float *src, int rows, int 
     CUDA_CHECK_LAUNCH("to_bf16_padded_kernel");
 }
 
+// w16 [o_pad, bf16_ld(I)] <- w [O, I]: the weight's bf16 copy with zero rows O..o_pad-1, so
+// the products can run over the padded output count (o_pad, a multiple of 8) and every
+// operand and result of cuBLAS stays 16-byte aligned even when O is odd (the LM head's V).
+static void convert_weight_to_bf16(__nv_bfloat16 *w16, const float *w, int O, int I, int o_pad) {
+    convert_to_bf16(w16, w, O, I);
+    if (o_pad > O)
+        CUDA_CHECK(cudaMemsetAsync(w16 + (size_t)O * bf16_ld(I), 0, bf16_bytes(o_pad - O, I),
+                                   cuda_stream()));
+}
+
+// out [rows, O] = tmp [rows, ld_tmp] (first O columns) + (accumulate ? out : 0)
+__global__ void copy_unpadded_kernel(float *out, const float *tmp, int ld_tmp, int rows, int O,
+                                     int accumulate) {
+    for (int n = blockIdx.y; n < rows; n += gridDim.y)
+        for (int o = blockIdx.x * blockDim.x + threadIdx.x; o < O; o += gridDim.x * blockDim.x) {
+            float v = tmp[(size_t)n * ld_tmp + o];
+            out[(size_t)n * O + o] = accumulate ? out[(size_t)n * O + o] + v : v;
+        }
+}
+
 // C [m, n] (column-major, ld ldc) = alpha op(A) op(B) + beta C: fp32 storage, alpha and
 // beta fp32 (as every 32F compute type wants), products in `compute` (the backend's
 // precision, or plain fp32 for the tiny products of the bf16 mode).
@@ -172,20 +192,36 @@ static int bf16_chunk_rows(int N, size_t bytes_per_row) {
 }
 
 // out [N, O] (holding the bias, or anything when beta = 0) = x . w^T (+ out), bf16 products.
+// When O is not a multiple of 8, out's rows (ldc = O) are not 16-byte aligned and cuBLAS
+// falls back to its slow unaligned kernels (seen on the H100 for the LM head: sm75
+// "align1" kernels, about 70 TFLOP/s): the product then goes to an aligned fp32 scratch
+// [rows, o_pad] (o_pad output rows of the zero-padded weight) and a copy pass adds it to out.
 static void linear_forward_bf16(float *out, const float *x, const float *w, float beta, int N,
                                 int I, int O) {
-    const int ld_in = bf16_ld(I);
-    const int chunk = bf16_chunk_rows(N, bf16_bytes(1, I));
-    char *cursor = (char *)cuda_workspace(cuda_workspace_part_bytes(bf16_bytes(O, I)) +
-                                          cuda_workspace_part_bytes(bf16_bytes(chunk, I)));
-    __nv_bfloat16 *w16 = (__nv_bfloat16 *)cuda_workspace_carve(&cursor, bf16_bytes(O, I));
+    const int ld_in = bf16_ld(I), o_pad = bf16_ld(O);
+    const bool padded = o_pad != O;
+    const size_t tmp_row_bytes = padded ? (size_t)o_pad * sizeof(float) : 0;
+    const int chunk = bf16_chunk_rows(N, bf16_bytes(1, I) + tmp_row_bytes);
+    char *cursor = (char *)cuda_workspace(cuda_workspace_part_bytes(bf16_bytes(o_pad, I)) +
+                                          cuda_workspace_part_bytes(bf16_bytes(chunk, I)) +
+                                          cuda_workspace_part_bytes(chunk * tmp_row_bytes));
+    __nv_bfloat16 *w16 = (__nv_bfloat16 *)cuda_workspace_carve(&cursor, bf16_bytes(o_pad, I));
     __nv_bfloat16 *x16 = (__nv_bfloat16 *)cuda_workspace_carve(&cursor, bf16_bytes(chunk, I));
-    convert_to_bf16(w16, w, O, I); // [O, ld_in]
+    float *tmp = (float *)cuda_workspace_carve(&cursor, chunk * tmp_row_bytes); // [chunk, o_pad]
+    convert_weight_to_bf16(w16, w, O, I, o_pad);                                // [o_pad, ld_in]
     for (int first = 0; first < N; first += chunk) {
         const int rows = N - first < chunk ? N - first : chunk;
         convert_to_bf16(x16, x + (size_t)first * I, rows, I); // [rows, ld_in]
-        gemm_bf16(CUBLAS_OP_T, CUBLAS_OP_N, O, rows, I, w16, ld_in, x16, ld_in, beta,
-                  out + (size_t)first * O, O);
+        if (!padded) {
+            gemm_bf16(CUBLAS_OP_T, CUBLAS_OP_N, O, rows, I, w16, ld_in, x16, ld_in, beta,
+                      out + (size_t)first * O, O);
+            continue;
+        }
+        gemm_bf16(CUBLAS_OP_T, CUBLAS_OP_N, o_pad, rows, I, w16, ld_in, x16, ld_in, 0.0f, tmp,
+                  o_pad);
+        copy_unpadded_kernel<<<row_grid(O, rows, BIAS_THREADS), BIAS_THREADS, 0, cuda_stream()>>>(
+            out + (size_t)first * O, tmp, o_pad, rows, O, beta != 0.0f);
+        CUDA_CHECK_LAUNCH("copy_unpadded_kernel");
     }
 }
 
@@ -213,7 +249,7 @@ static void linear_backward_bf16(float *dx, float *dw, const float *dout, const 
                                  const float *w, int N, int I, int O) {
     const int ld_in = bf16_ld(I), ld_out = bf16_ld(O);
     const int chunk = bf16_chunk_rows(N, bf16_bytes(1, I) + bf16_bytes(1, O));
-    const size_t w_bytes = dx ? bf16_bytes(O, I) : 0;
+    const size_t w_bytes = dx ? bf16_bytes(ld_out, I) : 0; // zero rows O..ld_out-1
     char *cursor = (char *)cuda_workspace(cuda_workspace_part_bytes(w_bytes) +
                                           cuda_workspace_part_bytes(bf16_bytes(chunk, I)) +
                                           cuda_workspace_part_bytes(bf16_bytes(chunk, O)));
@@ -221,13 +257,15 @@ static void linear_backward_bf16(float *dx, float *dw, const float *dout, const 
     __nv_bfloat16 *x16 = (__nv_bfloat16 *)cuda_workspace_carve(&cursor, bf16_bytes(chunk, I));
     __nv_bfloat16 *dout16 = (__nv_bfloat16 *)cuda_workspace_carve(&cursor, bf16_bytes(chunk, O));
     if (dx)
-        convert_to_bf16(w16, w, O, I); // [O, ld_in]
+        convert_weight_to_bf16(w16, w, O, I, ld_out); // [ld_out, ld_in]
     for (int first = 0; first < N; first += chunk) {
         const int rows = N - first < chunk ? N - first : chunk;
         convert_to_bf16(dout16, dout + (size_t)first * O, rows, O); // [rows, ld_out]
         convert_to_bf16(x16, x + (size_t)first * I, rows, I);       // [rows, ld_in]
+        // dx sums over k = ld_out: dout's padding columns and w's padding rows are zeros,
+        // and a multiple of 8 keeps cuBLAS on its aligned kernels when O is odd
         if (dx)
-            gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_N, I, rows, O, w16, ld_in, dout16, ld_out, 1.0f,
+            gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_N, I, rows, ld_out, w16, ld_in, dout16, ld_out, 1.0f,
                       dx + (size_t)first * I, I);
         gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_T, I, O, rows, x16, ld_in, dout16, ld_out, 1.0f, dw, I);
     }

@@ -129,18 +129,38 @@ __global__ void __launch_bounds__(TCK_THREADS)
         cand_id[c] = -1;
     }
 
-    const int chunks_per_row = RP * (int)sizeof(bf16) / 16; // 16-byte chunks of a key row
+    // A tile is TCK_KEYS rows of RP bf16: CHUNKS 16-byte chunks, PER_THREAD of them a thread.
+    // The next tile's chunks are loaded into registers while the current one is scored and
+    // scanned, so the global-memory latency hides behind that work.
+    constexpr int CHUNKS_PER_ROW = RP * (int)sizeof(bf16) / 16;
+    constexpr int CHUNKS = TCK_KEYS * CHUNKS_PER_ROW;
+    constexpr int PER_THREAD = (CHUNKS + TCK_THREADS - 1) / TCK_THREADS;
+    uint4 next[PER_THREAD];
+    auto load_tile = [&](int tile0) {
+#pragma unroll
+        for (int i = 0; i < PER_THREAD; i++) {
+            int c = threadIdx.x + i * TCK_THREADS;
+            int key = c / CHUNKS_PER_ROW, chunk = c % CHUNKS_PER_ROW;
+            next[i] = make_uint4(0, 0, 0, 0); // keys past the split: zero rows, never offered
+            if (c < CHUNKS && tile0 + key < key_end)
+                next[i] = *(const uint4 *)(keys_bf16 + (size_t)(tile0 + key) * RP + chunk * 8);
+        }
+    };
+    if (key_begin < key_end)
+        load_tile(key_begin);
     for (int tile0 = key_begin; tile0 < key_end; tile0 += TCK_KEYS) {
         int tile_keys = min(TCK_KEYS, key_end - tile0);
         __syncthreads(); // the previous tile's keys and scores are no longer read
-        for (int c = threadIdx.x; c < TCK_KEYS * chunks_per_row; c += TCK_THREADS) {
-            int key = c / chunks_per_row, chunk = c % chunks_per_row;
-            uint4 v = make_uint4(0, 0, 0, 0); // keys past the split: zero rows, never offered
-            if (key < tile_keys)
-                v = *(const uint4 *)(keys_bf16 + (size_t)(tile0 + key) * RP + chunk * 8);
-            *(uint4 *)(key_tile + key * L::LDB + chunk * 8) = v;
+#pragma unroll
+        for (int i = 0; i < PER_THREAD; i++) {
+            int c = threadIdx.x + i * TCK_THREADS;
+            if (c < CHUNKS)
+                *(uint4 *)(key_tile + (c / CHUNKS_PER_ROW) * L::LDB + (c % CHUNKS_PER_ROW) * 8) =
+                    next[i];
         }
         __syncthreads();
+        if (tile0 + TCK_KEYS < key_end)
+            load_tile(tile0 + TCK_KEYS);
 #pragma unroll
         for (int kb = 0; kb < TCK_KEYS / 16; kb++) {
             wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
@@ -157,10 +177,27 @@ __global__ void __launch_bounds__(TCK_THREADS)
                                     wmma::mem_col_major);
         }
         __syncthreads();
+        // Eight keys at a time; almost every key scores below the list's last entry, so the
+        // insertion is skipped unless some lane of the warp has a key that enters (a branch
+        // on a warp vote: the compiler cannot turn the insertion into predicated work that
+        // every key would pay for). first and last are the same for the whole warp.
         const int first = half * KEYS_PER_THREAD;
         const int last = min(first + KEYS_PER_THREAD, tile_keys);
-        for (int j = first; j < last; j++)
-            tck_offer<CP>(cand_s, cand_id, score_tile[j * L::LDT + my_token], tile0 + j);
+        for (int j0 = first; j0 < last; j0 += 8) {
+            float sc[8];
+            bool enters = false;
+#pragma unroll
+            for (int u = 0; u < 8; u++) {
+                sc[u] = j0 + u < last ? score_tile[(j0 + u) * L::LDT + my_token] : -INFINITY;
+                enters |= sc[u] >= cand_s[CP - 1];
+            }
+            if (__any_sync(0xffffffffu, enters)) {
+#pragma unroll
+                for (int u = 0; u < 8; u++)
+                    if (j0 + u < last)
+                        tck_offer<CP>(cand_s, cand_id, sc[u], tile0 + j0 + u);
+            }
+        }
     }
 
     const int token = token0 + my_token;
@@ -187,6 +224,7 @@ __global__ void __launch_bounds__(RESCORE_WARPS * 32)
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int token = blockIdx.x * RESCORE_WARPS + warp;
     const int n_cand = lists * CP;
+    const bool keys_16b_aligned = R % 4 == 0 && ((uintptr_t)keys & 15) == 0;
     float *my_p = rescore_smem + warp * (R + 2 * n_cand); // [R]
     float *score = my_p + R;                              // [n_cand]
     int32_t *slot = (int32_t *)(score + n_cand);          // [n_cand]
@@ -202,8 +240,18 @@ __global__ void __launch_bounds__(RESCORE_WARPS * 32)
         if (row >= 0) {
             const float *key = keys + (size_t)row * R; // [R]
             dot = 0.0f;
-            for (int r = 0; r < R; r++)
-                dot = fmaf(my_p[r], key[r], dot);
+            if (keys_16b_aligned) { // the same chain, its loads four at a time
+                for (int r = 0; r < R; r += 4) {
+                    float4 k4 = *(const float4 *)(key + r);
+                    dot = fmaf(my_p[r], k4.x, dot);
+                    dot = fmaf(my_p[r + 1], k4.y, dot);
+                    dot = fmaf(my_p[r + 2], k4.z, dot);
+                    dot = fmaf(my_p[r + 3], k4.w, dot);
+                }
+            } else {
+                for (int r = 0; r < R; r++)
+                    dot = fmaf(my_p[r], key[r], dot);
+            }
             dot *= inv_sqrt_r;
         }
         score[c] = dot;
