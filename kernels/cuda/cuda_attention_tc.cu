@@ -226,6 +226,30 @@ __device__ inline LaneRow lane_row(void) {
     return {16 * warp + (lane >> 1), lane & 1};
 }
 
+// The softmax backward of the lane's half of its row against keys [s0, s0 + 64): from the
+// scores S and dP = dout . v (fp32 tiles), P = exp(S / sqrt(hd) - lse) and
+// dS = P (dP - D) / sqrt(hd), both 0 where the key lies after the row's position; dS (and P
+// when WITH_P) go to the bf16 tiles for the next products.
+template <int HDP, bool WITH_P>
+__device__ __forceinline__ void row_softmax_backward(bf16 *p_tile, bf16 *ds_tile,
+                                                     const float *s_tile, const float *dp_tile,
+                                                     LaneRow me, int s0, int qpos, float lse2,
+                                                     float D, float scale, float scale_log2) {
+    using L = TcLayout<HDP>;
+#pragma unroll
+    for (int i = 0; i < TC_KEYS / 2; i++) {
+        int c = 2 * i + me.half;
+        float p = 0.0f, ds = 0.0f;
+        if (s0 + c <= qpos) {
+            p = exp2f(s_tile[me.row * L::LDS + c] * scale_log2 - lse2);
+            ds = p * (dp_tile[me.row * L::LDS + c] - D) * scale;
+        }
+        if (WITH_P)
+            p_tile[me.row * L::LDP + c] = __float2bfloat16(p);
+        ds_tile[me.row * L::LDP + c] = __float2bfloat16(ds);
+    }
+}
+
 // Which row tile a block of the forward or dq kernels takes. The grid is one-dimensional
 // and ordered by decreasing work: the row tiles of the last queries (which see the most keys)
 // come first, whatever their sequence and head, so the GPU starts the long blocks first and
@@ -402,16 +426,8 @@ __global__ void __launch_bounds__(TC_THREADS)
         warp_rows_times_keys<HDP>(dp_tile + 16 * warp * L::LDS, do_tile + 16 * warp * L::LDH,
                                   v_tile);
         __syncwarp();
-#pragma unroll
-        for (int i = 0; i < TC_KEYS / 2; i++) {
-            int c = 2 * i + me.half;
-            float ds = 0.0f;
-            if (s0 + c <= my_qpos) {
-                float p = exp2f(s_tile[me.row * L::LDS + c] * scale_log2 - lse2);
-                ds = p * (dp_tile[me.row * L::LDS + c] - D) * scale;
-            }
-            ds_tile[me.row * L::LDP + c] = __float2bfloat16(ds);
-        }
+        row_softmax_backward<HDP, false>(NULL, ds_tile, s_tile, dp_tile, me, s0, my_qpos, lse2, D,
+                                         scale, scale_log2);
         __syncwarp();
         warp_accumulate_rows<HDP>(dq_acc + 16 * warp * L::LDO, ds_tile + 16 * warp * L::LDP,
                                   k_tile);
@@ -499,17 +515,8 @@ __global__ void __launch_bounds__(TC_THREADS)
             long long my_index = row_index[me.row];
             float lse2 = my_index >= 0 ? lse[my_index] * LOG2E : 0.0f;
             float D = my_index >= 0 ? row_D[my_index] : 0.0f;
-#pragma unroll
-            for (int i = 0; i < TC_KEYS / 2; i++) {
-                int c = 2 * i + me.half;
-                float p = 0.0f, ds = 0.0f;
-                if (s0 + c <= my_qpos) {
-                    p = exp2f(s_tile[me.row * L::LDS + c] * scale_log2 - lse2);
-                    ds = p * (dp_tile[me.row * L::LDS + c] - D) * scale;
-                }
-                p_tile[me.row * L::LDP + c] = __float2bfloat16(p);
-                ds_tile[me.row * L::LDP + c] = __float2bfloat16(ds);
-            }
+            row_softmax_backward<HDP, true>(p_tile, ds_tile, s_tile, dp_tile, me, s0, my_qpos, lse2,
+                                            D, scale, scale_log2);
             __syncthreads(); // every row's P and dS are in
 
             // keys phase: this warp's 16 keys against the 64 rows
