@@ -21,6 +21,7 @@
 // fully unrolled, so no local memory); the threads that share a token each scan a part of
 // every tile, and their lists are merged through shared memory at the end.
 #include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/cuda_topk_list.cuh"
 
 #include <cuda_pipeline.h>
 
@@ -60,14 +61,6 @@ __host__ __device__ constexpr size_t topk_smem_bytes(int KP, int TPT) {
                                 (int)(sizeof(float) + sizeof(int32_t)));
 }
 
-// Does (score a, slot ia) rank before (score b, slot ib)? Slot -1 (padding) compares as the
-// largest unsigned id, so it loses every tie. A NaN score ranks before nothing.
-__device__ __forceinline__ bool ranks_before(float a, int32_t ia, float b, int32_t ib) {
-    if (a != b)
-        return a > b;
-    return (uint32_t)ia < (uint32_t)ib;
-}
-
 // Insert (score, slot) into the sorted list (s, ids) [K] if it beats the last entry
 // (run-time K: the merge kernel).
 __device__ inline void topk_insert(float *s, int32_t *ids, int K, float score, int32_t slot) {
@@ -81,31 +74,6 @@ __device__ inline void topk_insert(float *s, int32_t *ids, int K, float score, i
     }
     s[at] = score;
     ids[at] = slot;
-}
-
-// Offer (score, slot) to the sorted register list (s, ids) [KP]; returns whether it entered.
-// Every index is a compile-time constant after unrolling, so the list stays in registers.
-// Going from the end: an entry that the newcomer beats moves down one place, and the
-// newcomer lands where it beats the entry but not the one above.
-template <int KP>
-__device__ __forceinline__ bool topk_offer(float (&s)[KP], int32_t (&ids)[KP], float score,
-                                           int32_t slot) {
-    if (!(score >= s[KP - 1])) // the cheap reject of almost every key (and of NaN)
-        return false;
-    if (!ranks_before(score, slot, s[KP - 1], ids[KP - 1]))
-        return false;
-#pragma unroll
-    for (int k = KP - 1; k > 0; k--) {
-        bool moves_down = ranks_before(score, slot, s[k - 1], ids[k - 1]);
-        bool lands_here = !moves_down && ranks_before(score, slot, s[k], ids[k]);
-        s[k] = moves_down ? s[k - 1] : (lands_here ? score : s[k]);
-        ids[k] = moves_down ? ids[k - 1] : (lands_here ? slot : ids[k]);
-    }
-    if (ranks_before(score, slot, s[0], ids[0])) {
-        s[0] = score;
-        ids[0] = slot;
-    }
-    return true;
 }
 
 // Start copying tile rows [tile0, tile0 + tile_keys) of keys [rows, R] into stage [., RP]

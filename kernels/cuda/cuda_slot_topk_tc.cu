@@ -25,6 +25,7 @@
 #include <mma.h>
 
 #include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/cuda_topk_list.cuh"
 
 using namespace nvcuda;
 typedef __nv_bfloat16 bf16;
@@ -44,34 +45,6 @@ template <int RP> struct TckLayout {
     static constexpr size_t KEY_BYTES = (size_t)TCK_KEYS * LDB * sizeof(bf16);
     static constexpr size_t SCORE_BYTES = (size_t)TCK_KEYS * LDT * sizeof(float);
 };
-
-__device__ __forceinline__ bool tck_ranks_before(float a, int32_t ia, float b, int32_t ib) {
-    if (a != b)
-        return a > b;
-    return (uint32_t)ia < (uint32_t)ib;
-}
-
-// Offer (score, slot) to the sorted register list [L] (same rule as the fp32 kernel's).
-template <int L>
-__device__ __forceinline__ bool tck_offer(float (&s)[L], int32_t (&ids)[L], float score,
-                                          int32_t slot) {
-    if (!(score >= s[L - 1]))
-        return false;
-    if (!tck_ranks_before(score, slot, s[L - 1], ids[L - 1]))
-        return false;
-#pragma unroll
-    for (int k = L - 1; k > 0; k--) {
-        bool moves_down = tck_ranks_before(score, slot, s[k - 1], ids[k - 1]);
-        bool lands_here = !moves_down && tck_ranks_before(score, slot, s[k], ids[k]);
-        s[k] = moves_down ? s[k - 1] : (lands_here ? score : s[k]);
-        ids[k] = moves_down ? ids[k - 1] : (lands_here ? slot : ids[k]);
-    }
-    if (tck_ranks_before(score, slot, s[0], ids[0])) {
-        s[0] = score;
-        ids[0] = slot;
-    }
-    return true;
-}
 
 // keys [rows, R] fp32 -> keys_bf16 [rows, RP] (zero columns past R), once per call: the
 // search blocks then stage tiles with plain 16-byte copies, and read half the bytes.
@@ -195,7 +168,7 @@ __global__ void __launch_bounds__(TCK_THREADS)
 #pragma unroll
                 for (int u = 0; u < 8; u++)
                     if (j0 + u < last)
-                        tck_offer<CP>(cand_s, cand_id, sc[u], tile0 + j0 + u);
+                        topk_offer<CP>(cand_s, cand_id, sc[u], tile0 + j0 + u);
             }
         }
     }
@@ -269,7 +242,7 @@ __global__ void __launch_bounds__(RESCORE_WARPS * 32)
     }
     for (int c = 0; c < n_cand; c++)
         if (slot[c] >= 0)
-            tck_offer<KP>(best_s, best_i, score[c], slot[c]);
+            topk_offer<KP>(best_s, best_i, score[c], slot[c]);
 #pragma unroll
     for (int k = 0; k < KP; k++) {
         if (k < K) {
