@@ -454,10 +454,18 @@ START_TEST(test_rope) {
 }
 END_TEST
 
-// Forward and backward of attention for one shape; qpos random sorted (or every position).
-static void check_attention(uint64_t seed, int B, int T, int Mq, int nh, int nkv, int hd,
-                            int dense) {
+// One attention case on both backends: random q, k, v, dout and starting gradients dq, dk,
+// dv (the backward accumulates), qpos random sorted (or every position: attn=dense).
+typedef struct AttnCase {
+    int B, T, Mq, nh, nkv, hd;
+    IBuf qpos;
+    Buf q, k, v, o, lse, dout, dq, dk, dv;
+} AttnCase;
+
+static AttnCase attn_case_create(uint64_t seed, int B, int T, int Mq, int nh, int nkv, int hd,
+                                 int dense) {
     TestRng rng = test_rng(seed);
+    AttnCase c = {.B = B, .T = T, .Mq = Mq, .nh = nh, .nkv = nkv, .hd = hd};
     const size_t q_n = (size_t)B * Mq * nh * hd, kv_n = (size_t)B * T * nkv * hd;
     int32_t *qpos_host = hs_malloc((size_t)B * Mq * sizeof(int32_t));
     if (dense)
@@ -465,26 +473,49 @@ static void check_attention(uint64_t seed, int B, int T, int Mq, int nh, int nkv
             qpos_host[i] = i % T;
     else
         random_sorted_positions(&rng, qpos_host, B, T, Mq);
-    IBuf qpos = ibuf_from_host(qpos_host, (size_t)B * Mq);
-    Buf q = buf_random(&rng, q_n, 1.0f), k = buf_random(&rng, kv_n, 1.0f);
-    Buf v = buf_random(&rng, kv_n, 1.0f);
-    Buf o = buf_zeros(q_n), lse = buf_zeros((size_t)B * Mq * nh);
-    cpu->attention_forward(o.cpu, lse.cpu, q.cpu, k.cpu, v.cpu, qpos.cpu, B, T, Mq, nh, nkv, hd);
-    gpu->attention_forward(o.gpu, lse.gpu, q.gpu, k.gpu, v.gpu, qpos.gpu, B, T, Mq, nh, nkv, hd);
-    expect_close("attention_forward o", o, 2e-5, 1e-4);
-    expect_close("attention_forward lse", lse, 2e-5, 1e-5);
-    Buf dout = buf_random(&rng, q_n, 1.0f), dq = buf_random(&rng, q_n, 1.0f);
-    Buf dk = buf_random(&rng, kv_n, 1.0f), dv = buf_random(&rng, kv_n, 1.0f);
-    cpu->attention_backward(dq.cpu, dk.cpu, dv.cpu, dout.cpu, q.cpu, k.cpu, v.cpu, o.cpu, lse.cpu,
-                            qpos.cpu, B, T, Mq, nh, nkv, hd);
-    gpu->attention_backward(dq.gpu, dk.gpu, dv.gpu, dout.gpu, q.gpu, k.gpu, v.gpu, o.gpu, lse.gpu,
-                            qpos.gpu, B, T, Mq, nh, nkv, hd);
-    expect_close("attention_backward dq", dq, 1e-4, 1e-4);
-    expect_close("attention_backward dk", dk, 1e-4, 1e-4);
-    expect_close("attention_backward dv", dv, 1e-4, 1e-4);
+    c.qpos = ibuf_from_host(qpos_host, (size_t)B * Mq);
     free(qpos_host);
-    ibuf_free(&qpos), buf_free(&q), buf_free(&k), buf_free(&v), buf_free(&o), buf_free(&lse);
-    buf_free(&dout), buf_free(&dq), buf_free(&dk), buf_free(&dv);
+    c.q = buf_random(&rng, q_n, 1.0f), c.k = buf_random(&rng, kv_n, 1.0f);
+    c.v = buf_random(&rng, kv_n, 1.0f);
+    c.o = buf_zeros(q_n), c.lse = buf_zeros((size_t)B * Mq * nh);
+    c.dout = buf_random(&rng, q_n, 1.0f), c.dq = buf_random(&rng, q_n, 1.0f);
+    c.dk = buf_random(&rng, kv_n, 1.0f), c.dv = buf_random(&rng, kv_n, 1.0f);
+    return c;
+}
+
+static void attn_case_forward(AttnCase *c) {
+    cpu->attention_forward(c->o.cpu, c->lse.cpu, c->q.cpu, c->k.cpu, c->v.cpu, c->qpos.cpu, c->B,
+                           c->T, c->Mq, c->nh, c->nkv, c->hd);
+    gpu->attention_forward(c->o.gpu, c->lse.gpu, c->q.gpu, c->k.gpu, c->v.gpu, c->qpos.gpu, c->B,
+                           c->T, c->Mq, c->nh, c->nkv, c->hd);
+}
+
+static void attn_case_backward(AttnCase *c) {
+    cpu->attention_backward(c->dq.cpu, c->dk.cpu, c->dv.cpu, c->dout.cpu, c->q.cpu, c->k.cpu,
+                            c->v.cpu, c->o.cpu, c->lse.cpu, c->qpos.cpu, c->B, c->T, c->Mq, c->nh,
+                            c->nkv, c->hd);
+    gpu->attention_backward(c->dq.gpu, c->dk.gpu, c->dv.gpu, c->dout.gpu, c->q.gpu, c->k.gpu,
+                            c->v.gpu, c->o.gpu, c->lse.gpu, c->qpos.gpu, c->B, c->T, c->Mq, c->nh,
+                            c->nkv, c->hd);
+}
+
+static void attn_case_free(AttnCase *c) {
+    ibuf_free(&c->qpos), buf_free(&c->q), buf_free(&c->k), buf_free(&c->v), buf_free(&c->o);
+    buf_free(&c->lse), buf_free(&c->dout), buf_free(&c->dq), buf_free(&c->dk), buf_free(&c->dv);
+}
+
+// fp32 mode: the fp32 kernels, element by element against the cpu.
+static void check_attention(uint64_t seed, int B, int T, int Mq, int nh, int nkv, int hd,
+                            int dense) {
+    AttnCase c = attn_case_create(seed, B, T, Mq, nh, nkv, hd, dense);
+    attn_case_forward(&c);
+    expect_close("attention_forward o", c.o, 2e-5, 1e-4);
+    expect_close("attention_forward lse", c.lse, 2e-5, 1e-5);
+    attn_case_backward(&c);
+    expect_close("attention_backward dq", c.dq, 1e-4, 1e-4);
+    expect_close("attention_backward dk", c.dk, 1e-4, 1e-4);
+    expect_close("attention_backward dv", c.dv, 1e-4, 1e-4);
+    attn_case_free(&c);
 }
 
 // bf16 mode: the tensor-core kernels (kernels/cuda/cuda_attention_tc.cu). bf16 products
@@ -495,58 +526,42 @@ static void check_attention(uint64_t seed, int B, int T, int Mq, int nh, int nkv
 // for bit (no atomics in those kernels).
 static int check_attention_bf16(uint64_t seed, int B, int T, int Mq, int nh, int nkv, int hd,
                                 int dense) {
-    TestRng rng = test_rng(seed);
-    const size_t q_n = (size_t)B * Mq * nh * hd, kv_n = (size_t)B * T * nkv * hd;
-    int32_t *qpos_host = hs_malloc((size_t)B * Mq * sizeof(int32_t));
-    if (dense)
-        for (int i = 0; i < B * Mq; i++)
-            qpos_host[i] = i % T;
-    else
-        random_sorted_positions(&rng, qpos_host, B, T, Mq);
-    IBuf qpos = ibuf_from_host(qpos_host, (size_t)B * Mq);
-    Buf q = buf_random(&rng, q_n, 1.0f), k = buf_random(&rng, kv_n, 1.0f);
-    Buf v = buf_random(&rng, kv_n, 1.0f);
-    Buf o = buf_zeros(q_n), lse = buf_zeros((size_t)B * Mq * nh);
-    Buf dout = buf_random(&rng, q_n, 1.0f), dq = buf_random(&rng, q_n, 1.0f);
-    Buf dk = buf_random(&rng, kv_n, 1.0f), dv = buf_random(&rng, kv_n, 1.0f);
-    float *dq_start = test_copy_of(dq.cpu, q_n), *dk_start = test_copy_of(dk.cpu, kv_n);
-    float *dv_start = test_copy_of(dv.cpu, kv_n);
+    AttnCase c = attn_case_create(seed, B, T, Mq, nh, nkv, hd, dense);
+    const size_t q_n = c.q.n;
+    float *dq_start = test_copy_of(c.dq.cpu, q_n), *dk_start = test_copy_of(c.dk.cpu, c.dk.n);
+    float *dv_start = test_copy_of(c.dv.cpu, c.dv.n);
     char mode[64];
     snprintf(mode, sizeof(mode), "bf16 B%d T%d Mq%d nh%d nkv%d hd%d", B, T, Mq, nh, nkv, hd);
 
     gpu->set_matmul_precision(MATMUL_BF16);
-    cpu->attention_forward(o.cpu, lse.cpu, q.cpu, k.cpu, v.cpu, qpos.cpu, B, T, Mq, nh, nkv, hd);
-    gpu->attention_forward(o.gpu, lse.gpu, q.gpu, k.gpu, v.gpu, qpos.gpu, B, T, Mq, nh, nkv, hd);
+    attn_case_forward(&c);
     float *o_first = hs_malloc(q_n * sizeof(float));
-    gpu->copy_to_host(o_first, o.gpu, q_n * sizeof(float));
+    gpu->copy_to_host(o_first, c.o.gpu, q_n * sizeof(float));
     int failures = 0;
     double o_err = 0.0;
-    failures += norm_fails("attention", mode, "forward o", o, NULL, 1e-2, &o_err);
-    failures += norm_fails("attention", mode, "forward lse", lse, NULL, 1e-2, NULL);
-    cpu->attention_backward(dq.cpu, dk.cpu, dv.cpu, dout.cpu, q.cpu, k.cpu, v.cpu, o.cpu, lse.cpu,
-                            qpos.cpu, B, T, Mq, nh, nkv, hd);
-    gpu->attention_backward(dq.gpu, dk.gpu, dv.gpu, dout.gpu, q.gpu, k.gpu, v.gpu, o.gpu, lse.gpu,
-                            qpos.gpu, B, T, Mq, nh, nkv, hd);
-    failures += norm_fails("attention", mode, "backward dq", dq, dq_start, 3e-2, NULL);
-    failures += norm_fails("attention", mode, "backward dk", dk, dk_start, 3e-2, NULL);
-    failures += norm_fails("attention", mode, "backward dv", dv, dv_start, 3e-2, NULL);
+    failures += norm_fails("attention", mode, "forward o", c.o, NULL, 1e-2, &o_err);
+    failures += norm_fails("attention", mode, "forward lse", c.lse, NULL, 1e-2, NULL);
+    attn_case_backward(&c);
+    failures += norm_fails("attention", mode, "backward dq", c.dq, dq_start, 3e-2, NULL);
+    failures += norm_fails("attention", mode, "backward dk", c.dk, dk_start, 3e-2, NULL);
+    failures += norm_fails("attention", mode, "backward dv", c.dv, dv_start, 3e-2, NULL);
     if (o_err <= 1e-5) {
         fprintf(stderr, "FAIL: attention %s: error %.3g is fp32's: the bf16 kernels did not run\n",
                 mode, o_err);
         failures++;
     }
     // the forward again from the same inputs must give the same bits
-    gpu->attention_forward(o.gpu, lse.gpu, q.gpu, k.gpu, v.gpu, qpos.gpu, B, T, Mq, nh, nkv, hd);
+    gpu->attention_forward(c.o.gpu, c.lse.gpu, c.q.gpu, c.k.gpu, c.v.gpu, c.qpos.gpu, B, T, Mq, nh,
+                           nkv, hd);
     float *o_again = hs_malloc(q_n * sizeof(float));
-    gpu->copy_to_host(o_again, o.gpu, q_n * sizeof(float));
+    gpu->copy_to_host(o_again, c.o.gpu, q_n * sizeof(float));
     if (memcmp(o_first, o_again, q_n * sizeof(float)) != 0) {
         fprintf(stderr, "FAIL: attention %s: a second forward gave other bits\n", mode);
         failures++;
     }
     gpu->set_matmul_precision(MATMUL_FP32);
-    free(qpos_host), free(dq_start), free(dk_start), free(dv_start), free(o_first), free(o_again);
-    ibuf_free(&qpos), buf_free(&q), buf_free(&k), buf_free(&v), buf_free(&o), buf_free(&lse);
-    buf_free(&dout), buf_free(&dq), buf_free(&dk), buf_free(&dv);
+    free(dq_start), free(dk_start), free(dv_start), free(o_first), free(o_again);
+    attn_case_free(&c);
     return failures;
 }
 
