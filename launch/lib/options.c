@@ -408,7 +408,9 @@ void options_print_help(FILE *out) {
     fprintf(out, "  --%-20s cuda when a GPU is visible, else cpu  (cpu|cuda)\n", "device");
     fprintf(out, "  --%-20s nccl on cuda, mpi on cpu  (mpi|nccl)\n", "comm");
     fprintf(out, "  --%-20s $OMP_NUM_THREADS, else cores / ranks on the node\n", "threads");
-    fprintf(out, "  --%-20s %s  linear GEMMs on cuda (fp32|tf32|bf16; the cpu is always fp32)\n",
+    fprintf(out,
+            "  --%-20s %s  tensor work on cuda: fp32|tf32 (GEMMs)|bf16 (GEMMs, attention, top-K "
+            "search; fastest); the cpu is always fp32\n",
             "matmul", d.matmul);
     fprintf(out, "\nsample:\n");
     fprintf(out, "  --%-20s text prompt (byte data)\n", "prompt");
