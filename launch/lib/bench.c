@@ -15,6 +15,7 @@
 
 #include "dist/mpi_check.h"
 #include "kernels/error.h"
+#include "launch/lib/bench_kernels.h"
 #include "model/flops.h"
 #include "model/profile.h"
 #include "optim/adamw.h"
@@ -419,6 +420,14 @@ int bench_main(Session *s) {
     BenchSettings bs = bench_settings(s);
     if (!s->ops->timer_create || !s->ops->memory_peak || !s->ops->memory_device_info)
         hs_fatal("bench: the %s backend lacks the timer and memory ops", s->ops->name);
+    if (s->opt.bench_kernels) {
+        KernelBenchSettings ks = {.steps = bs.steps,
+                                  .warmup = bs.warmup,
+                                  .peak_tflops = bs.peak_tflops,
+                                  .peak_gbps = s->opt.peak_gbps > 0 ? s->opt.peak_gbps
+                                                                    : BENCH_KERNELS_DEFAULT_GBPS};
+        return bench_kernels_main(s, &ks);
+    }
     BenchVariant variants[3 + BENCH_MAX_SEQ_LENS];
     BenchResult results[3 + BENCH_MAX_SEQ_LENS];
     int n = build_variants(s, &bs, variants, 3 + BENCH_MAX_SEQ_LENS);

@@ -249,6 +249,10 @@ static int set_flag(Options *opt, const char *flag, const char *value, char *err
         return parse_int(flag, value, 1, big, &opt->bench_tokens, err, errlen);
     if (!strcmp(flag, "peak_tflops"))
         return parse_double(flag, value, 1e-6, 1e9, &opt->peak_tflops, err, errlen);
+    if (!strcmp(flag, "bench_kernels"))
+        return parse_int(flag, value, 0, 1, &opt->bench_kernels, err, errlen);
+    if (!strcmp(flag, "peak_gbps"))
+        return parse_double(flag, value, 1e-6, 1e9, &opt->peak_gbps, err, errlen);
     if (!strcmp(flag, "bench_seq_lens"))
         return copy_string(flag, value, opt->bench_seq_lens, sizeof(opt->bench_seq_lens), err,
                            errlen);
@@ -429,5 +433,11 @@ void options_print_help(FILE *out) {
     fprintf(out, "  --%-20s 1024,2048,4096,8192,16384  the sweep's sequence lengths\n",
             "bench_seq_lens");
     fprintf(out, "  --%-20s 800  peak TFLOP/s per device for MFU\n", "peak_tflops");
+    fprintf(out,
+            "  --%-20s 0  1: time each main op alone at the model's shapes against its ceiling "
+            "(--peak_tflops or --peak_gbps) instead of training steps\n",
+            "bench_kernels");
+    fprintf(out, "  --%-20s 3350  memory bandwidth ceiling, GB/s per device (--bench_kernels)\n",
+            "peak_gbps");
     fprintf(out, "\n  --help               this text\n");
 }

@@ -78,6 +78,8 @@ typedef struct Options {
     int bench_tokens;         // tokens per rank per step in the sweep's sequence-length rows
     double peak_tflops;       // per-device peak for MFU
     char bench_seq_lens[256]; // the sweep's sequence lengths, comma-separated
+    int bench_kernels;        // 1: time the main ops one by one instead (bench_kernels.h)
+    double peak_gbps;         // per-device memory bandwidth ceiling, GB/s (0 = 3350)
 
     // testing only (not in --help): this rank SIGKILLs itself halfway through writing the
     // checkpoint of step debug_die_step, to prove a torn write leaves the last one intact.

@@ -1,0 +1,647 @@
+// hspmn_dist bench --bench_kernels 1: the main ops of the op table, one by one, at the
+// model's shapes, each against its ceiling.
+//
+// Shapes come from the resolved configuration and --micro_batch: N = micro_batch * T tokens
+// per rank, n_sel = model_n_selected queries per sequence, a slot table shard of S / ranks
+// rows, the LM head chunk of model_default_head_chunk. Inputs are random (a splitmix64
+// stream, Box-Muller normals) at the scales the model sees. Each op is called --bench_warmup
+// times untimed, then --bench_steps times between backend timer marks recorded back to back
+// (cuda events on the backend stream, so the GPU stays busy and launch gaps are not counted;
+// the monotonic clock on the cpu); the median call is reported.
+//
+// Each op's work is a stated simple model: bytes = every input read once and every output
+// written once (4 bytes per float or int32; accumulated outputs are read and written), and
+// FLOPs = 2 per multiply-add of its matrix products. Compute-bound ops (top-K scores,
+// attention, GEMMs) are held to --peak_tflops, the others to --peak_gbps.
+#include "launch/lib/bench_kernels.h"
+
+#include <math.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dist/mpi_check.h"
+#include "kernels/error.h"
+#include "model/model.h"
+#include "model/params.h"
+
+// The target for the slot lookup's forward, GB/s of effective bandwidth.
+#define SLOT_READ_TARGET_GBPS 2500.0
+
+// ---- shapes -----------------------------------------------------------------------------
+
+typedef struct KernelShapes {
+    int B, T, N;         // sequences per rank, positions per sequence, tokens N = B * T
+    int H, mH, V;        // d_model, MLP width, vocabulary
+    int nh, nkv, hd;     // heads, kv heads, head dim
+    int n_sel;           // queries per sequence
+    int R, K;            // pointer dim, slots read per token
+    int rows;            // slot table shard: global rows [row_offset, row_offset + rows)
+    int row_offset;      //
+    int head_chunk;      // tokens per LM head chunk
+    size_t n_dense;      // dense parameters (replicated on every rank)
+    size_t n_slot_layer; // one layer's slot table shard: keys and values, rows * (R + H)
+} KernelShapes;
+
+static KernelShapes kernel_shapes(const Session *s) {
+    const ModelConfig *c = &s->cfg;
+    const int world = s->info.world;
+    KernelShapes k;
+    k.B = s->opt.micro_batch;
+    k.T = c->seq_len;
+    k.N = k.B * k.T;
+    k.H = c->d_model;
+    k.mH = c->mlp_mult * c->d_model;
+    k.V = c->vocab_size;
+    k.nh = c->n_heads;
+    k.nkv = c->n_kv_heads;
+    k.hd = model_head_dim(c);
+    k.n_sel = model_n_selected(c, c->seq_len);
+    k.R = c->ptr_dim;
+    k.K = c->top_k;
+    if (c->n_slots % world != 0)
+        hs_fatal("bench_kernels: n_slots %d is not divisible by %d ranks", c->n_slots, world);
+    k.rows = c->n_slots / world;
+    k.row_offset = s->info.rank * k.rows;
+    k.head_chunk = model_default_head_chunk(k.V, k.N);
+    ParamLayout layout;
+    param_layout_build(&layout, c, s->info.rank, world);
+    k.n_dense = layout.n_dense;
+    param_layout_free(&layout);
+    k.n_slot_layer = (size_t)k.rows * (size_t)(k.R + k.H);
+    return k;
+}
+
+// ---- one row of the table -----------------------------------------------------------------
+
+typedef enum { CEILING_COMPUTE = 0, CEILING_MEMORY = 1 } Ceiling;
+
+typedef struct KernelRow {
+    const char *op;  // op table entry; ":what" where one op runs at two shapes
+    char shape[96];  // no spaces, so the table splits on whitespace
+    Ceiling ceiling; // which peak the achieved rate is held to
+    double bytes;    // bytes moved, by the stated model
+    double flops;    // FLOPs (compute-bound rows only; 0 otherwise)
+    double ms;       // median milliseconds per call (slowest rank, after the reduction)
+} KernelRow;
+
+// ---- random inputs --------------------------------------------------------------------------
+
+typedef struct Rng {
+    uint64_t state;
+} Rng;
+
+static uint64_t rng_next(Rng *r) {
+    uint64_t x = (r->state += 0x9e3779b97f4a7c15ULL);
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+// Uniform in (0, 1): 53 random bits, never 0 (Box-Muller takes its log).
+static double rng_uniform(Rng *r) {
+    return ((double)(rng_next(r) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+}
+
+// Floats staged on the host per copy, so a large buffer needs no host copy of its size.
+#define STAGE_FLOATS ((size_t)1 << 20)
+
+// A backend buffer of n floats drawn from N(0, std^2) (std 0: zeros, from alloc).
+static float *alloc_normal(const Ops *ops, Rng *rng, size_t n, float std) {
+    float *buf = ops->alloc(n * sizeof(float));
+    if (std == 0.0f)
+        return buf;
+    float *stage = hs_malloc(STAGE_FLOATS * sizeof(float)); // host [STAGE_FLOATS]
+    for (size_t at = 0; at < n; at += STAGE_FLOATS) {
+        size_t count = n - at < STAGE_FLOATS ? n - at : STAGE_FLOATS;
+        for (size_t i = 0; i < count; i += 2) { // Box-Muller: two normals per pair of draws
+            double radius = sqrt(-2.0 * log(rng_uniform(rng)));
+            double angle = 6.283185307179586 * rng_uniform(rng);
+            stage[i] = (float)(std * radius * cos(angle));
+            if (i + 1 < count)
+                stage[i + 1] = (float)(std * radius * sin(angle));
+        }
+        ops->copy_from_host(buf + at, stage, count * sizeof(float));
+    }
+    free(stage);
+    return buf;
+}
+
+static float *alloc_zeros(const Ops *ops, size_t n) {
+    return ops->alloc(n * sizeof(float));
+}
+
+// A backend buffer of n int32 drawn uniformly from [0, bound).
+static int32_t *alloc_uniform_ints(const Ops *ops, Rng *rng, size_t n, int bound) {
+    int32_t *host = hs_malloc(n * sizeof(int32_t));
+    for (size_t i = 0; i < n; i++)
+        host[i] = (int32_t)(rng_next(rng) % (uint64_t)bound);
+    int32_t *buf = ops->alloc(n * sizeof(int32_t));
+    ops->copy_from_host(buf, host, n * sizeof(int32_t));
+    free(host);
+    return buf;
+}
+
+static int compare_ints(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+// Query positions as the router gives them: per sequence, n_sel distinct positions of
+// [0, T), ascending (a partial Fisher-Yates shuffle, then a sort). host_qpos [B * n_sel].
+static void random_query_positions(Rng *rng, int32_t *host_qpos, int B, int T, int n_sel) {
+    int32_t *order = hs_malloc((size_t)T * sizeof(int32_t)); // [T]
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < T; t++)
+            order[t] = t;
+        for (int i = 0; i < n_sel; i++) {
+            int j = i + (int)(rng_next(rng) % (uint64_t)(T - i));
+            int32_t swap = order[i];
+            order[i] = order[j];
+            order[j] = swap;
+        }
+        qsort(order, (size_t)n_sel, sizeof(int32_t), compare_ints);
+        memcpy(host_qpos + (size_t)b * n_sel, order, (size_t)n_sel * sizeof(int32_t));
+    }
+    free(order);
+}
+
+// ---- timing -----------------------------------------------------------------------------------
+
+typedef struct KernelBench {
+    const Ops *ops;
+    KernelShapes shape;
+    KernelBenchSettings settings;
+    Rng rng;
+} KernelBench;
+
+typedef void (*KernelCall)(const void *args);
+
+static int compare_doubles(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+// Median milliseconds of one call: warmup untimed calls, then steps calls between timer
+// marks recorded back to back (mark i before call i, mark i + 1 after it).
+static double median_call_ms(const KernelBench *kb, KernelCall call, const void *args) {
+    const Ops *ops = kb->ops;
+    const int steps = kb->settings.steps;
+    for (int i = 0; i < kb->settings.warmup; i++)
+        call(args);
+    void **marks = hs_malloc((size_t)(steps + 1) * sizeof(void *)); // [steps + 1]
+    for (int i = 0; i <= steps; i++)
+        marks[i] = ops->timer_create();
+    ops->timer_record(marks[0]);
+    for (int i = 0; i < steps; i++) {
+        call(args);
+        ops->timer_record(marks[i + 1]);
+    }
+    double *ms = hs_malloc((size_t)steps * sizeof(double)); // [steps]
+    for (int i = 0; i < steps; i++)
+        ms[i] = ops->timer_elapsed_ms(marks[i], marks[i + 1]);
+    for (int i = 0; i <= steps; i++)
+        ops->timer_destroy(marks[i]);
+    free(marks);
+    qsort(ms, (size_t)steps, sizeof(double), compare_doubles);
+    double median = steps % 2 ? ms[steps / 2] : 0.5 * (ms[steps / 2 - 1] + ms[steps / 2]);
+    free(ms);
+    return median;
+}
+
+// ---- slot_topk ----------------------------------------------------------------------------------
+
+typedef struct TopkArgs {
+    const Ops *ops;
+    float *top_s;   // [N, K]
+    int32_t *top_i; // [N, K]
+    float *p;       // [N, R]
+    float *keys;    // [rows, R]
+    int N, R, rows, row_offset, K;
+} TopkArgs;
+
+static void call_slot_topk(const void *args) {
+    const TopkArgs *a = args;
+    a->ops->slot_topk(a->top_s, a->top_i, a->p, a->keys, a->N, a->R, a->rows, a->row_offset, a->K);
+}
+
+static void bench_slot_topk(KernelBench *kb, KernelRow *row) {
+    const Ops *ops = kb->ops;
+    const KernelShapes *k = &kb->shape;
+    const double N = k->N, R = k->R, rows = k->rows, K = k->K;
+    TopkArgs a = {
+        .ops = ops, .N = k->N, .R = k->R, .rows = k->rows, .row_offset = k->row_offset, .K = k->K};
+    a.p = alloc_normal(ops, &kb->rng, (size_t)k->N * k->R, 1.0f);
+    a.keys = alloc_normal(ops, &kb->rng, (size_t)k->rows * k->R, 0.02f);
+    a.top_s = alloc_zeros(ops, (size_t)k->N * k->K);
+    a.top_i = ops->alloc((size_t)k->N * k->K * sizeof(int32_t));
+    row->op = "slot_topk";
+    snprintf(row->shape, sizeof(row->shape), "N=%d,rows=%d,R=%d,K=%d", k->N, k->rows, k->R, k->K);
+    row->ceiling = CEILING_COMPUTE;
+    row->flops = 2.0 * N * rows * R;
+    row->bytes = 4.0 * (N * R + rows * R + 2.0 * N * K);
+    row->ms = median_call_ms(kb, call_slot_topk, &a);
+    ops->free(a.p);
+    ops->free(a.keys);
+    ops->free(a.top_s);
+    ops->free(a.top_i);
+}
+
+// ---- slot_read_forward / slot_read_backward -------------------------------------------------
+
+typedef struct SlotReadArgs {
+    const Ops *ops;
+    float *y, *h, *dh, *dy; // [N, H]
+    float *w, *top_s, *ds;  // [N, K]
+    float *vrows, *dvrows;  // [N, K, H]
+    float *loss;            // [1]
+    float scale;
+    int N, K, H;
+} SlotReadArgs;
+
+static void call_slot_read_forward(const void *args) {
+    const SlotReadArgs *a = args;
+    a->ops->slot_read_forward(a->y, a->w, a->loss, a->h, a->top_s, a->vrows, a->scale, a->N, a->K,
+                              a->H);
+}
+
+static void call_slot_read_backward(const void *args) {
+    const SlotReadArgs *a = args;
+    a->ops->slot_read_backward(a->dh, a->ds, a->dvrows, a->dy, a->w, a->vrows, a->scale, a->N, a->K,
+                               a->H);
+}
+
+static void bench_slot_read(KernelBench *kb, double entropy_weight, KernelRow *fwd,
+                            KernelRow *bwd) {
+    const Ops *ops = kb->ops;
+    const KernelShapes *k = &kb->shape;
+    const size_t NH = (size_t)k->N * k->H, NK = (size_t)k->N * k->K, NKH = NK * k->H;
+    SlotReadArgs a = {.ops = ops, .N = k->N, .K = k->K, .H = k->H};
+    a.scale = (float)(entropy_weight / k->N);
+    a.h = alloc_normal(ops, &kb->rng, NH, 1.0f);
+    a.dy = alloc_normal(ops, &kb->rng, NH, 1.0f);
+    a.top_s = alloc_normal(ops, &kb->rng, NK, 1.0f);
+    a.vrows = alloc_normal(ops, &kb->rng, NKH, 0.02f);
+    a.y = alloc_zeros(ops, NH);
+    a.dh = alloc_zeros(ops, NH);
+    a.w = alloc_zeros(ops, NK);
+    a.ds = alloc_zeros(ops, NK);
+    a.dvrows = alloc_zeros(ops, NKH);
+    a.loss = alloc_zeros(ops, 1);
+    const double nh = (double)NH, nk = (double)NK, nkh = (double)NKH;
+    fwd->op = "slot_read_forward";
+    snprintf(fwd->shape, sizeof(fwd->shape), "N=%d,K=%d,H=%d", k->N, k->K, k->H);
+    fwd->ceiling = CEILING_MEMORY;
+    // read vrows, top_s, h; write y, w
+    fwd->bytes = 4.0 * (nkh + nk + nh + nh + nk);
+    fwd->ms = median_call_ms(kb, call_slot_read_forward, &a); // also leaves w for the backward
+    *bwd = *fwd;
+    bwd->op = "slot_read_backward";
+    // read dy, w, vrows, dh; write dh, ds, dvrows
+    bwd->bytes = 4.0 * (nh + nk + nkh + nh + nh + nk + nkh);
+    bwd->ms = median_call_ms(kb, call_slot_read_backward, &a);
+    float *bufs[] = {a.y, a.h, a.dh, a.dy, a.w, a.top_s, a.ds, a.vrows, a.dvrows, a.loss};
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
+        ops->free(bufs[i]);
+}
+
+// ---- attention_forward / attention_backward -------------------------------------------------
+
+typedef struct AttentionArgs {
+    const Ops *ops;
+    float *q, *o, *dq, *dout; // [B*Mq, nh, hd]
+    float *k, *v, *dk, *dv;   // [B, T, nkv, hd]
+    float *lse;               // [B*Mq, nh]
+    int32_t *qpos;            // [B*Mq]
+    int B, T, Mq, nh, nkv, hd;
+} AttentionArgs;
+
+static void call_attention_forward(const void *args) {
+    const AttentionArgs *a = args;
+    a->ops->attention_forward(a->o, a->lse, a->q, a->k, a->v, a->qpos, a->B, a->T, a->Mq, a->nh,
+                              a->nkv, a->hd);
+}
+
+static void call_attention_backward(const void *args) {
+    const AttentionArgs *a = args;
+    a->ops->attention_backward(a->dq, a->dk, a->dv, a->dout, a->q, a->k, a->v, a->o, a->lse,
+                               a->qpos, a->B, a->T, a->Mq, a->nh, a->nkv, a->hd);
+}
+
+static void bench_attention(KernelBench *kb, KernelRow *fwd, KernelRow *bwd) {
+    const Ops *ops = kb->ops;
+    const KernelShapes *k = &kb->shape;
+    AttentionArgs a = {
+        .ops = ops, .B = k->B, .T = k->T, .Mq = k->n_sel, .nh = k->nh, .nkv = k->nkv, .hd = k->hd};
+    const size_t M = (size_t)k->B * k->n_sel;
+    const size_t q_floats = M * k->nh * k->hd, kv_floats = (size_t)k->N * k->nkv * k->hd;
+    int32_t *host_qpos = hs_malloc(M * sizeof(int32_t)); // [B * n_sel]
+    random_query_positions(&kb->rng, host_qpos, k->B, k->T, k->n_sel);
+    // MODEL.md's count: 4 * t * H per query that sees t keys (QK^T and PV, 2 FLOPs per
+    // multiply-add, H = nh * hd); the keys seen are qpos + 1 (causal).
+    double keys_seen = 0.0;
+    for (size_t m = 0; m < M; m++)
+        keys_seen += host_qpos[m] + 1.0;
+    a.qpos = ops->alloc(M * sizeof(int32_t));
+    ops->copy_from_host(a.qpos, host_qpos, M * sizeof(int32_t));
+    free(host_qpos);
+    a.q = alloc_normal(ops, &kb->rng, q_floats, 1.0f);
+    a.k = alloc_normal(ops, &kb->rng, kv_floats, 1.0f);
+    a.v = alloc_normal(ops, &kb->rng, kv_floats, 1.0f);
+    a.dout = alloc_normal(ops, &kb->rng, q_floats, 1.0f);
+    a.o = alloc_zeros(ops, q_floats);
+    a.dq = alloc_zeros(ops, q_floats);
+    a.dk = alloc_zeros(ops, kv_floats);
+    a.dv = alloc_zeros(ops, kv_floats);
+    a.lse = alloc_zeros(ops, M * k->nh);
+    const double qf = (double)q_floats, kvf = (double)kv_floats, lse = (double)M * k->nh;
+    fwd->op = "attention_forward";
+    snprintf(fwd->shape, sizeof(fwd->shape), "B=%d,T=%d,Mq=%d,nh=%d,nkv=%d,hd=%d", k->B, k->T,
+             k->n_sel, k->nh, k->nkv, k->hd);
+    fwd->ceiling = CEILING_COMPUTE;
+    fwd->flops = 4.0 * keys_seen * k->nh * k->hd;
+    fwd->bytes = 4.0 * (qf + 2.0 * kvf + (double)M + qf + lse); // read q, k, v, qpos; write o, lse
+    fwd->ms = median_call_ms(kb, call_attention_forward, &a);   // leaves o, lse for the backward
+    *bwd = *fwd;
+    bwd->op = "attention_backward";
+    // Recomputed scores, dV, dP, dQ, dK: five products of the forward's two, so 2.5x.
+    bwd->flops = 2.5 * fwd->flops;
+    // read dout, q, k, v, o, lse, qpos; read and write dq, dk, dv (they accumulate)
+    bwd->bytes = 4.0 * (qf + qf + 2.0 * kvf + qf + lse + (double)M + 2.0 * (qf + 2.0 * kvf));
+    bwd->ms = median_call_ms(kb, call_attention_backward, &a);
+    float *bufs[] = {a.q, a.o, a.dq, a.dout, a.k, a.v, a.dk, a.dv, a.lse};
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
+        ops->free(bufs[i]);
+    ops->free(a.qpos);
+}
+
+// ---- linear_forward / linear_backward ---------------------------------------------------------
+
+typedef struct LinearArgs {
+    const Ops *ops;
+    float *x, *dx;     // [N, I]
+    float *w, *dw;     // [O, I]
+    float *b, *db;     // [O] or NULL
+    float *out, *dout; // [N, O]
+    int N, I, O;
+} LinearArgs;
+
+static void call_linear_forward(const void *args) {
+    const LinearArgs *a = args;
+    a->ops->linear_forward(a->out, a->x, a->w, a->b, a->N, a->I, a->O);
+}
+
+static void call_linear_backward(const void *args) {
+    const LinearArgs *a = args;
+    a->ops->linear_backward(a->dx, a->dw, a->db, a->dout, a->x, a->w, a->N, a->I, a->O);
+}
+
+// out [N, O] = x [N, I] . w [O, I]^T (+ b), as the model calls it: with a bias or without.
+static void bench_linear(KernelBench *kb, const char *fwd_name, const char *bwd_name, int N, int I,
+                         int O, int with_bias, KernelRow *fwd, KernelRow *bwd) {
+    const Ops *ops = kb->ops;
+    LinearArgs a = {.ops = ops, .N = N, .I = I, .O = O};
+    a.x = alloc_normal(ops, &kb->rng, (size_t)N * I, 1.0f);
+    a.w = alloc_normal(ops, &kb->rng, (size_t)O * I, 0.02f);
+    a.dout = alloc_normal(ops, &kb->rng, (size_t)N * O, 1.0f);
+    a.out = alloc_zeros(ops, (size_t)N * O);
+    a.dx = alloc_zeros(ops, (size_t)N * I);
+    a.dw = alloc_zeros(ops, (size_t)O * I);
+    a.b = with_bias ? alloc_zeros(ops, (size_t)O) : NULL;
+    a.db = with_bias ? alloc_zeros(ops, (size_t)O) : NULL;
+    const double n = N, in = I, o = O, bias = with_bias ? o : 0.0;
+    fwd->op = fwd_name;
+    snprintf(fwd->shape, sizeof(fwd->shape), "N=%d,I=%d,O=%d%s", N, I, O, with_bias ? ",bias" : "");
+    fwd->ceiling = CEILING_COMPUTE;
+    fwd->flops = 2.0 * n * in * o;
+    fwd->bytes = 4.0 * (n * in + o * in + bias + n * o); // read x, w, b; write out
+    fwd->ms = median_call_ms(kb, call_linear_forward, &a);
+    *bwd = *fwd;
+    bwd->op = bwd_name;
+    bwd->flops = 4.0 * n * in * o; // dx = dout . w and dw += dout^T . x
+    // read dout, x, w; read and write dx, dw, db (they accumulate)
+    bwd->bytes = 4.0 * (n * o + n * in + o * in + 2.0 * (n * in + o * in + bias));
+    bwd->ms = median_call_ms(kb, call_linear_backward, &a);
+    float *bufs[] = {a.x, a.dx, a.w, a.dw, a.out, a.dout};
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
+        ops->free(bufs[i]);
+    if (with_bias) {
+        ops->free(a.b);
+        ops->free(a.db);
+    }
+}
+
+// ---- cross_entropy_fused ---------------------------------------------------------------------
+
+typedef struct CrossEntropyArgs {
+    const Ops *ops;
+    float *logits;    // [chunk, V], turned into dlogits in place as the LM head does
+    int32_t *targets; // [chunk]
+    int32_t *argmax;  // [chunk]
+    float *loss;      // [1]
+    float scale;
+    int N, V;
+} CrossEntropyArgs;
+
+static void call_cross_entropy_fused(const void *args) {
+    const CrossEntropyArgs *a = args;
+    a->ops->cross_entropy_fused(a->loss, a->logits, a->argmax, a->logits, a->targets, a->scale,
+                                a->N, a->V);
+}
+
+static void bench_cross_entropy(KernelBench *kb, KernelRow *row) {
+    const Ops *ops = kb->ops;
+    const KernelShapes *k = &kb->shape;
+    const size_t chunk = (size_t)k->head_chunk;
+    CrossEntropyArgs a = {.ops = ops, .N = k->head_chunk, .V = k->V};
+    a.scale = (float)(1.0 / k->N);
+    a.logits = alloc_normal(ops, &kb->rng, chunk * k->V, 1.0f);
+    a.targets = alloc_uniform_ints(ops, &kb->rng, chunk, k->V);
+    a.argmax = ops->alloc(chunk * sizeof(int32_t));
+    a.loss = alloc_zeros(ops, 1);
+    row->op = "cross_entropy_fused";
+    snprintf(row->shape, sizeof(row->shape), "N=%d,V=%d", k->head_chunk, k->V);
+    row->ceiling = CEILING_MEMORY;
+    // read logits and targets; write dlogits (in place) and argmax
+    row->bytes = 4.0 * (2.0 * (double)chunk * k->V + 2.0 * (double)chunk);
+    row->ms = median_call_ms(kb, call_cross_entropy_fused, &a);
+    ops->free(a.logits);
+    ops->free(a.targets);
+    ops->free(a.argmax);
+    ops->free(a.loss);
+}
+
+// ---- adamw_update ------------------------------------------------------------------------------
+
+typedef struct AdamwArgs {
+    const Ops *ops;
+    float *param, *grad, *m, *v; // [n]
+    size_t n;
+} AdamwArgs;
+
+static void call_adamw_update(const void *args) {
+    const AdamwArgs *a = args;
+    a->ops->adamw_update(a->param, a->grad, a->m, a->v, a->n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f,
+                         1);
+}
+
+// One call over n parameters (the model calls it per tensor; the bytes are the same).
+static void bench_adamw(KernelBench *kb, const char *name, size_t n, KernelRow *row) {
+    const Ops *ops = kb->ops;
+    AdamwArgs a = {.ops = ops, .n = n};
+    a.param = alloc_normal(ops, &kb->rng, n, 0.02f);
+    a.grad = alloc_normal(ops, &kb->rng, n, 1.0f);
+    a.m = alloc_zeros(ops, n);
+    a.v = alloc_zeros(ops, n);
+    row->op = name;
+    snprintf(row->shape, sizeof(row->shape), "n=%zu", n);
+    row->ceiling = CEILING_MEMORY;
+    row->bytes = 28.0 * (double)n; // read param, grad, m, v; write param, m, v
+    row->ms = median_call_ms(kb, call_adamw_update, &a);
+    ops->free(a.param);
+    ops->free(a.grad);
+    ops->free(a.m);
+    ops->free(a.v);
+}
+
+// ---- printing (rank 0) -------------------------------------------------------------------------
+
+// The achieved rate in the ceiling's unit (TFLOP/s or GB/s) and its fraction of the ceiling.
+static double row_rate(const KernelRow *r) {
+    if (!(r->ms > 0))
+        return 0.0;
+    return r->ceiling == CEILING_COMPUTE ? r->flops / (r->ms * 1e-3) / 1e12
+                                         : r->bytes / (r->ms * 1e-3) / 1e9;
+}
+
+static double row_peak(const KernelRow *r, const KernelBenchSettings *st) {
+    return r->ceiling == CEILING_COMPUTE ? st->peak_tflops : st->peak_gbps;
+}
+
+static const char *compute_ceiling_note(const Session *s) {
+    if (s->ops->kind == BACKEND_CPU)
+        return "cpu backend: the GPU peaks are not this machine's";
+    if (strcmp(s->opt.matmul, "bf16") == 0)
+        return "--matmul bf16: attention, top-K search and GEMMs run on bf16 tensor cores";
+    return "these kernels run in the --matmul setting's precision, not bf16";
+}
+
+static void print_header(const Session *s, const KernelBench *kb) {
+    const ModelConfig *c = &s->cfg;
+    const KernelShapes *k = &kb->shape;
+    const KernelBenchSettings *st = &kb->settings;
+    printf("== bench kernels: %s, matmul %s, %d rank(s) (each times the same per-rank shapes; "
+           "the slowest rank's median is shown)\n",
+           s->ops->name, s->ops->kind == BACKEND_CPU ? "fp32 (cpu)" : s->opt.matmul, s->info.world);
+    printf("model: L%d H%d nh%d nkv%d hd%d T%d V%d S%d R%d K%d capacity %g (n_sel %d), attn=%s "
+           "ffn=%s\n",
+           c->n_layers, k->H, k->nh, k->nkv, k->hd, k->T, k->V, c->n_slots, k->R, k->K, c->capacity,
+           k->n_sel, c->attn == ATTN_DENSE ? "dense" : "sparse",
+           c->ffn == FFN_DENSE ? "dense" : "memory");
+    printf("shapes: N = %d x %d = %d tokens per rank (--micro_batch); slot shard %d rows; LM head "
+           "chunk %d tokens; %zu dense parameters\n",
+           k->B, k->T, k->N, k->rows, k->head_chunk, k->n_dense);
+    printf("timing: median of %d calls after %d untimed, between backend timer marks (%s)\n",
+           st->steps, st->warmup,
+           s->ops->kind == BACKEND_CUDA ? "cuda events on the backend stream" : "monotonic clock");
+    printf("ceilings: compute %g TFLOP/s (--peak_tflops: bf16 dense; %s); memory %g GB/s "
+           "(--peak_gbps: device memory bandwidth)\n",
+           st->peak_tflops, compute_ceiling_note(s), st->peak_gbps);
+}
+
+static void print_rows(const KernelRow *rows, int n, const KernelBenchSettings *st) {
+    printf("  %-22s %-38s %10s %10s %10s %10s %-7s %-8s %8s\n", "op", "shape", "ms/call", "MB",
+           "GFLOP", "rate", "unit", "ceiling", "% ceil");
+    for (int i = 0; i < n; i++) {
+        const KernelRow *r = &rows[i];
+        const int compute = r->ceiling == CEILING_COMPUTE;
+        char gflop[32] = "-";
+        if (compute)
+            snprintf(gflop, sizeof(gflop), "%.4g", r->flops / 1e9);
+        const double rate = row_rate(r);
+        printf("  %-22s %-38s %10.4g %10.4g %10s %10.4g %-7s %-8s %7.3g%%\n", r->op, r->shape,
+               r->ms, r->bytes / 1e6, gflop, rate, compute ? "TFLOP/s" : "GB/s",
+               compute ? "compute" : "memory", 100.0 * rate / row_peak(r, st));
+    }
+}
+
+static void print_notes(const KernelRow *topk, const KernelRow *slot_read, const KernelShapes *k) {
+    const double scores = (double)k->N * k->rows;
+    printf("slot_topk: %.4g G token-key scores/s\n",
+           topk->ms > 0 ? scores / (topk->ms * 1e-3) / 1e9 : 0.0);
+    printf("slot_read_forward: %.4g GB/s effective, against the issue's target of >= %g GB/s\n",
+           row_rate(slot_read), SLOT_READ_TARGET_GBPS);
+    printf("work models (4 bytes per float or int32, each read or written once; accumulated "
+           "outputs read and written; FLOPs 2 per multiply-add):\n"
+           "  slot_topk            FLOPs 2 N rows R; bytes p, keys, top_s, top_i\n"
+           "  slot_read_forward    bytes vrows N K H, top_s, h read; y N H, w written\n"
+           "  slot_read_backward   bytes dy, w, vrows, dh read; dh, ds, dvrows N K H written\n"
+           "  attention_forward    FLOPs 4 t H per query seeing t = qpos + 1 keys (MODEL.md), "
+           "random sorted positions\n"
+           "  attention_backward   FLOPs 2.5x the forward (scores recomputed, dV, dP, dQ, dK)\n"
+           "  linear_*             FLOPs 2 N I O forward, 4 N I O backward (dx and dw); head: "
+           "one LM head chunk, mlp: the reflexive MLP's first GEMM\n"
+           "  cross_entropy_fused  bytes one head chunk's logits read and dlogits written (in "
+           "place), targets, argmax\n"
+           "  adamw_update         28 bytes per parameter (param, grad, m, v read; param, m, v "
+           "written), one call over the dense parameters / one layer's slot table shard\n");
+}
+
+// ---- the benchmark ---------------------------------------------------------------------------
+
+enum {
+    ROW_SLOT_TOPK,
+    ROW_SLOT_READ_FWD,
+    ROW_SLOT_READ_BWD,
+    ROW_ATTN_FWD,
+    ROW_ATTN_BWD,
+    ROW_HEAD_FWD,
+    ROW_HEAD_BWD,
+    ROW_MLP_FWD,
+    ROW_MLP_BWD,
+    ROW_CROSS_ENTROPY,
+    ROW_ADAMW_DENSE,
+    ROW_ADAMW_SLOTS,
+    ROW_COUNT
+};
+
+int bench_kernels_main(Session *s, const KernelBenchSettings *settings) {
+    const Ops *ops = s->ops;
+    session_check_backend_limits(s, &s->cfg);
+    KernelBench kb = {.ops = ops, .shape = kernel_shapes(s), .settings = *settings};
+    // The same inputs on every rank but for the rank's own slot shard offset.
+    kb.rng.state = s->opt.seed;
+    const KernelShapes *k = &kb.shape;
+    if (s->info.rank == 0) {
+        print_header(s, &kb);
+        fflush(stdout);
+    }
+    KernelRow rows[ROW_COUNT];
+    memset(rows, 0, sizeof(rows));
+    bench_slot_topk(&kb, &rows[ROW_SLOT_TOPK]);
+    bench_slot_read(&kb, s->cfg.entropy_loss, &rows[ROW_SLOT_READ_FWD], &rows[ROW_SLOT_READ_BWD]);
+    bench_attention(&kb, &rows[ROW_ATTN_FWD], &rows[ROW_ATTN_BWD]);
+    bench_linear(&kb, "linear_forward:head", "linear_backward:head", k->head_chunk, k->H, k->V, 0,
+                 &rows[ROW_HEAD_FWD], &rows[ROW_HEAD_BWD]);
+    bench_linear(&kb, "linear_forward:mlp", "linear_backward:mlp", k->N, k->H, k->mH, 1,
+                 &rows[ROW_MLP_FWD], &rows[ROW_MLP_BWD]);
+    bench_cross_entropy(&kb, &rows[ROW_CROSS_ENTROPY]);
+    bench_adamw(&kb, "adamw_update:dense", k->n_dense, &rows[ROW_ADAMW_DENSE]);
+    bench_adamw(&kb, "adamw_update:slots", k->n_slot_layer, &rows[ROW_ADAMW_SLOTS]);
+    ops->synchronize();
+    // The slowest rank's median per op.
+    double ms[ROW_COUNT];
+    for (int i = 0; i < ROW_COUNT; i++)
+        ms[i] = rows[i].ms;
+    mpi_check(MPI_Allreduce(MPI_IN_PLACE, ms, ROW_COUNT, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD),
+              "MPI_Allreduce(bench kernels max)");
+    for (int i = 0; i < ROW_COUNT; i++)
+        rows[i].ms = ms[i];
+    if (s->info.rank == 0) {
+        print_rows(rows, ROW_COUNT, settings);
+        print_notes(&rows[ROW_SLOT_TOPK], &rows[ROW_SLOT_READ_FWD], k);
+        fflush(stdout);
+    }
+    return 0;
+}
