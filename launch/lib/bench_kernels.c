@@ -4,7 +4,7 @@
 // Shapes come from the resolved configuration and --micro_batch: N = micro_batch * T tokens
 // per rank, n_sel = model_n_selected queries per sequence, a slot table shard of S / ranks
 // rows, the LM head chunk of model_default_head_chunk. Inputs are random (a splitmix64
-// stream, Box-Muller normals) at the scales the model sees. Each op is called --bench_warmup
+// stream, zero-mean uniform values) at the scales the model sees. Each op is called --bench_warmup
 // times untimed, then --bench_steps times between backend timer marks recorded back to back
 // (cuda events on the backend stream, so the GPU stays busy and launch gaps are not counted;
 // the monotonic clock on the cpu); the median call is reported.
@@ -15,7 +15,6 @@
 // attention, GEMMs) are held to --peak_tflops, the others to --peak_gbps.
 #include "launch/lib/bench_kernels.h"
 
-#include <math.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,29 +98,28 @@ static uint64_t rng_next(Rng *r) {
     return x ^ (x >> 31);
 }
 
-// Uniform in (0, 1): 53 random bits, never 0 (Box-Muller takes its log).
-static double rng_uniform(Rng *r) {
-    return ((double)(rng_next(r) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+// Uniform in [0, 1): the top 24 bits, exact in a float.
+static float rng_uniform(Rng *r) {
+    return (float)(rng_next(r) >> 40) * (1.0f / 16777216.0f);
 }
 
 // Floats staged on the host per copy, so a large buffer needs no host copy of its size.
 #define STAGE_FLOATS ((size_t)1 << 20)
 
-// A backend buffer of n floats drawn from N(0, std^2) (std 0: zeros, from alloc).
-static float *alloc_normal(const Ops *ops, Rng *rng, size_t n, float std) {
+// A backend buffer of n floats, zero-mean with standard deviation std (std 0: zeros, from
+// alloc). Uniform on [-sqrt(3) std, sqrt(3) std] rather than normal: the seed shapes draw
+// about 10^9 numbers, and no op's speed depends on the shape of the distribution (the top-K
+// scores, sums of R products, come out near-normal either way).
+static float *alloc_random(const Ops *ops, Rng *rng, size_t n, float std) {
     float *buf = ops->alloc(n * sizeof(float));
     if (std == 0.0f)
         return buf;
+    const float half_width = 1.7320508f * std;
     float *stage = hs_malloc(STAGE_FLOATS * sizeof(float)); // host [STAGE_FLOATS]
     for (size_t at = 0; at < n; at += STAGE_FLOATS) {
         size_t count = n - at < STAGE_FLOATS ? n - at : STAGE_FLOATS;
-        for (size_t i = 0; i < count; i += 2) { // Box-Muller: two normals per pair of draws
-            double radius = sqrt(-2.0 * log(rng_uniform(rng)));
-            double angle = 6.283185307179586 * rng_uniform(rng);
-            stage[i] = (float)(std * radius * cos(angle));
-            if (i + 1 < count)
-                stage[i + 1] = (float)(std * radius * sin(angle));
-        }
+        for (size_t i = 0; i < count; i++)
+            stage[i] = half_width * (2.0f * rng_uniform(rng) - 1.0f);
         ops->copy_from_host(buf + at, stage, count * sizeof(float));
     }
     free(stage);
@@ -232,8 +230,8 @@ static void bench_slot_topk(KernelBench *kb, KernelRow *row) {
     const double N = k->N, R = k->R, rows = k->rows, K = k->K;
     TopkArgs a = {
         .ops = ops, .N = k->N, .R = k->R, .rows = k->rows, .row_offset = k->row_offset, .K = k->K};
-    a.p = alloc_normal(ops, &kb->rng, (size_t)k->N * k->R, 1.0f);
-    a.keys = alloc_normal(ops, &kb->rng, (size_t)k->rows * k->R, 0.02f);
+    a.p = alloc_random(ops, &kb->rng, (size_t)k->N * k->R, 1.0f);
+    a.keys = alloc_random(ops, &kb->rng, (size_t)k->rows * k->R, 0.02f);
     a.top_s = alloc_zeros(ops, (size_t)k->N * k->K);
     a.top_i = ops->alloc((size_t)k->N * k->K * sizeof(int32_t));
     row->op = "slot_topk";
@@ -279,10 +277,10 @@ static void bench_slot_read(KernelBench *kb, double entropy_weight, KernelRow *f
     const size_t NH = (size_t)k->N * k->H, NK = (size_t)k->N * k->K, NKH = NK * k->H;
     SlotReadArgs a = {.ops = ops, .N = k->N, .K = k->K, .H = k->H};
     a.scale = (float)(entropy_weight / k->N);
-    a.h = alloc_normal(ops, &kb->rng, NH, 1.0f);
-    a.dy = alloc_normal(ops, &kb->rng, NH, 1.0f);
-    a.top_s = alloc_normal(ops, &kb->rng, NK, 1.0f);
-    a.vrows = alloc_normal(ops, &kb->rng, NKH, 0.02f);
+    a.h = alloc_random(ops, &kb->rng, NH, 1.0f);
+    a.dy = alloc_random(ops, &kb->rng, NH, 1.0f);
+    a.top_s = alloc_random(ops, &kb->rng, NK, 1.0f);
+    a.vrows = alloc_random(ops, &kb->rng, NKH, 0.02f);
     a.y = alloc_zeros(ops, NH);
     a.dh = alloc_zeros(ops, NH);
     a.w = alloc_zeros(ops, NK);
@@ -346,10 +344,10 @@ static void bench_attention(KernelBench *kb, KernelRow *fwd, KernelRow *bwd) {
     a.qpos = ops->alloc(M * sizeof(int32_t));
     ops->copy_from_host(a.qpos, host_qpos, M * sizeof(int32_t));
     free(host_qpos);
-    a.q = alloc_normal(ops, &kb->rng, q_floats, 1.0f);
-    a.k = alloc_normal(ops, &kb->rng, kv_floats, 1.0f);
-    a.v = alloc_normal(ops, &kb->rng, kv_floats, 1.0f);
-    a.dout = alloc_normal(ops, &kb->rng, q_floats, 1.0f);
+    a.q = alloc_random(ops, &kb->rng, q_floats, 1.0f);
+    a.k = alloc_random(ops, &kb->rng, kv_floats, 1.0f);
+    a.v = alloc_random(ops, &kb->rng, kv_floats, 1.0f);
+    a.dout = alloc_random(ops, &kb->rng, q_floats, 1.0f);
     a.o = alloc_zeros(ops, q_floats);
     a.dq = alloc_zeros(ops, q_floats);
     a.dk = alloc_zeros(ops, kv_floats);
@@ -402,9 +400,9 @@ static void bench_linear(KernelBench *kb, const char *fwd_name, const char *bwd_
                          int O, int with_bias, KernelRow *fwd, KernelRow *bwd) {
     const Ops *ops = kb->ops;
     LinearArgs a = {.ops = ops, .N = N, .I = I, .O = O};
-    a.x = alloc_normal(ops, &kb->rng, (size_t)N * I, 1.0f);
-    a.w = alloc_normal(ops, &kb->rng, (size_t)O * I, 0.02f);
-    a.dout = alloc_normal(ops, &kb->rng, (size_t)N * O, 1.0f);
+    a.x = alloc_random(ops, &kb->rng, (size_t)N * I, 1.0f);
+    a.w = alloc_random(ops, &kb->rng, (size_t)O * I, 0.02f);
+    a.dout = alloc_random(ops, &kb->rng, (size_t)N * O, 1.0f);
     a.out = alloc_zeros(ops, (size_t)N * O);
     a.dx = alloc_zeros(ops, (size_t)N * I);
     a.dw = alloc_zeros(ops, (size_t)O * I);
@@ -456,7 +454,7 @@ static void bench_cross_entropy(KernelBench *kb, KernelRow *row) {
     const size_t chunk = (size_t)k->head_chunk;
     CrossEntropyArgs a = {.ops = ops, .N = k->head_chunk, .V = k->V};
     a.scale = (float)(1.0 / k->N);
-    a.logits = alloc_normal(ops, &kb->rng, chunk * k->V, 1.0f);
+    a.logits = alloc_random(ops, &kb->rng, chunk * k->V, 1.0f);
     a.targets = alloc_uniform_ints(ops, &kb->rng, chunk, k->V);
     a.argmax = ops->alloc(chunk * sizeof(int32_t));
     a.loss = alloc_zeros(ops, 1);
@@ -490,8 +488,8 @@ static void call_adamw_update(const void *args) {
 static void bench_adamw(KernelBench *kb, const char *name, size_t n, KernelRow *row) {
     const Ops *ops = kb->ops;
     AdamwArgs a = {.ops = ops, .n = n};
-    a.param = alloc_normal(ops, &kb->rng, n, 0.02f);
-    a.grad = alloc_normal(ops, &kb->rng, n, 1.0f);
+    a.param = alloc_random(ops, &kb->rng, n, 0.02f);
+    a.grad = alloc_random(ops, &kb->rng, n, 1.0f);
     a.m = alloc_zeros(ops, n);
     a.v = alloc_zeros(ops, n);
     row->op = name;
