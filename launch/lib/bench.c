@@ -6,6 +6,7 @@
 // --bench_sweep runs the base configuration, attn=dense, ffn=dense and each length of
 // --bench_seq_lens (micro-batch scaled to keep --bench_tokens tokens per rank per step),
 // freeing each model before the next, and ends with one summary row per variant.
+// --bench_kernels 1 times the main ops one by one instead (launch/lib/bench_kernels.h).
 #include "launch/lib/bench.h"
 
 #include <mpi.h>
