@@ -2,7 +2,8 @@
 # One call on a GPU machine: build the CUDA backend, run the whole ctest suite (the gpu
 # parity tests included), then train the MODEL.md seed configuration for a few steps and
 # print a short table. Logs go to $OUT (or ./gpu_suite_out).
-#   bash launch/gpu_suite.sh [steps] [micro_batch]     (BENCH_SWEEP= skips the variant sweep)
+#   bash launch/gpu_suite.sh [steps] [micro_batch]     (BENCH_SWEEP= skips the variant sweep,
+#                                                      BENCH_KERNELS= the per-op benchmarks)
 # On this workplace's lent GPU machine, the build kit is carried as .gpu/ (env.sh unpacks
 # Open MPI, parallel HDF5 and Check); elsewhere the system's packages are used.
 set -uo pipefail
@@ -41,6 +42,15 @@ bench_rc=$?
 # The same base variant with bf16 tensor-core GEMMs (--matmul bf16), for comparison.
 mpirun -np 1 build-gpu/hspmn_dist bench --preset seed --device cuda --micro_batch 4 \
     --bench_steps 5 --bench_warmup 2 --matmul bf16 >"$out/bench_bf16.log" 2>&1
+# Each main op alone at the seed shapes against its ceiling, in both modes
+# (BENCH_KERNELS= skips them).
+if [ -n "${BENCH_KERNELS-1}" ]; then
+    for mm in fp32 bf16; do
+        mpirun -np 1 build-gpu/hspmn_dist bench --preset seed --device cuda --micro_batch 4 \
+            --bench_steps 10 --bench_warmup 2 --matmul $mm --bench_kernels 1 \
+            >"$out/bench_kernels_$mm.log" 2>&1
+    done
+fi
 
 echo "=== ctest (last lines) ==="
 grep -E "tests passed|tests failed|Failed|\*\*\*|Not Run|Skipped" "$out/ctest.log" | tail -20
@@ -52,6 +62,11 @@ sed -n '/^== bench base/,/^$/p' "$out/bench.log" | grep -vE "^(model:|batch:)"
 sed -n '/^== sweep summary/,$p' "$out/bench.log"
 echo "=== bench, --matmul bf16 ==="
 grep -E "^(step time|tokens/s|MFU|memory)|^  (reflexive|attention|slot_memory|head_loss) " "$out/bench_bf16.log"
+for mm in fp32 bf16; do
+    [ -f "$out/bench_kernels_$mm.log" ] || continue
+    echo "=== kernels alone, --matmul $mm ==="
+    grep -vE "^(\[|  *$)" "$out/bench_kernels_$mm.log" | tail -25
+done
 echo "=== summary ==="
 printf "%-28s %s\n" "build (s)" "$t_build" "ctest (s)" "$t_ctest" "ctest exit" "$ctest_rc" \
     "seed train exit" "$train_rc" "bench exit" "$bench_rc" "peak GPU memory (MiB)" "${peak:-?}"
