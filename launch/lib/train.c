@@ -39,6 +39,7 @@ typedef struct Trainer {
     int64_t data_cursor; // global sequences consumed
     Metrics *metrics;    // rank 0 only
     LayerStats stats;
+    float *loss_sum; // [3] backend memory: ce, route, entropy summed over the micro-batches
 } Trainer;
 
 // Extra metrics next to io/metrics.h's standard ones.
@@ -221,8 +222,10 @@ static void train_step(Trainer *tr, int64_t step, StepResult *out) {
         hs_fatal("data %s: the batch at cursor %lld has no positions with a target", o->data,
                  (long long)tr->data_cursor);
 
-    double parts[4] = {0.0, 0.0, 0.0, 0.0}; // ce, route, entropy, total
+    // The loss parts are summed on the device and read once after the last micro-batch:
+    // one wait for the GPU per step here, whatever the number of micro-batches.
     model_zero_grad(model);
+    s->ops->zero(tr->loss_sum, 3 * sizeof(float));
     for (int a = 0; a < tr->accum; a++) {
         Batch *b = &tr->micro[a];
         batch_upload(b, s->ops);
@@ -238,12 +241,11 @@ static void train_step(Trainer *tr, int64_t step, StepResult *out) {
                             .want_grad = 1};
         model_forward(model, &args);
         model_backward(model);
-        LossParts lp = model_losses(model);
-        parts[0] += lp.ce;
-        parts[1] += lp.route;
-        parts[2] += lp.entropy;
-        parts[3] += lp.total;
+        s->ops->axpy(tr->loss_sum, 1.0f, model->losses, 3);
     }
+    float sums[3];
+    s->ops->copy_to_host(sums, tr->loss_sum, sizeof(sums));
+    double parts[4] = {sums[0], sums[1], sums[2], (double)sums[0] + sums[1] + sums[2]};
     grads_allreduce(s->comm, model->grads, model->layout.n_dense);
     out->lr = lr_schedule_at(&tr->schedule, (int)step);
     out->optim = optimizer_step(&tr->optim, model->params, model->grads, s->comm, out->lr);
@@ -334,6 +336,7 @@ int train_main(Session *s) {
     session_open_data(s, tr.seed);
     session_print_config(s, tr.accum);
 
+    tr.loss_sum = s->ops->alloc(3 * sizeof(float));
     tr.micro = hs_calloc((size_t)tr.accum, sizeof(Batch));
     for (int a = 0; a < tr.accum; a++)
         batch_alloc(&tr.micro[a], s->ops, o->micro_batch, s->cfg.seq_len);
@@ -405,6 +408,7 @@ int train_main(Session *s) {
     for (int a = 0; a < tr.accum; a++)
         batch_free(&tr.micro[a], s->ops);
     free(tr.micro);
+    s->ops->free(tr.loss_sum);
     optimizer_free(&tr.optim);
     if (s->info.rank == 0)
         printf("done: %s\n", s->run_dir);
