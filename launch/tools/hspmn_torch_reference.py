@@ -458,6 +458,7 @@ def read_checkpoint(path):
     """(config dict, {path: numpy array}) of one of our checkpoints."""
     try:
         import h5py
+        import numpy as np
     except ImportError as exc:
         fail(f"--check needs h5py ({exc})")
     try:
@@ -477,7 +478,7 @@ def read_checkpoint(path):
 
         def visit(name, obj):
             if isinstance(obj, h5py.Dataset) and name.startswith("model/"):
-                tensors["/" + name] = obj[()]
+                tensors["/" + name] = np.asarray(obj[()])
 
         f.visititems(visit)
     return cfg, tensors
