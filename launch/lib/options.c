@@ -48,8 +48,11 @@ void options_defaults(Options *opt) {
     opt->temperature = 1.0;
     opt->sample_top_k = 0;
     opt->max_new_tokens = 64;
+    opt->step_timeout = 1800.0;
     opt->debug_die_rank = -1;
     opt->debug_die_step = -1;
+    opt->debug_hang_rank = -1;
+    opt->debug_hang_step = -1;
 }
 
 static int fail(char *err, int errlen, const char *fmt, ...) {
@@ -256,6 +259,12 @@ static int set_flag(Options *opt, const char *flag, const char *value, char *err
     if (!strcmp(flag, "bench_seq_lens"))
         return copy_string(flag, value, opt->bench_seq_lens, sizeof(opt->bench_seq_lens), err,
                            errlen);
+    if (!strcmp(flag, "step_timeout"))
+        return parse_double(flag, value, 0.0, 1e7, &opt->step_timeout, err, errlen);
+    if (!strcmp(flag, "debug_hang_rank"))
+        return parse_int(flag, value, 0, big, &opt->debug_hang_rank, err, errlen);
+    if (!strcmp(flag, "debug_hang_step"))
+        return parse_int(flag, value, 0, big, &opt->debug_hang_step, err, errlen);
     if (!strcmp(flag, "debug_die_rank"))
         return parse_int(flag, value, 0, big, &opt->debug_die_rank, err, errlen);
     if (!strcmp(flag, "debug_die_step"))
@@ -408,6 +417,10 @@ void options_print_help(FILE *out) {
             d.eval_every);
     fprintf(out, "  --%-20s %d  held-out batches per eval\n", "eval_batches", d.eval_batches);
     fprintf(out, "  --%-20s %d  steps between progress lines\n", "log_every", d.log_every);
+    fprintf(out,
+            "  --%-20s %g  seconds without progress (a step, an eval, a checkpoint) before the "
+            "job aborts on every rank: a dead or hung peer otherwise hangs the job; 0 = off\n",
+            "step_timeout", d.step_timeout);
     fprintf(out, "\nhardware:\n");
     fprintf(out, "  --%-20s cuda when a GPU is visible, else cpu  (cpu|cuda)\n", "device");
     fprintf(out, "  --%-20s nccl on cuda, mpi on cpu  (mpi|nccl)\n", "comm");

@@ -54,6 +54,7 @@ typedef struct Options {
     int eval_every;                 // 0 = only at the end
     int eval_batches;
     int log_every;
+    double step_timeout; // seconds without progress before the job aborts (0: no watchdog)
 
     // hardware
     char device[8]; // cpu | cuda | "" (choose)
@@ -85,6 +86,10 @@ typedef struct Options {
     // checkpoint of step debug_die_step, to prove a torn write leaves the last one intact.
     int debug_die_rank;
     int debug_die_step;
+    // testing only (not in --help): this rank stops (sleeps for ever) at the start of step
+    // debug_hang_step, as a hung GPU or peer would, to prove the watchdog ends the job.
+    int debug_hang_rank;
+    int debug_hang_step;
 } Options;
 
 // Fill `opt` with every default.

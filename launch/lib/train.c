@@ -15,8 +15,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "dist/mpi_check.h"
+#include "dist/watchdog.h"
 #include "io/checkpoint.h"
 #include "io/metrics.h"
 #include "kernels/error.h"
@@ -39,7 +41,8 @@ typedef struct Trainer {
     int64_t data_cursor; // global sequences consumed
     Metrics *metrics;    // rank 0 only
     LayerStats stats;
-    float *loss_sum; // [3] backend memory: ce, route, entropy summed over the micro-batches
+    float *loss_sum;    // [3] backend memory: ce, route, entropy summed over the micro-batches
+    Watchdog *watchdog; // NULL with --step_timeout 0
 } Trainer;
 
 // Extra metrics next to io/metrics.h's standard ones.
@@ -143,6 +146,18 @@ static void arm_debug_death(Trainer *tr, int64_t step_done) {
     if (pthread_create(&thread, NULL, die_when_tmp_appears, tr->s->run_dir) != 0)
         hs_fatal("pthread_create failed for --debug_die_step");
     pthread_detach(thread);
+}
+
+// --debug_hang_step: this rank stops at the start of that step, as a hung GPU or peer would.
+static void debug_hang(const Trainer *tr, int64_t step) {
+    const Options *o = &tr->s->opt;
+    if (o->debug_hang_step != step || o->debug_hang_rank != tr->s->info.rank)
+        return;
+    fprintf(stderr, "debug: rank %d hangs at the start of step %lld (--debug_hang_step)\n",
+            tr->s->info.rank, (long long)step);
+    fflush(stderr);
+    for (;;)
+        pause();
 }
 
 static void save_checkpoint(Trainer *tr, int64_t step_done) {
@@ -352,8 +367,11 @@ int train_main(Session *s) {
         printf("nothing to do: the checkpoint is at step %lld of --steps %d\n",
                (long long)tr.start_step, o->steps);
 
+    tr.watchdog = watchdog_start(o->step_timeout, s->info.rank);
     for (int64_t step = tr.start_step; step < last; step++) {
         StepResult r;
+        watchdog_beat(tr.watchdog, "step", step + 1);
+        debug_hang(&tr, step + 1);
         train_step(&tr, step, &r);
         const int64_t step_done = step + 1;
         window_steps++;
@@ -387,8 +405,10 @@ int train_main(Session *s) {
                 print_progress(&tr, step_done, &r, tok_per_s, elapsed / (double)window_steps);
             window_steps = 0;
         }
-        if (due(step_done, o->eval_every, last))
+        if (due(step_done, o->eval_every, last)) {
+            watchdog_beat(tr.watchdog, "the evaluation after step", step_done);
             run_eval(&tr, step_done);
+        }
         if (tr.metrics)
             metrics_commit(tr.metrics);
         if (due(step_done, o->ckpt_every, last)) {
@@ -396,12 +416,14 @@ int train_main(Session *s) {
             // loses no rows that a resume would keep.
             if (tr.metrics)
                 metrics_flush(tr.metrics);
+            watchdog_beat(tr.watchdog, "the checkpoint of step", step_done);
             save_checkpoint(&tr, step_done);
         }
         if (log_now)
             window_start = session_now_seconds(); // eval and checkpoints are not step time
     }
 
+    watchdog_stop(tr.watchdog);
     if (tr.metrics)
         metrics_close(tr.metrics);
     layer_stats_free(&tr.stats);
