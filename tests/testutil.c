@@ -129,3 +129,11 @@ int test_run_parity_suite(Suite *(*make_suite)(void), const Ops **cpu, const Ops
     (*cpu)->shutdown();
     return status;
 }
+
+LossParts test_model_step(Model *m, const ForwardArgs *args, float *grads_out) {
+    model_zero_grad(m);
+    model_forward(m, args);
+    model_backward(m);
+    memcpy(grads_out, m->grads, m->layout.n_local * sizeof(float));
+    return model_losses(m);
+}

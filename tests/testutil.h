@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "kernels/ops.h"
+#include "model/model.h"
 
 // Deterministic random numbers for test inputs (splitmix64 stream).
 typedef struct TestRng {
@@ -45,3 +46,7 @@ float *test_zeros(size_t n);
 float *test_copy_of(const float *x, size_t n);
 // sum_i out[i] * proj[i] in double: the scalar "loss" whose gradient an op test checks.
 double test_project(const float *out, const float *proj, size_t n);
+
+// One training step of a model: zero the gradients, forward with args, backward; copies the
+// rank's m->layout.n_local gradients into grads_out and returns the loss parts.
+LossParts test_model_step(Model *m, const ForwardArgs *args, float *grads_out);

@@ -221,11 +221,7 @@ static LossParts step_grads(const HeadCase *hc, int chunk, int want_grad, float 
     build_model(&m, hc, chunk);
     ForwardArgs args = hc->args;
     args.want_grad = want_grad;
-    model_zero_grad(&m);
-    model_forward(&m, &args);
-    model_backward(&m);
-    LossParts parts = model_losses(&m);
-    memcpy(grads_out, m.grads, m.layout.n_local * sizeof(float));
+    LossParts parts = test_model_step(&m, &args, grads_out);
     *n_out = m.layout.n_local;
     model_free(&m);
     return parts;

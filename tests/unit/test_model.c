@@ -266,11 +266,7 @@ static LossParts loss_and_grads(const ModelConfig *c, float *grads_out, size_t *
     random_tokens(tokens, B * T, c->vocab_size, 4);
     random_tokens(targets, B * T, c->vocab_size, 5);
     ForwardArgs args = make_args(tokens, targets, 1);
-    model_zero_grad(&m);
-    model_forward(&m, &args);
-    model_backward(&m);
-    LossParts parts = model_losses(&m);
-    memcpy(grads_out, m.grads, m.layout.n_local * sizeof(float));
+    LossParts parts = test_model_step(&m, &args, grads_out);
     *n_out = m.layout.n_local;
     model_free(&m);
     return parts;
