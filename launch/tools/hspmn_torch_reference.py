@@ -522,9 +522,18 @@ def check(args, device):
         generator = torch.Generator().manual_seed(args.seed)
         seqs = torch.randint(0, V, (args.micro_batch, T + 1), generator=generator)
     seqs = seqs.to(device)
-    with torch.no_grad():
-        total, ce, route, entropy = model(seqs[:, :T], seqs[:, 1:], training=False)
-    print("hspmn torch reference: check (eval mode, z = r, fp32)")
+    training = args.check_mode == "train"
+    with torch.set_grad_enabled(training):
+        total, ce, route, entropy = model(seqs[:, :T], seqs[:, 1:], training=training)
+    if training:
+        total.backward()
+        total, ce, route, entropy = (t.detach() for t in (total, ce, route, entropy))
+        grad_sq = sum(float(p.grad.double().pow(2).sum()) for p in model.parameters()
+                      if p.grad is not None)
+        print("hspmn torch reference: check (training mode: Gumbel noise from torch's RNG, "
+              "fp32)")
+    else:
+        print("hspmn torch reference: check (eval mode, z = r, fp32)")
     print(f"  checkpoint    {args.check} ({loaded} tensors)")
     print("  config        " + " ".join(f"{k}={cfg[k]}" for k, _, _ in MODEL_DEFAULTS))
     print(f"  tokens        {seqs.shape[0]} sequences x {T} "
@@ -533,6 +542,8 @@ def check(args, device):
     print(f"  ce            {float(ce):.6f}")
     print(f"  route         {float(route):.6f}")
     print(f"  entropy       {float(entropy):.6f}")
+    if training:
+        print(f"  grad_norm     {math.sqrt(grad_sq):.6f} (all parameters, before clipping)")
 
 
 # ---- command line ----------------------------------------------------------------------
@@ -570,6 +581,9 @@ def parse_args(argv):
     chk.add_argument("--check_tokens", metavar="FILE.npy",
                      help="integer [B, seq_len + 1] sequences (default: --micro_batch random "
                      "ones)")
+    chk.add_argument("--check_mode", default="eval", choices=["eval", "train"],
+                     help="train: the training-mode loss (Gumbel noise; identical selections "
+                     "to the C code only at capacity 1) and the gradient norm")
     args = p.parse_args(argv)
     if args.compile is None:
         args.compile = 1 if args.device == "cuda" else 0
