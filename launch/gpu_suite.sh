@@ -3,7 +3,8 @@
 # parity tests included), then train the MODEL.md seed configuration for a few steps and
 # print a short table. Logs go to $OUT (or ./gpu_suite_out).
 #   bash launch/gpu_suite.sh [steps] [micro_batch]     (BENCH_SWEEP= skips the variant sweep,
-#                                                      BENCH_KERNELS= the per-op benchmarks)
+#                                                      BENCH_KERNELS= the per-op benchmarks,
+#                                                      TORCH_REFERENCE= the PyTorch baseline)
 # On this workplace's lent GPU machine, the build kit is carried as .gpu/ (env.sh unpacks
 # Open MPI, parallel HDF5 and Check); elsewhere the system's packages are used.
 set -uo pipefail
@@ -52,6 +53,12 @@ if [ -n "${BENCH_KERNELS-1}" ]; then
     done
 fi
 
+# The PyTorch reference of the same model at the same micro-batch: tokens/s and peak memory
+# to compare with the bench (TORCH_REFERENCE= skips it; needs a python3 with torch).
+if [ -n "${TORCH_REFERENCE-1}" ] && python3 -c "import torch" 2>/dev/null; then
+    python3 launch/tools/hspmn_torch_reference.py --micro_batch 4 >"$out/torch_reference_mb4.log" 2>&1
+fi
+
 echo "=== ctest (last lines) ==="
 grep -E "tests passed|tests failed|Failed|\*\*\*|Not Run|Skipped" "$out/ctest.log" | tail -20
 echo "=== seed training (last lines) ==="
@@ -62,6 +69,10 @@ sed -n '/^== bench base/,/^$/p' "$out/bench.log" | grep -vE "^(model:|batch:)"
 sed -n '/^== sweep summary/,$p' "$out/bench.log"
 echo "=== bench, --matmul bf16 ==="
 grep -E "^(step time|tokens/s|MFU|memory)|^  (reflexive|attention|slot_memory|head_loss) " "$out/bench_bf16.log"
+if [ -f "$out/torch_reference_mb4.log" ]; then
+    echo "=== PyTorch reference (issue 6's baseline), micro-batch 4 ==="
+    sed -n '/^result/,$p' "$out/torch_reference_mb4.log"
+fi
 for mm in fp32 bf16; do
     [ -f "$out/bench_kernels_$mm.log" ] || continue
     echo "=== kernels alone, --matmul $mm ==="
