@@ -4,8 +4,9 @@
 // timed ones, each: zero grad, forward, backward, dense-gradient all-reduce, AdamW. A
 // Profiler attached to the model times every phase; the step time is the slowest rank's.
 // --bench_sweep runs the base configuration, attn=dense, ffn=dense and each length of
-// --bench_seq_lens (micro-batch scaled to keep --bench_tokens tokens per rank per step),
-// freeing each model before the next, and ends with one summary row per variant.
+// --bench_seq_lens, sparse and attn=dense (micro-batch scaled to keep --bench_tokens tokens
+// per rank per step), freeing each model before the next, and ends with one summary row per
+// variant and the attention speed-up of sparse queries at each length.
 // --bench_kernels 1 times the main ops one by one instead (launch/lib/bench_kernels.h).
 #include "launch/lib/bench.h"
 
@@ -364,6 +365,37 @@ static void print_variant_result(const Session *s, const BenchVariant *v, const 
     printf("\n");
 }
 
+static double attention_ms(const BenchResult *r) {
+    return r->phase_fwd[PHASE_ATTENTION] + r->phase_bwd[PHASE_ATTENTION];
+}
+
+// What sparse queries buy: for every sparse variant that has an attn=dense twin (the same
+// length, sequences and FFN), the attention phase of the twin over its own (forward +
+// backward, the q/k/v/o GEMMs included).
+static void print_attention_speedups(const BenchVariant *variants, const BenchResult *results,
+                                     int n) {
+    int printed = 0;
+    for (int i = 0; i < n; i++) {
+        const BenchVariant *sparse = &variants[i];
+        if (sparse->cfg.attn != ATTN_SPARSE || !results[i].ran || attention_ms(&results[i]) <= 0)
+            continue;
+        for (int j = 0; j < n; j++) {
+            const BenchVariant *dense = &variants[j];
+            if (dense->cfg.attn != ATTN_DENSE || !results[j].ran ||
+                dense->cfg.seq_len != sparse->cfg.seq_len || dense->B != sparse->B ||
+                dense->cfg.ffn != sparse->cfg.ffn)
+                continue;
+            if (!printed++)
+                printf("attention phase, attn=dense over sparse (capacity %g):\n",
+                       sparse->cfg.capacity);
+            printf("  T=%-6d %s vs %s: %.3f / %.3f ms = %.2fx\n", sparse->cfg.seq_len, dense->name,
+                   sparse->name, attention_ms(&results[j]), attention_ms(&results[i]),
+                   attention_ms(&results[j]) / attention_ms(&results[i]));
+            break;
+        }
+    }
+}
+
 static void print_sweep_summary(const BenchVariant *variants, const BenchResult *results, int n) {
     printf("== sweep summary\n");
     printf("  %-14s %6s %5s %12s %8s %10s %13s %10s\n", "variant", "T", "B", "tok/s", "MFU %",
@@ -378,15 +410,16 @@ static void print_sweep_summary(const BenchVariant *variants, const BenchResult 
         }
         printf("  %-14s %6d %5d %12.1f %8.3g %10.1f %13.3f %10.3f\n", variants[i].name,
                variants[i].cfg.seq_len, variants[i].B, r->tokens_per_s, 100.0 * r->mfu, r->peak_mib,
-               r->phase_fwd[PHASE_ATTENTION] + r->phase_bwd[PHASE_ATTENTION],
-               r->phase_fwd[PHASE_SLOT_MEMORY] + r->phase_bwd[PHASE_SLOT_MEMORY]);
+               attention_ms(r), r->phase_fwd[PHASE_SLOT_MEMORY] + r->phase_bwd[PHASE_SLOT_MEMORY]);
     }
+    print_attention_speedups(variants, results, n);
     fflush(stdout);
 }
 
 // ---- the variants ---------------------------------------------------------------------------
 
-// The base configuration, then (with --bench_sweep) attn=dense, ffn=dense and each length.
+// The base configuration, then (with --bench_sweep) attn=dense, ffn=dense and each length,
+// sparse and attn=dense.
 static int build_variants(Session *s, const BenchSettings *bs, BenchVariant *out, int cap) {
     int n = 0;
     BenchVariant base = {.cfg = s->cfg, .B = s->opt.micro_batch};
@@ -402,7 +435,8 @@ static int build_variants(Session *s, const BenchSettings *bs, BenchVariant *out
     snprintf(v.name, sizeof(v.name), "ffn=dense");
     v.cfg.ffn = FFN_DENSE;
     out[n++] = v;
-    for (int i = 0; i < bs->n_seq_lens && n < cap; i++) {
+    // Each length twice: as configured, then with attn=dense (its twin for the speed-up).
+    for (int i = 0; i < bs->n_seq_lens && n + 2 <= cap; i++) {
         v = base;
         snprintf(v.name, sizeof(v.name), "T=%d", bs->seq_lens[i]);
         v.cfg.seq_len = bs->seq_lens[i];
@@ -410,6 +444,9 @@ static int build_variants(Session *s, const BenchSettings *bs, BenchVariant *out
         char err[256];
         if (model_config_validate(&v.cfg, err, sizeof(err)) != 0)
             session_usage_error(s, "--bench_seq_lens %d: %s", bs->seq_lens[i], err);
+        out[n++] = v;
+        snprintf(v.name, sizeof(v.name), "T=%d/dense", bs->seq_lens[i]);
+        v.cfg.attn = ATTN_DENSE;
         out[n++] = v;
     }
     return n;
@@ -429,9 +466,9 @@ int bench_main(Session *s) {
                                                                     : BENCH_KERNELS_DEFAULT_GBPS};
         return bench_kernels_main(s, &ks);
     }
-    BenchVariant variants[3 + BENCH_MAX_SEQ_LENS];
-    BenchResult results[3 + BENCH_MAX_SEQ_LENS];
-    int n = build_variants(s, &bs, variants, 3 + BENCH_MAX_SEQ_LENS);
+    BenchVariant variants[3 + 2 * BENCH_MAX_SEQ_LENS];
+    BenchResult results[3 + 2 * BENCH_MAX_SEQ_LENS];
+    int n = build_variants(s, &bs, variants, 3 + 2 * BENCH_MAX_SEQ_LENS);
     for (int i = 0; i < n; i++) {
         BenchResult *r = &results[i];
         memset(r, 0, sizeof(*r));

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # hspmn_dist bench on the cpu: at 1 and 2 ranks it prints tokens/s, MFU, memory and a phase
 # table naming every phase, whose times add up to the measured step (within 20%); with
-# --bench_sweep it prints one summary row per variant.
+# --bench_sweep it prints one summary row per variant (each length sparse and attn=dense) and
+# the attention speed-up of sparse queries at each length.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/run_mpi.sh"
 bin="$HSPMN_BUILD/hspmn_dist"
@@ -46,10 +47,15 @@ done
 run_mpi 2 "$bin" bench --preset tiny --device cpu --bench_steps 2 --bench_warmup 1 --bench_sweep \
     --bench_seq_lens 16,32,64 --bench_tokens 256 >"$work/sweep.log"
 sed -n '/^== sweep summary/,$p' "$work/sweep.log"
-for variant in base attn=dense ffn=dense T=16 T=32 T=64; do
+for variant in base attn=dense ffn=dense T=16 T=16/dense T=32 T=32/dense T=64 T=64/dense; do
     rows=$(sed -n '/^== sweep summary/,$p' "$work/sweep.log" |
         grep -cE "^  $variant +[0-9]+ +[0-9]+ +[0-9.]+ +[0-9.e+-]+ +[0-9.]+ +[0-9.]+ +[0-9.]+$" || true)
     [[ $rows -eq 1 ]] || { echo "FAIL: sweep row for $variant appears $rows times"; exit 1; }
+done
+# The attention speed-up of sparse queries, one line per length with an attn=dense twin.
+for pair in "attn=dense vs base" "T=16/dense vs T=16" "T=32/dense vs T=32" "T=64/dense vs T=64"; do
+    grep -E "^  T=[0-9]+ +$pair: [0-9.]+ / [0-9.]+ ms = [0-9.]+x$" "$work/sweep.log" >/dev/null ||
+        { echo "FAIL: no attention speed-up line '$pair'"; exit 1; }
 done
 # Constant tokens per step: T=16 runs 16 sequences per rank, T=64 runs 4.
 grep -E '^  T=16 +16 +16 ' "$work/sweep.log" >/dev/null &&
