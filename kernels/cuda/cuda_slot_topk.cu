@@ -296,18 +296,9 @@ static void launch_slot_topk(float *top_s, int32_t *top_i, const float *p, const
 template <int RP>
 static void dispatch_list_length(float *top_s, int32_t *top_i, const float *p, const float *keys,
                                  int N, int R, int rows, int row_offset, int K) {
-    if (K <= 1)
-        launch_slot_topk<RP, 1>(top_s, top_i, p, keys, N, R, rows, row_offset, K);
-    else if (K <= 2)
-        launch_slot_topk<RP, 2>(top_s, top_i, p, keys, N, R, rows, row_offset, K);
-    else if (K <= 4)
-        launch_slot_topk<RP, 4>(top_s, top_i, p, keys, N, R, rows, row_offset, K);
-    else if (K <= 8)
-        launch_slot_topk<RP, 8>(top_s, top_i, p, keys, N, R, rows, row_offset, K);
-    else if (K <= 16)
-        launch_slot_topk<RP, 16>(top_s, top_i, p, keys, N, R, rows, row_offset, K);
-    else
-        launch_slot_topk<RP, 32>(top_s, top_i, p, keys, N, R, rows, row_offset, K);
+    with_list_length(K, [&]<int KP>() {
+        launch_slot_topk<RP, KP>(top_s, top_i, p, keys, N, R, rows, row_offset, K);
+    });
 }
 
 void cuda_slot_topk(float *top_s, int32_t *top_i, const float *p, const float *keys, int N, int R,

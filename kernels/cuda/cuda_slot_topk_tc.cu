@@ -315,18 +315,9 @@ static void launch_topk_tc(float *top_s, int32_t *top_i, const float *p, const f
 template <int RP>
 static void topk_tc_list_length(float *top_s, int32_t *top_i, const float *p, const float *keys,
                                 int N, int R, int rows, int row_offset, int K) {
-    if (K <= 1)
-        launch_topk_tc<RP, 1>(top_s, top_i, p, keys, N, R, rows, row_offset, K);
-    else if (K <= 2)
-        launch_topk_tc<RP, 2>(top_s, top_i, p, keys, N, R, rows, row_offset, K);
-    else if (K <= 4)
-        launch_topk_tc<RP, 4>(top_s, top_i, p, keys, N, R, rows, row_offset, K);
-    else if (K <= 8)
-        launch_topk_tc<RP, 8>(top_s, top_i, p, keys, N, R, rows, row_offset, K);
-    else if (K <= 16)
-        launch_topk_tc<RP, 16>(top_s, top_i, p, keys, N, R, rows, row_offset, K);
-    else
-        launch_topk_tc<RP, 32>(top_s, top_i, p, keys, N, R, rows, row_offset, K);
+    with_list_length(K, [&]<int KP>() {
+        launch_topk_tc<RP, KP>(top_s, top_i, p, keys, N, R, rows, row_offset, K);
+    });
 }
 
 // Shapes (1 <= K <= 32, 1 <= R <= 64, N, rows >= 0) are checked by cuda_slot_topk.

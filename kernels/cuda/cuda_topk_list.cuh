@@ -35,3 +35,20 @@ __device__ __forceinline__ bool topk_offer(float (&s)[KP], int32_t (&ids)[KP], f
     }
     return true;
 }
+
+// Calls f.template operator()<KP>() with KP = K rounded up to a power of two (1 .. 32): the
+// list lengths the selection kernels are built for (they write only the first K entries).
+template <typename F> void with_list_length(int K, F &&f) {
+    if (K <= 1)
+        f.template operator()<1>();
+    else if (K <= 2)
+        f.template operator()<2>();
+    else if (K <= 4)
+        f.template operator()<4>();
+    else if (K <= 8)
+        f.template operator()<8>();
+    else if (K <= 16)
+        f.template operator()<16>();
+    else
+        f.template operator()<32>();
+}
