@@ -138,6 +138,19 @@ __device__ void key_offsets(long long *offset, int b, int kvh, int s0, int T, in
     }
 }
 
+// Keys [s0, s0 + 64) of kv head kvh in sequence b into the bf16 k and v tiles (zero rows
+// past T). offset [64] is shared scratch for their element offsets; the caller makes sure no
+// thread still reads the tiles or offset, and syncs before using the tiles.
+template <int HDP>
+__device__ __forceinline__ void load_key_value_tiles(bf16 *k_tile, bf16 *v_tile, const float *k,
+                                                     const float *v, long long *offset, int b,
+                                                     int kvh, int s0, int T, int nkv, int hd) {
+    key_offsets(offset, b, kvh, s0, T, nkv, hd);
+    __syncthreads();
+    load_tile_bf16<HDP>(k_tile, k, offset, hd);
+    load_tile_bf16<HDP>(v_tile, v, offset, hd);
+}
+
 // out[16, 64] (fp32, ld LDS) = a[16, HDP] . b[64, HDP]^T for one warp's 16 rows: scores
 // (a = q, b = k) or dP (a = dout, b = v).
 template <int HDP> __device__ void warp_rows_times_keys(float *out, const bf16 *a, const bf16 *b) {
@@ -306,10 +319,7 @@ __global__ void __launch_bounds__(TC_THREADS)
 
     for (int s0 = 0; s0 < kv_end; s0 += TC_KEYS) {
         __syncthreads(); // the previous k, v tiles are no longer read; offsets reusable
-        key_offsets(offset, b, kvh, s0, T, nkv, hd);
-        __syncthreads();
-        load_tile_bf16<HDP>(k_tile, k, offset, hd);
-        load_tile_bf16<HDP>(v_tile, v, offset, hd);
+        load_key_value_tiles<HDP>(k_tile, v_tile, k, v, offset, b, kvh, s0, T, nkv, hd);
         __syncthreads();
         if (warp_last < (float)s0)
             continue; // every key of the tile lies in the future of this warp's rows
@@ -414,10 +424,7 @@ __global__ void __launch_bounds__(TC_THREADS)
 
     for (int s0 = 0; s0 < kv_end; s0 += TC_KEYS) {
         __syncthreads();
-        key_offsets(offset, b, kvh, s0, T, nkv, hd);
-        __syncthreads();
-        load_tile_bf16<HDP>(k_tile, k, offset, hd);
-        load_tile_bf16<HDP>(v_tile, v, offset, hd);
+        load_key_value_tiles<HDP>(k_tile, v_tile, k, v, offset, b, kvh, s0, T, nkv, hd);
         __syncthreads();
         if (warp_last < (float)s0)
             continue;
@@ -473,10 +480,7 @@ __global__ void __launch_bounds__(TC_THREADS)
     // row kernels order theirs.
     int key_tile = blockIdx.x / (nkv * B), rest = blockIdx.x % (nkv * B);
     int b = rest / nkv, kvh = rest % nkv, s0 = key_tile * TC_KEYS;
-    key_offsets(offset, b, kvh, s0, T, nkv, hd);
-    __syncthreads();
-    load_tile_bf16<HDP>(k_tile, k, offset, hd);
-    load_tile_bf16<HDP>(v_tile, v, offset, hd);
+    load_key_value_tiles<HDP>(k_tile, v_tile, k, v, offset, b, kvh, s0, T, nkv, hd);
 
     int warp = threadIdx.x >> 5;
     LaneRow me = lane_row();
