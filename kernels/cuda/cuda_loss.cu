@@ -123,6 +123,16 @@ __device__ inline void block_argmax(float &value, int &index) {
     index = best_index;
 }
 
+// An ignored row (target outside [0, V)): no loss, a zero gradient row. stride = blockDim.x.
+__device__ __forceinline__ void write_ignored_row(float *ce, float *dlogits, size_t n, int V,
+                                                  int stride) {
+    if (dlogits)
+        for (int j = threadIdx.x; j < V; j += stride)
+            dlogits[n * V + j] = 0.0f;
+    if (ce && threadIdx.x == 0)
+        ce[n] = 0.0f;
+}
+
 // ce [N] (may be NULL), dlogits [N, V] (may be NULL, may alias logits), argmax [N] (may be
 // NULL); logits [N, V]; targets [N]. Dynamic shared memory: V floats when kCached.
 template <bool kCached>
@@ -137,11 +147,7 @@ __global__ void __launch_bounds__(1024)
     // As cross_entropy_forward: a target outside [0, V) counts as ignored.
     const bool ignored = target < 0 || target >= V; // the same for the whole block
     if (ignored && argmax == NULL) {
-        if (dlogits)
-            for (int j = threadIdx.x; j < V; j += stride)
-                dlogits[n * V + j] = 0.0f;
-        if (ce && threadIdx.x == 0)
-            ce[n] = 0.0f;
+        write_ignored_row(ce, dlogits, n, V, stride);
         return;
     }
     // The target's logit, read before any thread can overwrite the row in place (pass 3
@@ -186,11 +192,7 @@ __global__ void __launch_bounds__(1024)
     const float *src = kCached ? cached_row : row; // [V]
 
     if (ignored) {
-        if (dlogits)
-            for (int k = threadIdx.x; k < V; k += stride)
-                dlogits[n * V + k] = 0.0f;
-        if (ce && threadIdx.x == 0)
-            ce[n] = 0.0f;
+        write_ignored_row(ce, dlogits, n, V, stride);
         return;
     }
     // Pass 2
