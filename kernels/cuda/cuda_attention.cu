@@ -314,13 +314,6 @@ static void check_attention_shapes(const char *op, int nh, int nkv, int hd) {
                     op, hd, ATT_MAX_HD);
 }
 
-// In bf16 mode (--matmul bf16) attention runs the tensor-core kernels of
-// cuda_attention_tc.cu (bf16 products, fp32 softmax and accumulation); in fp32 and tf32 mode
-// the fp32 kernels of this file, which follow the cpu oracle to fp32 rounding.
-static bool attention_on_tensor_cores(void) {
-    return cuda_bf16_tensor_cores();
-}
-
 static dim3 attention_grid(AttnTiling tiling, int B, int Mq, int nkv) {
     int query_tiles = (Mq + tiling.queries_per_block - 1) / tiling.queries_per_block;
     return dim3(query_tiles, nkv * tiling.head_tiles, B);
@@ -338,7 +331,10 @@ void cuda_attention_forward(float *o, float *lse, const float *q, const float *k
     check_attention_shapes("attention_forward", nh, nkv, hd);
     if (B == 0 || Mq == 0)
         return;
-    if (attention_on_tensor_cores()) {
+    // In bf16 mode (--matmul bf16) the tensor-core kernels of cuda_attention_tc.cu (bf16
+    // products, fp32 softmax and accumulation); in fp32 and tf32 mode the fp32 kernels of this
+    // file, which follow the cpu oracle to fp32 rounding. The backward chooses alike.
+    if (cuda_bf16_tensor_cores()) {
         cuda_attention_forward_tc(o, lse, q, k, v, qpos, B, T, Mq, nh, nkv, hd);
         return;
     }
@@ -371,7 +367,7 @@ void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
     check_attention_shapes("attention_backward", nh, nkv, hd);
     if (B == 0 || Mq == 0)
         return;
-    if (attention_on_tensor_cores()) {
+    if (cuda_bf16_tensor_cores()) {
         cuda_attention_backward_tc(dq, dk, dv, dout, q, k, v, o, lse, qpos, B, T, Mq, nh, nkv, hd);
         return;
     }

@@ -166,19 +166,15 @@ static void gemm_bf16(cublasOperation_t op_a, cublasOperation_t op_b, int m, int
                               CUBLAS_GEMM_DEFAULT));
 }
 
-static int bf16_mode(void) {
-    return cuda_matmul_compute_type() == CUBLAS_COMPUTE_32F_FAST_16BF;
-}
-
 // Whether this linear's GEMMs run on bf16 copies of their operands (see the top).
 static int use_bf16_operands(int N, int I, int O) {
-    return bf16_mode() && N >= BF16_MIN_DIM && I >= BF16_MIN_DIM && O >= BF16_MIN_DIM;
+    return cuda_bf16_tensor_cores() && N >= BF16_MIN_DIM && I >= BF16_MIN_DIM && O >= BF16_MIN_DIM;
 }
 
 // The compute type of the GEMMs on the fp32 buffers: the backend's, but plain fp32 for the
 // tiny products of the bf16 mode (the others take the bf16 copies).
 static cublasComputeType_t f32_compute_type(void) {
-    return bf16_mode() ? CUBLAS_COMPUTE_32F : cuda_matmul_compute_type();
+    return cuda_bf16_tensor_cores() ? CUBLAS_COMPUTE_32F : cuda_matmul_compute_type();
 }
 
 // Rows of x (and dout) converted at a time: at most LINEAR_BF16_CHUNK_BYTES of copies of
