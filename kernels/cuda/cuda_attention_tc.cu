@@ -23,6 +23,15 @@
 //             dV += P^T dO, dK += dS^T Q in WMMA fragments held in registers all along.
 // Every output element is written by one block in a fixed order: results repeat bit for bit
 // (no atomics), unlike the fp32 kernel's dk/dv.
+//
+// Splitting the long walks. With few row tiles (0.2 T queries of a few sequences: 416 row
+// tiles at the seed shape, about one wave of the GPU) the kernel time is the time of the
+// longest block, a row tile of the last queries walking all T keys, while most SMs sit idle.
+// So when the grid is small the key walk of the forward and dq kernels is cut into chunks
+// of KeySplit::chunk_keys keys, one block per (row tile, chunk), and the dk/dv kernel's walk
+// over query tiles into chunks of QuerySplit::chunk_tiles tiles. Each chunk writes its
+// partial result to the workspace (the forward: O normalised by its own sum, and its
+// log-sum-exp) and a small kernel merges the chunks in a fixed order: still no atomics.
 #include <cuda_bf16.h>
 #include <mma.h>
 
@@ -271,9 +280,9 @@ __device__ __forceinline__ void row_softmax_backward(bf16 *p_tile, bf16 *ds_tile
 struct RowTileId {
     int b, kvh, head_tile, query_tile;
 };
-__device__ inline RowTileId row_tile_of_block(TcTiling t, int nkv, int B) {
+__device__ inline RowTileId row_tile_of_block(TcTiling t, int nkv, int B, int block) {
     int per_query_tile = nkv * t.head_tiles * B;
-    int rank = blockIdx.x / per_query_tile, rest = blockIdx.x % per_query_tile;
+    int rank = block / per_query_tile, rest = block % per_query_tile;
     RowTileId id;
     id.query_tile = t.query_tiles - 1 - rank;
     id.b = rest / (nkv * t.head_tiles);
@@ -282,12 +291,49 @@ __device__ inline RowTileId row_tile_of_block(TcTiling t, int nkv, int B) {
     return id;
 }
 
-// o [B*Mq, nh, hd]; lse [B*Mq, nh]; q [B*Mq, nh, hd]; k, v [B, T, nkv, hd]; qpos [B*Mq]
+// How the key walk of the forward and dq kernels is cut: chunk c covers keys
+// [c chunk_keys, (c + 1) chunk_keys). chunks == 1: one block per row tile, no partials.
+struct KeySplit {
+    int chunk_keys; // a multiple of TC_KEYS
+    int chunks;
+};
+
+// How the dk/dv kernel's walk over query tiles is cut: chunk c covers query tiles
+// [c chunk_tiles, (c + 1) chunk_tiles). chunks == 1: one block per key tile, no partials.
+struct QuerySplit {
+    int chunk_tiles;
+    int chunks;
+};
+
+// The (row tile, key chunk) of a block of the forward or dq kernels: chunk-major, so every
+// row tile's first chunk comes first, in the row tiles' decreasing-work order.
+struct RowChunkId {
+    RowTileId tile;
+    int chunk;
+};
+__device__ inline RowChunkId row_chunk_of_block(TcTiling t, int nkv, int B, KeySplit split) {
+    int row_blocks = gridDim.x / split.chunks;
+    RowChunkId id;
+    id.tile = row_tile_of_block(t, nkv, B, blockIdx.x % row_blocks);
+    id.chunk = blockIdx.x / row_blocks;
+    return id;
+}
+
+// The chunks a row at position qpos has keys in: chunk c holds key c chunk_keys <= qpos.
+__device__ inline int chunks_seen(int qpos, KeySplit split) {
+    return min(split.chunks, qpos / split.chunk_keys + 1);
+}
+
+// o [B*Mq, nh, hd]; lse [B*Mq, nh]; q [B*Mq, nh, hd]; k, v [B, T, nkv, hd]; qpos [B*Mq].
+// With split.chunks > 1 the block writes its chunk's partial result instead of o and lse:
+// o_part [chunks, B*Mq*nh, hd] = O over the chunk's keys / its own sum, lse_part
+// [chunks, B*Mq*nh] = that sum's log (-inf for a row that sees none of the chunk's keys).
 template <int HDP>
 __global__ void __launch_bounds__(TC_THREADS)
-    attention_forward_tc_kernel(float *o, float *lse, const float *q, const float *k,
-                                const float *v, const int32_t *qpos, TcTiling tiling, int B, int T,
-                                int Mq, int nh, int nkv, int hd, float scale_log2) {
+    attention_forward_tc_kernel(float *o, float *lse, float *o_part, float *lse_part,
+                                const float *q, const float *k, const float *v, const int32_t *qpos,
+                                TcTiling tiling, KeySplit split, int B, int T, int Mq, int nh,
+                                int nkv, int hd, float scale_log2) {
     using L = TcLayout<HDP>;
     extern __shared__ unsigned char smem_raw[];
     SharedCarver carve(smem_raw);
@@ -301,10 +347,14 @@ __global__ void __launch_bounds__(TC_THREADS)
     __shared__ int row_qpos[TC_ROWS], kv_end_shared;
     __shared__ float row_m[TC_ROWS], row_l[TC_ROWS];
 
-    RowTileId id = row_tile_of_block(tiling, nkv, B);
-    int b = id.b, kvh = id.kvh;
-    int kv_end = load_tile_rows(tiling, b, kvh, id.head_tile, id.query_tile, qpos, Mq, nh,
+    RowChunkId id = row_chunk_of_block(tiling, nkv, B, split);
+    int b = id.tile.b, kvh = id.tile.kvh;
+    int kv_end = load_tile_rows(tiling, b, kvh, id.tile.head_tile, id.tile.query_tile, qpos, Mq, nh,
                                 row_index, row_qpos, &kv_end_shared);
+    int s_begin = id.chunk * split.chunk_keys;
+    if (s_begin >= kv_end)
+        return; // no row of the tile reaches this chunk (the merge knows: chunks_seen)
+    int s_end = min(kv_end, s_begin + split.chunk_keys);
     row_offsets(offset, row_index, hd);
     for (int i = threadIdx.x; i < TC_ROWS * L::LDO; i += TC_THREADS)
         o_acc[i] = 0.0f;
@@ -317,7 +367,7 @@ __global__ void __launch_bounds__(TC_THREADS)
     int warp_last = warp_max((float)my_qpos); // the warp's rows see keys [0, warp_last]
     float m = -INFINITY, l = 0.0f;            // running max (log2 units) and sum of my row
 
-    for (int s0 = 0; s0 < kv_end; s0 += TC_KEYS) {
+    for (int s0 = s_begin; s0 < s_end; s0 += TC_KEYS) {
         __syncthreads(); // the previous k, v tiles are no longer read; offsets reusable
         load_key_value_tiles<HDP>(k_tile, v_tile, k, v, offset, b, kvh, s0, T, nkv, hd);
         __syncthreads();
@@ -361,26 +411,60 @@ __global__ void __launch_bounds__(TC_THREADS)
         row_l[me.row] = l;
     }
     __syncthreads();
+    // The whole result, or the chunk's part: row i of chunk c at c * rows + i.
+    const long long rows = (long long)B * Mq * nh;
+    float *o_out = split.chunks == 1 ? o : o_part + (size_t)id.chunk * rows * hd;
+    float *lse_out = split.chunks == 1 ? lse : lse_part + (size_t)id.chunk * rows;
     int lane = threadIdx.x & 31;
     for (int r = 16 * warp; r < 16 * warp + 16; r++) {
         if (row_index[r] < 0)
             continue;
-        float inv = 1.0f / row_l[r];
+        bool seen = row_l[r] > 0.0f; // false only for a row before the chunk's first key
+        float inv = seen ? 1.0f / row_l[r] : 0.0f;
         for (int d = lane; d < hd; d += 32)
-            o[row_index[r] * hd + d] = o_acc[r * L::LDO + d] * inv;
+            o_out[row_index[r] * hd + d] = o_acc[r * L::LDO + d] * inv;
         if (lane == 0)
-            lse[row_index[r]] = (row_m[r] + log2f(row_l[r])) * LN2;
+            lse_out[row_index[r]] = seen ? (row_m[r] + log2f(row_l[r])) * LN2 : -INFINITY;
     }
 }
 
+// o, lse from the chunks' parts (see attention_forward_tc_kernel), one warp per row, chunks
+// in order: O = sum_c e^(lse_c - lse) O_c with lse = log sum_c e^lse_c.
+__global__ void attention_merge_chunks_kernel(float *o, float *lse, const float *o_part,
+                                              const float *lse_part, const int32_t *qpos,
+                                              long long rows, int nh, int hd, KeySplit split) {
+    long long row = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    if (row >= rows)
+        return;
+    int lane = threadIdx.x & 31;
+    int chunks = chunks_seen(qpos[row / nh], split); // chunk 0 always: it holds key 0
+    float m = -INFINITY;
+    for (int c = 0; c < chunks; c++)
+        m = fmaxf(m, lse_part[c * rows + row]);
+    float total = 0.0f;
+    for (int c = 0; c < chunks; c++)
+        total += expf(lse_part[c * rows + row] - m);
+    for (int d = lane; d < hd; d += 32) {
+        float acc = 0.0f;
+        for (int c = 0; c < chunks; c++)
+            acc += expf(lse_part[c * rows + row] - m) * o_part[(c * rows + row) * hd + d];
+        o[row * hd + d] = acc / total;
+    }
+    if (lane == 0)
+        lse[row] = m + logf(total);
+}
+
 // dq [B*Mq, nh, hd] += dS K; row_D [B*Mq, nh] = rowsum(dout * o) (written for the dk/dv
-// kernel). Same rows and key walk as the forward.
+// kernel by the blocks of chunk 0). Same rows and key walk as the forward. With
+// split.chunks > 1 the block writes its chunk's dS K to dq_part [chunks, B*Mq*nh, hd]
+// instead of adding it to dq.
 template <int HDP>
 __global__ void __launch_bounds__(TC_THREADS)
-    attention_dq_tc_kernel(float *dq, float *row_D_out, const float *dout, const float *q,
-                           const float *k, const float *v, const float *o, const float *lse,
-                           const int32_t *qpos, TcTiling tiling, int B, int T, int Mq, int nh,
-                           int nkv, int hd, float scale, float scale_log2) {
+    attention_dq_tc_kernel(float *dq, float *dq_part, float *row_D_out, const float *dout,
+                           const float *q, const float *k, const float *v, const float *o,
+                           const float *lse, const int32_t *qpos, TcTiling tiling, KeySplit split,
+                           int B, int T, int Mq, int nh, int nkv, int hd, float scale,
+                           float scale_log2) {
     using L = TcLayout<HDP>;
     extern __shared__ unsigned char smem_raw[];
     SharedCarver carve(smem_raw);
@@ -395,10 +479,14 @@ __global__ void __launch_bounds__(TC_THREADS)
     __shared__ long long row_index[TC_ROWS], offset[TC_ROWS];
     __shared__ int row_qpos[TC_ROWS], kv_end_shared;
 
-    RowTileId id = row_tile_of_block(tiling, nkv, B);
-    int b = id.b, kvh = id.kvh;
-    int kv_end = load_tile_rows(tiling, b, kvh, id.head_tile, id.query_tile, qpos, Mq, nh,
+    RowChunkId id = row_chunk_of_block(tiling, nkv, B, split);
+    int b = id.tile.b, kvh = id.tile.kvh;
+    int kv_end = load_tile_rows(tiling, b, kvh, id.tile.head_tile, id.tile.query_tile, qpos, Mq, nh,
                                 row_index, row_qpos, &kv_end_shared);
+    int s_begin = id.chunk * split.chunk_keys;
+    if (s_begin >= kv_end)
+        return; // no row of the tile reaches this chunk (chunk 0 always runs)
+    int s_end = min(kv_end, s_begin + split.chunk_keys);
     row_offsets(offset, row_index, hd);
     for (int i = threadIdx.x; i < TC_ROWS * L::LDO; i += TC_THREADS)
         dq_acc[i] = 0.0f;
@@ -419,10 +507,10 @@ __global__ void __launch_bounds__(TC_THREADS)
         lse2 = lse[my_index] * LOG2E;
     }
     D += __shfl_xor_sync(0xffffffffu, D, 1);
-    if (my_index >= 0 && me.half == 0)
+    if (id.chunk == 0 && my_index >= 0 && me.half == 0)
         row_D_out[my_index] = D;
 
-    for (int s0 = 0; s0 < kv_end; s0 += TC_KEYS) {
+    for (int s0 = s_begin; s0 < s_end; s0 += TC_KEYS) {
         __syncthreads();
         load_key_value_tiles<HDP>(k_tile, v_tile, k, v, offset, b, kvh, s0, T, nkv, hd);
         __syncthreads();
@@ -442,23 +530,60 @@ __global__ void __launch_bounds__(TC_THREADS)
     }
 
     __syncthreads();
+    const long long rows = (long long)B * Mq * nh;
+    float *part = split.chunks == 1 ? NULL : dq_part + (size_t)id.chunk * rows * hd;
     int lane = threadIdx.x & 31;
     for (int r = 16 * warp; r < 16 * warp + 16; r++) {
         if (row_index[r] < 0)
             continue;
-        for (int d = lane; d < hd; d += 32)
-            dq[row_index[r] * hd + d] += dq_acc[r * L::LDO + d];
+        for (int d = lane; d < hd; d += 32) {
+            if (part)
+                part[row_index[r] * hd + d] = dq_acc[r * L::LDO + d];
+            else
+                dq[row_index[r] * hd + d] += dq_acc[r * L::LDO + d];
+        }
     }
 }
 
+// dq [rows, hd] += the sum of the chunks' parts a row has keys in, chunk 0 first.
+__global__ void attention_sum_dq_chunks_kernel(float *dq, const float *dq_part, const int32_t *qpos,
+                                               long long rows, int nh, int hd, KeySplit split) {
+    long long n = rows * hd;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x) {
+        int chunks = chunks_seen(qpos[i / hd / nh], split);
+        float acc = 0.0f;
+        for (int c = 0; c < chunks; c++)
+            acc += dq_part[c * n + i];
+        dq[i] += acc;
+    }
+}
+
+// chunk_last [B, chunks]: the last position among the queries of each query chunk of each
+// sequence (-1 when the chunk holds none), which says which key tiles a chunk reaches.
+__global__ void attention_query_chunk_last_kernel(int *chunk_last, const int32_t *qpos, int B,
+                                                  int Mq, int queries_per_chunk, int chunks) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= B * chunks)
+        return;
+    int b = i / chunks, first = (i % chunks) * queries_per_chunk, last = -1;
+    for (int query = first; query < first + queries_per_chunk && query < Mq; query++)
+        last = max(last, qpos[b * Mq + query]);
+    chunk_last[i] = last;
+}
+
 // dk, dv [B, T, nkv, hd] += dS^T Q, P^T dO over every query head of one kv head, for one
-// tile of 64 keys of one sequence. row_D [B*Mq, nh] from the dq kernel.
+// tile of 64 keys of one sequence. row_D [B*Mq, nh] from the dq kernel. With
+// split.chunks > 1 a block walks one chunk of the query tiles and writes its sums to
+// dk_part, dv_part [chunks, B, T, nkv, hd] instead, or nothing when chunk_last says no query
+// of its chunk sees the key tile.
 template <int HDP>
 __global__ void __launch_bounds__(TC_THREADS)
-    attention_dkdv_tc_kernel(float *dk, float *dv, const float *row_D, const float *dout,
+    attention_dkdv_tc_kernel(float *dk, float *dv, float *dk_part, float *dv_part,
+                             const int *chunk_last, const float *row_D, const float *dout,
                              const float *q, const float *k, const float *v, const float *lse,
-                             const int32_t *qpos, TcTiling tiling, int B, int T, int Mq, int nh,
-                             int nkv, int hd, float scale, float scale_log2) {
+                             const int32_t *qpos, TcTiling tiling, QuerySplit split, int B, int T,
+                             int Mq, int nh, int nkv, int hd, float scale, float scale_log2) {
     using L = TcLayout<HDP>;
     extern __shared__ unsigned char smem_raw[];
     SharedCarver carve(smem_raw);
@@ -476,10 +601,16 @@ __global__ void __launch_bounds__(TC_THREADS)
     __shared__ long long row_index[TC_ROWS], offset[TC_ROWS];
     __shared__ int row_qpos[TC_ROWS], kv_end_shared;
 
-    // One-dimensional grid, the first key tiles (seen by the most queries) first, as the
-    // row kernels order theirs.
-    int key_tile = blockIdx.x / (nkv * B), rest = blockIdx.x % (nkv * B);
+    // One-dimensional grid, chunk-major, and within a chunk the first key tiles (seen by the
+    // most queries) first, as the row kernels order theirs.
+    int key_blocks = gridDim.x / split.chunks;
+    int chunk = blockIdx.x / key_blocks, block = blockIdx.x % key_blocks;
+    int key_tile = block / (nkv * B), rest = block % (nkv * B);
     int b = rest / nkv, kvh = rest % nkv, s0 = key_tile * TC_KEYS;
+    if (split.chunks > 1 && chunk_last[b * split.chunks + chunk] < s0)
+        return; // no query of the chunk sees these keys (the sum skips the chunk too)
+    int tile_begin = chunk * split.chunk_tiles;
+    int tile_end = min(tiling.query_tiles, tile_begin + split.chunk_tiles);
     load_key_value_tiles<HDP>(k_tile, v_tile, k, v, offset, b, kvh, s0, T, nkv, hd);
 
     int warp = threadIdx.x >> 5;
@@ -492,7 +623,7 @@ __global__ void __launch_bounds__(TC_THREADS)
     }
 
     for (int head_tile = 0; head_tile < tiling.head_tiles; head_tile++) {
-        for (int query_tile = 0; query_tile < tiling.query_tiles; query_tile++) {
+        for (int query_tile = tile_begin; query_tile < tile_end; query_tile++) {
             // the tile's last query: the queries of a tile are consecutive, each thread reads
             // them, so the decision to skip is the same in every thread
             int q_first = query_tile * tiling.queries_per_tile, tile_last = -1;
@@ -529,11 +660,15 @@ __global__ void __launch_bounds__(TC_THREADS)
         }
     }
 
-    // Stage dK then dV through shared memory and add them to the fp32 outputs.
+    // Stage dK then dV through shared memory and add them to the fp32 outputs (or write
+    // them to the chunk's parts).
     float *stage = s_tile; // [64 keys, LDO]
     int lane = threadIdx.x & 31;
+    const size_t part_offset = (size_t)chunk * B * T * nkv * hd;
     for (int which = 0; which < 2; which++) {
         float *out = which == 0 ? dk : dv;
+        if (split.chunks > 1)
+            out = (which == 0 ? dk_part : dv_part) + part_offset;
         __syncthreads(); // the rows phase (or the previous output) is done with the staging
 #pragma unroll
         for (int n = 0; n < HDP / 16; n++)
@@ -543,10 +678,33 @@ __global__ void __launch_bounds__(TC_THREADS)
         __syncthreads();
         for (int j = warp; j < TC_KEYS; j += TC_WARPS) {
             if (s0 + j < T)
-                for (int d = lane; d < hd; d += 32)
-                    out[(((long long)b * T + s0 + j) * nkv + kvh) * hd + d] +=
-                        stage[j * L::LDO + d];
+                for (int d = lane; d < hd; d += 32) {
+                    float *at = out + (((long long)b * T + s0 + j) * nkv + kvh) * hd + d;
+                    *at = split.chunks > 1 ? stage[j * L::LDO + d] : *at + stage[j * L::LDO + d];
+                }
         }
+    }
+}
+
+// dk, dv [B, T, nkv, hd] += the sum of the query chunks' parts that reach each key's tile,
+// chunk 0 first (the chunks the dk/dv kernel wrote: chunk_last >= the tile's first key).
+__global__ void attention_sum_kv_chunks_kernel(float *dk, float *dv, const float *dk_part,
+                                               const float *dv_part, const int *chunk_last, int B,
+                                               int T, int nkv, int hd, int chunks) {
+    long long n = (long long)B * T * nkv * hd;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x) {
+        long long token = i / ((long long)nkv * hd); // b * T + s
+        int b = (int)(token / T), s0 = (int)(token % T) / TC_KEYS * TC_KEYS;
+        float acc_k = 0.0f, acc_v = 0.0f;
+        for (int c = 0; c < chunks; c++) {
+            if (chunk_last[b * chunks + c] < s0)
+                continue;
+            acc_k += dk_part[c * n + i];
+            acc_v += dv_part[c * n + i];
+        }
+        dk[i] += acc_k;
+        dv[i] += acc_v;
     }
 }
 
@@ -577,22 +735,76 @@ template <int HDP> static size_t dkdv_shared_bytes(void) {
     return 4 * L::HALF_TILE + 2 * L::PROB_TILE + 2 * L::SCORE_TILE + 128;
 }
 
+// Blocks that keep the GPU busy to the end: about four waves of 3 resident blocks per SM (the
+// forward's shared memory allows 3). A smaller grid gets its walks cut into chunks.
+static int busy_grid_blocks(void) {
+    static int sms = 0;
+    if (sms == 0) {
+        int device = 0;
+        CUDA_CHECK(cudaGetDevice(&device));
+        CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    }
+    return 12 * sms;
+}
+
+// Key chunks for row_blocks row tiles over T keys. About half the (row tile, chunk) blocks
+// are empty (the early queries' tiles end before the late chunks), hence twice the target.
+static KeySplit key_split(int row_blocks, int T) {
+    int key_tiles = (T + TC_KEYS - 1) / TC_KEYS;
+    int want = (2 * busy_grid_blocks() + row_blocks - 1) / row_blocks;
+    want = want < 1 ? 1 : want > key_tiles ? key_tiles : want;
+    int chunk_tiles = (key_tiles + want - 1) / want;
+    KeySplit split = {chunk_tiles * TC_KEYS, (key_tiles + chunk_tiles - 1) / chunk_tiles};
+    return split;
+}
+
+// Query chunks for key_blocks key tiles over query_tiles row tiles.
+static QuerySplit query_split(int key_blocks, int query_tiles) {
+    int want = (busy_grid_blocks() + key_blocks - 1) / key_blocks;
+    want = want < 1 ? 1 : want > query_tiles ? query_tiles : want;
+    int chunk_tiles = (query_tiles + want - 1) / want;
+    QuerySplit split = {chunk_tiles, (query_tiles + chunk_tiles - 1) / chunk_tiles};
+    return split;
+}
+
 template <typename Kernel> static void allow_shared_bytes(Kernel kernel, size_t bytes) {
     CUDA_CHECK(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
 }
 
+static const int MERGE_THREADS = 256;
+
 template <int HDP>
 static void forward_tc(float *o, float *lse, const float *q, const float *k, const float *v,
                        const int32_t *qpos, int B, int T, int Mq, int nh, int nkv, int hd) {
     TcTiling tiling = tc_tiling(nh, nkv, Mq);
-    int blocks = tiling.query_tiles * nkv * tiling.head_tiles * B;
+    int row_blocks = tiling.query_tiles * nkv * tiling.head_tiles * B;
+    KeySplit split = key_split(row_blocks, T);
+    const long long rows = (long long)B * Mq * nh;
+    float *o_part = NULL, *lse_part = NULL;
+    if (split.chunks > 1) {
+        size_t o_bytes = (size_t)split.chunks * rows * hd * sizeof(float);
+        size_t lse_bytes = (size_t)split.chunks * rows * sizeof(float);
+        char *cursor = (char *)cuda_workspace(cuda_workspace_part_bytes(o_bytes) +
+                                              cuda_workspace_part_bytes(lse_bytes));
+        o_part = (float *)cuda_workspace_carve(&cursor, o_bytes);     // [chunks, rows, hd]
+        lse_part = (float *)cuda_workspace_carve(&cursor, lse_bytes); // [chunks, rows]
+    }
     size_t shared = forward_shared_bytes<HDP>();
     float scale_log2 = LOG2E / sqrtf((float)hd);
     allow_shared_bytes(attention_forward_tc_kernel<HDP>, shared);
-    attention_forward_tc_kernel<HDP><<<blocks, TC_THREADS, shared, cuda_stream()>>>(
-        o, lse, q, k, v, qpos, tiling, B, T, Mq, nh, nkv, hd, scale_log2);
+    attention_forward_tc_kernel<HDP>
+        <<<row_blocks * split.chunks, TC_THREADS, shared, cuda_stream()>>>(
+            o, lse, o_part, lse_part, q, k, v, qpos, tiling, split, B, T, Mq, nh, nkv, hd,
+            scale_log2);
     CUDA_CHECK_LAUNCH("attention_forward_tc_kernel");
+    if (split.chunks == 1)
+        return;
+    int warps_per_block = MERGE_THREADS / 32;
+    int blocks = (int)((rows + warps_per_block - 1) / warps_per_block);
+    attention_merge_chunks_kernel<<<blocks, MERGE_THREADS, 0, cuda_stream()>>>(
+        o, lse, o_part, lse_part, qpos, rows, nh, hd, split);
+    CUDA_CHECK_LAUNCH("attention_merge_chunks_kernel");
 }
 
 template <int HDP>
@@ -601,21 +813,59 @@ static void backward_tc(float *dq, float *dk, float *dv, const float *dout, cons
                         const int32_t *qpos, int B, int T, int Mq, int nh, int nkv, int hd) {
     TcTiling tiling = tc_tiling(nh, nkv, Mq);
     float scale = 1.0f / sqrtf((float)hd), scale_log2 = LOG2E * scale;
-    float *row_D = (float *)cuda_workspace((size_t)B * Mq * nh * sizeof(float)); // [B*Mq, nh]
-
+    const long long rows = (long long)B * Mq * nh;
+    const size_t kv_floats = (size_t)B * T * nkv * hd;
     int row_blocks = tiling.query_tiles * nkv * tiling.head_tiles * B;
+    int key_blocks = (T + TC_KEYS - 1) / TC_KEYS * nkv * B;
+    KeySplit keys = key_split(row_blocks, T);
+    QuerySplit queries = query_split(key_blocks, tiling.query_tiles);
+
+    // One workspace request for every part (see cuda_workspace).
+    size_t D_bytes = (size_t)rows * sizeof(float);
+    size_t dq_bytes = keys.chunks > 1 ? (size_t)keys.chunks * rows * hd * sizeof(float) : 0;
+    size_t kv_bytes = queries.chunks > 1 ? queries.chunks * kv_floats * sizeof(float) : 0;
+    size_t last_bytes = (size_t)B * queries.chunks * sizeof(int);
+    char *cursor = (char *)cuda_workspace(
+        cuda_workspace_part_bytes(D_bytes) + cuda_workspace_part_bytes(dq_bytes) +
+        2 * cuda_workspace_part_bytes(kv_bytes) + cuda_workspace_part_bytes(last_bytes));
+    float *row_D = (float *)cuda_workspace_carve(&cursor, D_bytes);     // [B*Mq, nh]
+    float *dq_part = (float *)cuda_workspace_carve(&cursor, dq_bytes);  // [chunks, rows, hd]
+    float *dk_part = (float *)cuda_workspace_carve(&cursor, kv_bytes);  // [chunks, B,T,nkv,hd]
+    float *dv_part = (float *)cuda_workspace_carve(&cursor, kv_bytes);  // [chunks, B,T,nkv,hd]
+    int *chunk_last = (int *)cuda_workspace_carve(&cursor, last_bytes); // [B, chunks]
+
     size_t shared = dq_shared_bytes<HDP>();
     allow_shared_bytes(attention_dq_tc_kernel<HDP>, shared);
-    attention_dq_tc_kernel<HDP><<<row_blocks, TC_THREADS, shared, cuda_stream()>>>(
-        dq, row_D, dout, q, k, v, o, lse, qpos, tiling, B, T, Mq, nh, nkv, hd, scale, scale_log2);
+    attention_dq_tc_kernel<HDP><<<row_blocks * keys.chunks, TC_THREADS, shared, cuda_stream()>>>(
+        dq, dq_part, row_D, dout, q, k, v, o, lse, qpos, tiling, keys, B, T, Mq, nh, nkv, hd, scale,
+        scale_log2);
     CUDA_CHECK_LAUNCH("attention_dq_tc_kernel");
+    if (keys.chunks > 1) {
+        attention_sum_dq_chunks_kernel<<<cuda_grid((size_t)rows * hd, MERGE_THREADS), MERGE_THREADS,
+                                         0, cuda_stream()>>>(dq, dq_part, qpos, rows, nh, hd, keys);
+        CUDA_CHECK_LAUNCH("attention_sum_dq_chunks_kernel");
+    }
 
-    int key_blocks = (T + TC_KEYS - 1) / TC_KEYS * nkv * B;
+    if (queries.chunks > 1) {
+        int queries_per_chunk = queries.chunk_tiles * tiling.queries_per_tile;
+        attention_query_chunk_last_kernel<<<cuda_grid((size_t)B * queries.chunks, MERGE_THREADS),
+                                            MERGE_THREADS, 0, cuda_stream()>>>(
+            chunk_last, qpos, B, Mq, queries_per_chunk, queries.chunks);
+        CUDA_CHECK_LAUNCH("attention_query_chunk_last_kernel");
+    }
     shared = dkdv_shared_bytes<HDP>();
     allow_shared_bytes(attention_dkdv_tc_kernel<HDP>, shared);
-    attention_dkdv_tc_kernel<HDP><<<key_blocks, TC_THREADS, shared, cuda_stream()>>>(
-        dk, dv, row_D, dout, q, k, v, lse, qpos, tiling, B, T, Mq, nh, nkv, hd, scale, scale_log2);
+    attention_dkdv_tc_kernel<HDP>
+        <<<key_blocks * queries.chunks, TC_THREADS, shared, cuda_stream()>>>(
+            dk, dv, dk_part, dv_part, chunk_last, row_D, dout, q, k, v, lse, qpos, tiling, queries,
+            B, T, Mq, nh, nkv, hd, scale, scale_log2);
     CUDA_CHECK_LAUNCH("attention_dkdv_tc_kernel");
+    if (queries.chunks > 1) {
+        attention_sum_kv_chunks_kernel<<<cuda_grid(kv_floats, MERGE_THREADS), MERGE_THREADS, 0,
+                                         cuda_stream()>>>(dk, dv, dk_part, dv_part, chunk_last, B,
+                                                          T, nkv, hd, queries.chunks);
+        CUDA_CHECK_LAUNCH("attention_sum_kv_chunks_kernel");
+    }
 }
 
 // Shapes are checked by the callers in cuda_attention.cu (nh % nkv, 1 <= hd <= 128).
