@@ -1,8 +1,9 @@
 // SQDK attention on bf16 tensor cores (flash-attention style), used when the matmul
 // precision is bf16 (--matmul bf16). Inputs and outputs stay fp32 buffers, as the op table
-// says; each tile is rounded to bf16 when it is staged in shared memory, every product
-// accumulates in fp32 (WMMA 16x16x16), and the softmax runs in fp32. No [queries, T] score
-// matrix ever exists: scores live one 64 x 64 tile at a time in shared memory.
+// says; q, k, v (and dout) are rounded once per call to bf16 copies in the workspace, whose
+// rows are zero-padded to HDP, every product accumulates in fp32 (WMMA 16x16x16), and the
+// softmax runs in fp32. No [queries, T] score matrix ever exists: scores live one 64 x 64
+// tile at a time in shared memory.
 //
 // Rows and keys. A tile holds TC_ROWS = 64 (query, head) rows that read the same kv head:
 // queries_per_tile consecutive gathered queries of one sequence times heads_per_tile query
@@ -107,57 +108,53 @@ __device__ int load_tile_rows(TcTiling t, int b, int kvh, int head_tile, int que
     return *kv_end;
 }
 
-// 64 rows of hd fp32 values into a bf16 [64, HDP] tile, zero-padded past hd and for rows
-// whose offset is -1. offset[r] is the element offset of row r in src. float4 loads when
-// every row starts 16-byte aligned (hd % 4 == 0 and an aligned base).
-template <int HDP>
-__device__ void load_tile_bf16(bf16 *dst, const float *src, const long long *offset, int hd) {
-    constexpr int LDH = TcLayout<HDP>::LDH;
-    bool vec = (hd % 4 == 0) && (((uintptr_t)src & 15) == 0);
-    if (vec) {
-        for (int idx = threadIdx.x; idx < TC_ROWS * (HDP / 4); idx += TC_THREADS) {
-            int r = idx / (HDP / 4), d = (idx % (HDP / 4)) * 4;
-            float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            if (d < hd && offset[r] >= 0)
-                x = *(const float4 *)(src + offset[r] + d);
-            __nv_bfloat162 *out = (__nv_bfloat162 *)(dst + r * LDH + d);
-            out[0] = __floats2bfloat162_rn(x.x, x.y);
-            out[1] = __floats2bfloat162_rn(x.z, x.w);
-        }
-    } else {
-        for (int idx = threadIdx.x; idx < TC_ROWS * HDP; idx += TC_THREADS) {
-            int r = idx / HDP, d = idx % HDP;
-            float x = (d < hd && offset[r] >= 0) ? src[offset[r] + d] : 0.0f;
-            dst[r * LDH + d] = __float2bfloat16(x);
-        }
+// src [rows, hd] fp32 -> dst [rows, HDP] bf16, zero past hd: the kernels' operands are
+// rounded once per call, not once per tile load, and every row of the copy is 32-byte
+// aligned whatever hd is, so a tile load is a plain 16-byte copy.
+__global__ void rows_to_bf16_padded_kernel(bf16 *dst, const float *src, long long rows, int hd,
+                                           int hdp) {
+    long long n = rows * hdp;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x) {
+        long long r = i / hdp;
+        int d = (int)(i % hdp);
+        dst[i] = __float2bfloat16(d < hd ? src[r * hd + d] : 0.0f);
     }
 }
 
-// Element offsets of the rows of a tile (row_index * hd, or -1).
-__device__ void row_offsets(long long *offset, const long long *row_index, int hd) {
-    if (threadIdx.x < TC_ROWS)
-        offset[threadIdx.x] = row_index[threadIdx.x] >= 0 ? row_index[threadIdx.x] * hd : -1;
+// 64 rows of a padded bf16 copy (see rows_to_bf16_padded_kernel) into a [64, HDP] tile:
+// row r of the tile is row row[r] of src, or zeros when row[r] is -1.
+template <int HDP>
+__device__ void load_tile_bf16(bf16 *dst, const bf16 *src, const long long *row) {
+    constexpr int LDH = TcLayout<HDP>::LDH, PIECES = HDP / 8; // 16-byte pieces per row
+    for (int idx = threadIdx.x; idx < TC_ROWS * PIECES; idx += TC_THREADS) {
+        int r = idx / PIECES, d = (idx % PIECES) * 8;
+        uint4 x = make_uint4(0u, 0u, 0u, 0u);
+        if (row[r] >= 0)
+            x = *(const uint4 *)(src + row[r] * HDP + d);
+        *(uint4 *)(dst + r * LDH + d) = x;
+    }
 }
 
-// Element offsets of keys [s0, s0 + 64) of kv head kvh in sequence b (-1 past T).
-__device__ void key_offsets(long long *offset, int b, int kvh, int s0, int T, int nkv, int hd) {
+// The rows of keys [s0, s0 + 64) of kv head kvh in sequence b in k and v (-1 past T).
+__device__ void key_rows(long long *row, int b, int kvh, int s0, int T, int nkv) {
     if (threadIdx.x < TC_KEYS) {
         int s = s0 + threadIdx.x;
-        offset[threadIdx.x] = s < T ? (((long long)b * T + s) * nkv + kvh) * hd : -1;
+        row[threadIdx.x] = s < T ? ((long long)b * T + s) * nkv + kvh : -1;
     }
 }
 
 // Keys [s0, s0 + 64) of kv head kvh in sequence b into the bf16 k and v tiles (zero rows
-// past T). offset [64] is shared scratch for their element offsets; the caller makes sure no
-// thread still reads the tiles or offset, and syncs before using the tiles.
+// past T). key_row [64] is shared scratch for their rows; the caller makes sure no thread
+// still reads the tiles or key_row, and syncs before using the tiles.
 template <int HDP>
-__device__ __forceinline__ void load_key_value_tiles(bf16 *k_tile, bf16 *v_tile, const float *k,
-                                                     const float *v, long long *offset, int b,
-                                                     int kvh, int s0, int T, int nkv, int hd) {
-    key_offsets(offset, b, kvh, s0, T, nkv, hd);
+__device__ __forceinline__ void load_key_value_tiles(bf16 *k_tile, bf16 *v_tile, const bf16 *k,
+                                                     const bf16 *v, long long *key_row, int b,
+                                                     int kvh, int s0, int T, int nkv) {
+    key_rows(key_row, b, kvh, s0, T, nkv);
     __syncthreads();
-    load_tile_bf16<HDP>(k_tile, k, offset, hd);
-    load_tile_bf16<HDP>(v_tile, v, offset, hd);
+    load_tile_bf16<HDP>(k_tile, k, key_row);
+    load_tile_bf16<HDP>(v_tile, v, key_row);
 }
 
 // out[16, 64] (fp32, ld LDS) = a[16, HDP] . b[64, HDP]^T for one warp's 16 rows: scores
@@ -324,16 +321,17 @@ __device__ inline int chunks_seen(int qpos, KeySplit split) {
     return min(split.chunks, qpos / split.chunk_keys + 1);
 }
 
-// o [B*Mq, nh, hd]; lse [B*Mq, nh]; q [B*Mq, nh, hd]; k, v [B, T, nkv, hd]; qpos [B*Mq].
+// o [B*Mq, nh, hd]; lse [B*Mq, nh]; qpos [B*Mq]; the padded bf16 copies (HDP per row)
+// q [B*Mq, nh, HDP], k, v [B, T, nkv, HDP].
 // With split.chunks > 1 the block writes its chunk's partial result instead of o and lse:
 // o_part [chunks, B*Mq*nh, hd] = O over the chunk's keys / its own sum, lse_part
 // [chunks, B*Mq*nh] = that sum's log (-inf for a row that sees none of the chunk's keys).
 template <int HDP>
 __global__ void __launch_bounds__(TC_THREADS)
-    attention_forward_tc_kernel(float *o, float *lse, float *o_part, float *lse_part,
-                                const float *q, const float *k, const float *v, const int32_t *qpos,
-                                TcTiling tiling, KeySplit split, int B, int T, int Mq, int nh,
-                                int nkv, int hd, float scale_log2) {
+    attention_forward_tc_kernel(float *o, float *lse, float *o_part, float *lse_part, const bf16 *q,
+                                const bf16 *k, const bf16 *v, const int32_t *qpos, TcTiling tiling,
+                                KeySplit split, int B, int T, int Mq, int nh, int nkv, int hd,
+                                float scale_log2) {
     using L = TcLayout<HDP>;
     extern __shared__ unsigned char smem_raw[];
     SharedCarver carve(smem_raw);
@@ -343,7 +341,7 @@ __global__ void __launch_bounds__(TC_THREADS)
     bf16 *p_tile = carve.take<bf16>(L::PROB_TILE);    // [64 rows, LDP]
     float *s_tile = carve.take<float>(L::SCORE_TILE); // [64 rows, LDS]
     float *o_acc = carve.take<float>(L::OUT_TILE);    // [64 rows, LDO]
-    __shared__ long long row_index[TC_ROWS], offset[TC_ROWS];
+    __shared__ long long row_index[TC_ROWS], key_row[TC_KEYS];
     __shared__ int row_qpos[TC_ROWS], kv_end_shared;
     __shared__ float row_m[TC_ROWS], row_l[TC_ROWS];
 
@@ -355,11 +353,9 @@ __global__ void __launch_bounds__(TC_THREADS)
     if (s_begin >= kv_end)
         return; // no row of the tile reaches this chunk (the merge knows: chunks_seen)
     int s_end = min(kv_end, s_begin + split.chunk_keys);
-    row_offsets(offset, row_index, hd);
     for (int i = threadIdx.x; i < TC_ROWS * L::LDO; i += TC_THREADS)
         o_acc[i] = 0.0f;
-    __syncthreads();
-    load_tile_bf16<HDP>(q_tile, q, offset, hd);
+    load_tile_bf16<HDP>(q_tile, q, row_index);
 
     int warp = threadIdx.x >> 5;
     LaneRow me = lane_row();
@@ -368,8 +364,8 @@ __global__ void __launch_bounds__(TC_THREADS)
     float m = -INFINITY, l = 0.0f;            // running max (log2 units) and sum of my row
 
     for (int s0 = s_begin; s0 < s_end; s0 += TC_KEYS) {
-        __syncthreads(); // the previous k, v tiles are no longer read; offsets reusable
-        load_key_value_tiles<HDP>(k_tile, v_tile, k, v, offset, b, kvh, s0, T, nkv, hd);
+        __syncthreads(); // the previous k, v tiles are no longer read; key_row reusable
+        load_key_value_tiles<HDP>(k_tile, v_tile, k, v, key_row, b, kvh, s0, T, nkv);
         __syncthreads();
         if (warp_last < (float)s0)
             continue; // every key of the tile lies in the future of this warp's rows
@@ -461,10 +457,10 @@ __global__ void attention_merge_chunks_kernel(float *o, float *lse, const float 
 template <int HDP>
 __global__ void __launch_bounds__(TC_THREADS)
     attention_dq_tc_kernel(float *dq, float *dq_part, float *row_D_out, const float *dout,
-                           const float *q, const float *k, const float *v, const float *o,
-                           const float *lse, const int32_t *qpos, TcTiling tiling, KeySplit split,
-                           int B, int T, int Mq, int nh, int nkv, int hd, float scale,
-                           float scale_log2) {
+                           const float *o, const bf16 *q16, const bf16 *dout16, const bf16 *k,
+                           const bf16 *v, const float *lse, const int32_t *qpos, TcTiling tiling,
+                           KeySplit split, int B, int T, int Mq, int nh, int nkv, int hd,
+                           float scale, float scale_log2) {
     using L = TcLayout<HDP>;
     extern __shared__ unsigned char smem_raw[];
     SharedCarver carve(smem_raw);
@@ -476,7 +472,7 @@ __global__ void __launch_bounds__(TC_THREADS)
     float *s_tile = carve.take<float>(L::SCORE_TILE); // [64 rows, LDS]
     float *dp_tile = carve.take<float>(L::SCORE_TILE);
     float *dq_acc = carve.take<float>(L::OUT_TILE); // [64 rows, LDO]
-    __shared__ long long row_index[TC_ROWS], offset[TC_ROWS];
+    __shared__ long long row_index[TC_ROWS], key_row[TC_KEYS];
     __shared__ int row_qpos[TC_ROWS], kv_end_shared;
 
     RowChunkId id = row_chunk_of_block(tiling, nkv, B, split);
@@ -487,12 +483,10 @@ __global__ void __launch_bounds__(TC_THREADS)
     if (s_begin >= kv_end)
         return; // no row of the tile reaches this chunk (chunk 0 always runs)
     int s_end = min(kv_end, s_begin + split.chunk_keys);
-    row_offsets(offset, row_index, hd);
     for (int i = threadIdx.x; i < TC_ROWS * L::LDO; i += TC_THREADS)
         dq_acc[i] = 0.0f;
-    __syncthreads();
-    load_tile_bf16<HDP>(q_tile, q, offset, hd);
-    load_tile_bf16<HDP>(do_tile, dout, offset, hd);
+    load_tile_bf16<HDP>(q_tile, q16, row_index);
+    load_tile_bf16<HDP>(do_tile, dout16, row_index);
 
     int warp = threadIdx.x >> 5;
     LaneRow me = lane_row();
@@ -512,7 +506,7 @@ __global__ void __launch_bounds__(TC_THREADS)
 
     for (int s0 = s_begin; s0 < s_end; s0 += TC_KEYS) {
         __syncthreads();
-        load_key_value_tiles<HDP>(k_tile, v_tile, k, v, offset, b, kvh, s0, T, nkv, hd);
+        load_key_value_tiles<HDP>(k_tile, v_tile, k, v, key_row, b, kvh, s0, T, nkv);
         __syncthreads();
         if (warp_last < (float)s0)
             continue;
@@ -580,8 +574,8 @@ __global__ void attention_query_chunk_last_kernel(int *chunk_last, const int32_t
 template <int HDP>
 __global__ void __launch_bounds__(TC_THREADS)
     attention_dkdv_tc_kernel(float *dk, float *dv, float *dk_part, float *dv_part,
-                             const int *chunk_last, const float *row_D, const float *dout,
-                             const float *q, const float *k, const float *v, const float *lse,
+                             const int *chunk_last, const float *row_D, const bf16 *dout,
+                             const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
                              const int32_t *qpos, TcTiling tiling, QuerySplit split, int B, int T,
                              int Mq, int nh, int nkv, int hd, float scale, float scale_log2) {
     using L = TcLayout<HDP>;
@@ -598,7 +592,7 @@ __global__ void __launch_bounds__(TC_THREADS)
     float *s_tile = carve.take<float>(2 * L::SCORE_TILE); // [64 rows, LDS]
     float *dp_tile = s_tile + TC_ROWS * L::LDS;           // [64 rows, LDS]
     static_assert(TcLayout<HDP>::OUT_TILE <= 2 * TcLayout<HDP>::SCORE_TILE, "staging fits");
-    __shared__ long long row_index[TC_ROWS], offset[TC_ROWS];
+    __shared__ long long row_index[TC_ROWS], key_row[TC_KEYS];
     __shared__ int row_qpos[TC_ROWS], kv_end_shared;
 
     // One-dimensional grid, chunk-major, and within a chunk the first key tiles (seen by the
@@ -611,7 +605,7 @@ __global__ void __launch_bounds__(TC_THREADS)
         return; // no query of the chunk sees these keys (the sum skips the chunk too)
     int tile_begin = chunk * split.chunk_tiles;
     int tile_end = min(tiling.query_tiles, tile_begin + split.chunk_tiles);
-    load_key_value_tiles<HDP>(k_tile, v_tile, k, v, offset, b, kvh, s0, T, nkv, hd);
+    load_key_value_tiles<HDP>(k_tile, v_tile, k, v, key_row, b, kvh, s0, T, nkv);
 
     int warp = threadIdx.x >> 5;
     LaneRow me = lane_row();
@@ -634,10 +628,8 @@ __global__ void __launch_bounds__(TC_THREADS)
             __syncthreads(); // the previous row tile is no longer read
             load_tile_rows(tiling, b, kvh, head_tile, query_tile, qpos, Mq, nh, row_index, row_qpos,
                            &kv_end_shared);
-            row_offsets(offset, row_index, hd);
-            __syncthreads();
-            load_tile_bf16<HDP>(q_tile, q, offset, hd);
-            load_tile_bf16<HDP>(do_tile, dout, offset, hd);
+            load_tile_bf16<HDP>(q_tile, q, row_index);
+            load_tile_bf16<HDP>(do_tile, dout, row_index);
             __syncthreads();
 
             // rows phase: this warp's 16 rows against the 64 keys
@@ -774,28 +766,46 @@ template <typename Kernel> static void allow_shared_bytes(Kernel kernel, size_t 
 
 static const int MERGE_THREADS = 256;
 
+// dst [rows, HDP] <- src [rows, hd] (see rows_to_bf16_padded_kernel).
+template <int HDP> static void rows_to_bf16(bf16 *dst, const float *src, long long rows, int hd) {
+    if (rows == 0)
+        return;
+    rows_to_bf16_padded_kernel<<<cuda_grid((size_t)rows * HDP, MERGE_THREADS), MERGE_THREADS, 0,
+                                 cuda_stream()>>>(dst, src, rows, hd, HDP);
+    CUDA_CHECK_LAUNCH("rows_to_bf16_padded_kernel");
+}
+
 template <int HDP>
 static void forward_tc(float *o, float *lse, const float *q, const float *k, const float *v,
                        const int32_t *qpos, int B, int T, int Mq, int nh, int nkv, int hd) {
     TcTiling tiling = tc_tiling(nh, nkv, Mq);
     int row_blocks = tiling.query_tiles * nkv * tiling.head_tiles * B;
     KeySplit split = key_split(row_blocks, T);
-    const long long rows = (long long)B * Mq * nh;
-    float *o_part = NULL, *lse_part = NULL;
-    if (split.chunks > 1) {
-        size_t o_bytes = (size_t)split.chunks * rows * hd * sizeof(float);
-        size_t lse_bytes = (size_t)split.chunks * rows * sizeof(float);
-        char *cursor = (char *)cuda_workspace(cuda_workspace_part_bytes(o_bytes) +
-                                              cuda_workspace_part_bytes(lse_bytes));
-        o_part = (float *)cuda_workspace_carve(&cursor, o_bytes);     // [chunks, rows, hd]
-        lse_part = (float *)cuda_workspace_carve(&cursor, lse_bytes); // [chunks, rows]
-    }
+    const long long rows = (long long)B * Mq * nh, kv_rows = (long long)B * T * nkv;
+
+    // One workspace request for every part (see cuda_workspace).
+    size_t q_bytes = (size_t)rows * HDP * sizeof(bf16);
+    size_t kv_bytes = (size_t)kv_rows * HDP * sizeof(bf16);
+    size_t o_bytes = split.chunks > 1 ? (size_t)split.chunks * rows * hd * sizeof(float) : 0;
+    size_t lse_bytes = split.chunks > 1 ? (size_t)split.chunks * rows * sizeof(float) : 0;
+    char *cursor = (char *)cuda_workspace(
+        cuda_workspace_part_bytes(q_bytes) + 2 * cuda_workspace_part_bytes(kv_bytes) +
+        cuda_workspace_part_bytes(o_bytes) + cuda_workspace_part_bytes(lse_bytes));
+    bf16 *q16 = (bf16 *)cuda_workspace_carve(&cursor, q_bytes);          // [rows, HDP]
+    bf16 *k16 = (bf16 *)cuda_workspace_carve(&cursor, kv_bytes);         // [kv_rows, HDP]
+    bf16 *v16 = (bf16 *)cuda_workspace_carve(&cursor, kv_bytes);         // [kv_rows, HDP]
+    float *o_part = (float *)cuda_workspace_carve(&cursor, o_bytes);     // [chunks, rows, hd]
+    float *lse_part = (float *)cuda_workspace_carve(&cursor, lse_bytes); // [chunks, rows]
+    rows_to_bf16<HDP>(q16, q, rows, hd);
+    rows_to_bf16<HDP>(k16, k, kv_rows, hd);
+    rows_to_bf16<HDP>(v16, v, kv_rows, hd);
+
     size_t shared = forward_shared_bytes<HDP>();
     float scale_log2 = LOG2E / sqrtf((float)hd);
     allow_shared_bytes(attention_forward_tc_kernel<HDP>, shared);
     attention_forward_tc_kernel<HDP>
         <<<row_blocks * split.chunks, TC_THREADS, shared, cuda_stream()>>>(
-            o, lse, o_part, lse_part, q, k, v, qpos, tiling, split, B, T, Mq, nh, nkv, hd,
+            o, lse, o_part, lse_part, q16, k16, v16, qpos, tiling, split, B, T, Mq, nh, nkv, hd,
             scale_log2);
     CUDA_CHECK_LAUNCH("attention_forward_tc_kernel");
     if (split.chunks == 1)
@@ -821,24 +831,35 @@ static void backward_tc(float *dq, float *dk, float *dv, const float *dout, cons
     QuerySplit queries = query_split(key_blocks, tiling.query_tiles);
 
     // One workspace request for every part (see cuda_workspace).
+    size_t q_bytes = (size_t)rows * HDP * sizeof(bf16);
+    size_t kv16_bytes = kv_floats / hd * HDP * sizeof(bf16);
     size_t D_bytes = (size_t)rows * sizeof(float);
     size_t dq_bytes = keys.chunks > 1 ? (size_t)keys.chunks * rows * hd * sizeof(float) : 0;
     size_t kv_bytes = queries.chunks > 1 ? queries.chunks * kv_floats * sizeof(float) : 0;
     size_t last_bytes = (size_t)B * queries.chunks * sizeof(int);
     char *cursor = (char *)cuda_workspace(
+        2 * cuda_workspace_part_bytes(q_bytes) + 2 * cuda_workspace_part_bytes(kv16_bytes) +
         cuda_workspace_part_bytes(D_bytes) + cuda_workspace_part_bytes(dq_bytes) +
         2 * cuda_workspace_part_bytes(kv_bytes) + cuda_workspace_part_bytes(last_bytes));
+    bf16 *q16 = (bf16 *)cuda_workspace_carve(&cursor, q_bytes);         // [rows, HDP]
+    bf16 *dout16 = (bf16 *)cuda_workspace_carve(&cursor, q_bytes);      // [rows, HDP]
+    bf16 *k16 = (bf16 *)cuda_workspace_carve(&cursor, kv16_bytes);      // [B*T*nkv, HDP]
+    bf16 *v16 = (bf16 *)cuda_workspace_carve(&cursor, kv16_bytes);      // [B*T*nkv, HDP]
     float *row_D = (float *)cuda_workspace_carve(&cursor, D_bytes);     // [B*Mq, nh]
     float *dq_part = (float *)cuda_workspace_carve(&cursor, dq_bytes);  // [chunks, rows, hd]
     float *dk_part = (float *)cuda_workspace_carve(&cursor, kv_bytes);  // [chunks, B,T,nkv,hd]
     float *dv_part = (float *)cuda_workspace_carve(&cursor, kv_bytes);  // [chunks, B,T,nkv,hd]
     int *chunk_last = (int *)cuda_workspace_carve(&cursor, last_bytes); // [B, chunks]
+    rows_to_bf16<HDP>(q16, q, rows, hd);
+    rows_to_bf16<HDP>(dout16, dout, rows, hd);
+    rows_to_bf16<HDP>(k16, k, (long long)B * T * nkv, hd);
+    rows_to_bf16<HDP>(v16, v, (long long)B * T * nkv, hd);
 
     size_t shared = dq_shared_bytes<HDP>();
     allow_shared_bytes(attention_dq_tc_kernel<HDP>, shared);
     attention_dq_tc_kernel<HDP><<<row_blocks * keys.chunks, TC_THREADS, shared, cuda_stream()>>>(
-        dq, dq_part, row_D, dout, q, k, v, o, lse, qpos, tiling, keys, B, T, Mq, nh, nkv, hd, scale,
-        scale_log2);
+        dq, dq_part, row_D, dout, o, q16, dout16, k16, v16, lse, qpos, tiling, keys, B, T, Mq, nh,
+        nkv, hd, scale, scale_log2);
     CUDA_CHECK_LAUNCH("attention_dq_tc_kernel");
     if (keys.chunks > 1) {
         attention_sum_dq_chunks_kernel<<<cuda_grid((size_t)rows * hd, MERGE_THREADS), MERGE_THREADS,
@@ -857,8 +878,8 @@ static void backward_tc(float *dq, float *dk, float *dv, const float *dout, cons
     allow_shared_bytes(attention_dkdv_tc_kernel<HDP>, shared);
     attention_dkdv_tc_kernel<HDP>
         <<<key_blocks * queries.chunks, TC_THREADS, shared, cuda_stream()>>>(
-            dk, dv, dk_part, dv_part, chunk_last, row_D, dout, q, k, v, lse, qpos, tiling, queries,
-            B, T, Mq, nh, nkv, hd, scale, scale_log2);
+            dk, dv, dk_part, dv_part, chunk_last, row_D, dout16, q16, k16, v16, lse, qpos, tiling,
+            queries, B, T, Mq, nh, nkv, hd, scale, scale_log2);
     CUDA_CHECK_LAUNCH("attention_dkdv_tc_kernel");
     if (queries.chunks > 1) {
         attention_sum_kv_chunks_kernel<<<cuda_grid(kv_floats, MERGE_THREADS), MERGE_THREADS, 0,
