@@ -327,15 +327,18 @@ static void call_attention_backward(const void *args) {
                                a->qpos, a->B, a->T, a->Mq, a->nh, a->nkv, a->hd);
 }
 
-static void bench_attention(KernelBench *kb, KernelRow *fwd, KernelRow *bwd) {
+// The attention op with Mq queries per sequence: n_sel (the routed model) or T (attn=dense,
+// every position a query), under the names fwd_name and bwd_name.
+static void bench_attention(KernelBench *kb, int Mq, const char *fwd_name, const char *bwd_name,
+                            KernelRow *fwd, KernelRow *bwd) {
     const Ops *ops = kb->ops;
     const KernelShapes *k = &kb->shape;
     AttentionArgs a = {
-        .ops = ops, .B = k->B, .T = k->T, .Mq = k->n_sel, .nh = k->nh, .nkv = k->nkv, .hd = k->hd};
-    const size_t M = (size_t)k->B * k->n_sel;
+        .ops = ops, .B = k->B, .T = k->T, .Mq = Mq, .nh = k->nh, .nkv = k->nkv, .hd = k->hd};
+    const size_t M = (size_t)k->B * Mq;
     const size_t q_floats = M * k->nh * k->hd, kv_floats = (size_t)k->N * k->nkv * k->hd;
-    int32_t *host_qpos = hs_malloc(M * sizeof(int32_t)); // [B * n_sel]
-    random_query_positions(&kb->rng, host_qpos, k->B, k->T, k->n_sel);
+    int32_t *host_qpos = hs_malloc(M * sizeof(int32_t)); // [B * Mq]
+    random_query_positions(&kb->rng, host_qpos, k->B, k->T, Mq);
     // MODEL.md's count: 4 * t * H per query that sees t keys (QK^T and PV, 2 FLOPs per
     // multiply-add, H = nh * hd); the keys seen are qpos + 1 (causal).
     double keys_seen = 0.0;
@@ -354,15 +357,15 @@ static void bench_attention(KernelBench *kb, KernelRow *fwd, KernelRow *bwd) {
     a.dv = alloc_zeros(ops, kv_floats);
     a.lse = alloc_zeros(ops, M * k->nh);
     const double qf = (double)q_floats, kvf = (double)kv_floats, lse = (double)M * k->nh;
-    fwd->op = "attention_forward";
-    snprintf(fwd->shape, sizeof(fwd->shape), "B=%d,T=%d,Mq=%d,nh=%d,nkv=%d,hd=%d", k->B, k->T,
-             k->n_sel, k->nh, k->nkv, k->hd);
+    fwd->op = fwd_name;
+    snprintf(fwd->shape, sizeof(fwd->shape), "B=%d,T=%d,Mq=%d,nh=%d,nkv=%d,hd=%d", k->B, k->T, Mq,
+             k->nh, k->nkv, k->hd);
     fwd->ceiling = CEILING_COMPUTE;
     fwd->flops = 4.0 * keys_seen * k->nh * k->hd;
     fwd->bytes = 4.0 * (qf + 2.0 * kvf + (double)M + qf + lse); // read q, k, v, qpos; write o, lse
     fwd->ms = median_call_ms(kb, call_attention_forward, &a);   // leaves o, lse for the backward
     *bwd = *fwd;
-    bwd->op = "attention_backward";
+    bwd->op = bwd_name;
     // Recomputed scores, dV, dP, dQ, dK: five products of the forward's two, so 2.5x.
     bwd->flops = 2.5 * fwd->flops;
     // read dout, q, k, v, o, lse, qpos; read and write dq, dk, dv (they accumulate)
@@ -549,7 +552,7 @@ static void print_header(const Session *s, const KernelBench *kb) {
 }
 
 static void print_rows(const KernelRow *rows, int n, const KernelBenchSettings *st) {
-    printf("  %-22s %-38s %10s %10s %10s %10s %-7s %-8s %8s\n", "op", "shape", "ms/call", "MB",
+    printf("  %-24s %-38s %10s %10s %10s %10s %-7s %-8s %8s\n", "op", "shape", "ms/call", "MB",
            "GFLOP", "rate", "unit", "ceiling", "% ceil");
     for (int i = 0; i < n; i++) {
         const KernelRow *r = &rows[i];
@@ -558,42 +561,21 @@ static void print_rows(const KernelRow *rows, int n, const KernelBenchSettings *
         if (compute)
             snprintf(gflop, sizeof(gflop), "%.4g", r->flops / 1e9);
         const double rate = row_rate(r);
-        printf("  %-22s %-38s %10.4g %10.4g %10s %10.4g %-7s %-8s %7.3g%%\n", r->op, r->shape,
+        printf("  %-24s %-38s %10.4g %10.4g %10s %10.4g %-7s %-8s %7.3g%%\n", r->op, r->shape,
                r->ms, r->bytes / 1e6, gflop, rate, compute ? "TFLOP/s" : "GB/s",
                compute ? "compute" : "memory", 100.0 * rate / row_peak(r, st));
     }
 }
 
-static void print_notes(const KernelRow *topk, const KernelRow *slot_read, const KernelShapes *k) {
-    const double scores = (double)k->N * k->rows;
-    printf("slot_topk: %.4g G token-key scores/s\n",
-           topk->ms > 0 ? scores / (topk->ms * 1e-3) / 1e9 : 0.0);
-    printf("slot_read_forward: %.4g GB/s effective, against the issue's target of >= %g GB/s\n",
-           row_rate(slot_read), SLOT_READ_TARGET_GBPS);
-    printf("work models (4 bytes per float or int32, each read or written once; accumulated "
-           "outputs read and written; FLOPs 2 per multiply-add):\n"
-           "  slot_topk            FLOPs 2 N rows R; bytes p, keys, top_s, top_i\n"
-           "  slot_read_forward    bytes vrows N K H, top_s, h read; y N H, w written\n"
-           "  slot_read_backward   bytes dy, w, vrows, dh read; dh, ds, dvrows N K H written\n"
-           "  attention_forward    FLOPs 4 t H per query seeing t = qpos + 1 keys (MODEL.md), "
-           "random sorted positions\n"
-           "  attention_backward   FLOPs 2.5x the forward (scores recomputed, dV, dP, dQ, dK)\n"
-           "  linear_*             FLOPs 2 N I O forward, 4 N I O backward (dx and dw); head: "
-           "one LM head chunk, mlp: the reflexive MLP's first GEMM\n"
-           "  cross_entropy_fused  bytes one head chunk's logits read and dlogits written (in "
-           "place), targets, argmax\n"
-           "  adamw_update         28 bytes per parameter (param, grad, m, v read; param, m, v "
-           "written), one call over the dense parameters / one layer's slot table shard\n");
-}
-
-// ---- the benchmark ---------------------------------------------------------------------------
-
+// The rows of the table, in print order.
 enum {
     ROW_SLOT_TOPK,
     ROW_SLOT_READ_FWD,
     ROW_SLOT_READ_BWD,
     ROW_ATTN_FWD,
     ROW_ATTN_BWD,
+    ROW_ATTN_DENSE_FWD,
+    ROW_ATTN_DENSE_BWD,
     ROW_HEAD_FWD,
     ROW_HEAD_BWD,
     ROW_MLP_FWD,
@@ -603,6 +585,43 @@ enum {
     ROW_ADAMW_SLOTS,
     ROW_COUNT
 };
+
+// attention: the op's forward + backward with every position a query (attn=dense) over the
+// same with the routed queries, against the issue's 4x (T = 4096) and 4.5x (T = 16384).
+static void print_attention_speedup(const KernelRow *rows, const KernelShapes *k) {
+    const double sparse = rows[ROW_ATTN_FWD].ms + rows[ROW_ATTN_BWD].ms;
+    const double dense = rows[ROW_ATTN_DENSE_FWD].ms + rows[ROW_ATTN_DENSE_BWD].ms;
+    printf("attention op, forward + backward: Mq=%d (every position) %.4g ms / Mq=%d (routed) "
+           "%.4g ms = %.3gx (issue targets: >= 4x at T = 4096, >= 4.5x at T = 16384)\n",
+           k->T, dense, k->n_sel, sparse, sparse > 0 ? dense / sparse : 0.0);
+}
+
+static void print_notes(const KernelRow *rows, const KernelShapes *k) {
+    const double scores = (double)k->N * k->rows;
+    const KernelRow *topk = &rows[ROW_SLOT_TOPK];
+    printf("slot_topk: %.4g G token-key scores/s\n",
+           topk->ms > 0 ? scores / (topk->ms * 1e-3) / 1e9 : 0.0);
+    printf("slot_read_forward: %.4g GB/s effective, against the issue's target of >= %g GB/s\n",
+           row_rate(&rows[ROW_SLOT_READ_FWD]), SLOT_READ_TARGET_GBPS);
+    print_attention_speedup(rows, k);
+    printf("work models (4 bytes per float or int32, each read or written once; accumulated "
+           "outputs read and written; FLOPs 2 per multiply-add):\n"
+           "  slot_topk            FLOPs 2 N rows R; bytes p, keys, top_s, top_i\n"
+           "  slot_read_forward    bytes vrows N K H, top_s, h read; y N H, w written\n"
+           "  slot_read_backward   bytes dy, w, vrows, dh read; dh, ds, dvrows N K H written\n"
+           "  attention_forward    FLOPs 4 t H per query seeing t = qpos + 1 keys (MODEL.md), "
+           "random sorted positions\n"
+           "  attention_backward   FLOPs 2.5x the forward (scores recomputed, dV, dP, dQ, dK); "
+           ":dense rows: Mq = T, every position a query (attn=dense)\n"
+           "  linear_*             FLOPs 2 N I O forward, 4 N I O backward (dx and dw); head: "
+           "one LM head chunk, mlp: the reflexive MLP's first GEMM\n"
+           "  cross_entropy_fused  bytes one head chunk's logits read and dlogits written (in "
+           "place), targets, argmax\n"
+           "  adamw_update         28 bytes per parameter (param, grad, m, v read; param, m, v "
+           "written), one call over the dense parameters / one layer's slot table shard\n");
+}
+
+// ---- the benchmark ---------------------------------------------------------------------------
 
 int bench_kernels_main(Session *s, const KernelBenchSettings *settings) {
     const Ops *ops = s->ops;
@@ -619,7 +638,10 @@ int bench_kernels_main(Session *s, const KernelBenchSettings *settings) {
     memset(rows, 0, sizeof(rows));
     bench_slot_topk(&kb, &rows[ROW_SLOT_TOPK]);
     bench_slot_read(&kb, s->cfg.entropy_loss, &rows[ROW_SLOT_READ_FWD], &rows[ROW_SLOT_READ_BWD]);
-    bench_attention(&kb, &rows[ROW_ATTN_FWD], &rows[ROW_ATTN_BWD]);
+    bench_attention(&kb, k->n_sel, "attention_forward", "attention_backward", &rows[ROW_ATTN_FWD],
+                    &rows[ROW_ATTN_BWD]);
+    bench_attention(&kb, k->T, "attention_forward:dense", "attention_backward:dense",
+                    &rows[ROW_ATTN_DENSE_FWD], &rows[ROW_ATTN_DENSE_BWD]);
     bench_linear(&kb, "linear_forward:head", "linear_backward:head", k->head_chunk, k->H, k->V, 0,
                  &rows[ROW_HEAD_FWD], &rows[ROW_HEAD_BWD]);
     bench_linear(&kb, "linear_forward:mlp", "linear_backward:mlp", k->N, k->H, k->mH, 1,
@@ -638,7 +660,7 @@ int bench_kernels_main(Session *s, const KernelBenchSettings *settings) {
         rows[i].ms = ms[i];
     if (s->info.rank == 0) {
         print_rows(rows, ROW_COUNT, settings);
-        print_notes(&rows[ROW_SLOT_TOPK], &rows[ROW_SLOT_READ_FWD], k);
+        print_notes(rows, k);
         fflush(stdout);
     }
     return 0;

@@ -879,10 +879,15 @@ START_TEST(test_slot_topk_bf16_tensor_cores) {
 }
 END_TEST
 
-START_TEST(test_slot_read) {
-    TestRng rng = test_rng(13);
-    const int N = 1024, K = 8, H = 512, R = 32;
+// slot_read_forward and slot_read_backward at one shape. The cuda kernels take float4 loads
+// when H % 4 == 0 (else single floats) and load the value rows in groups of 1, 2, 4 or 8
+// (K rounded up; groups of 8 past that), so the shapes below cover each path.
+static void check_slot_read(uint64_t seed, int N, int K, int H) {
+    TestRng rng = test_rng(seed);
     const float scale = 0.001f / N;
+    char what[96];
+    snprintf(what, sizeof(what), "slot_read N=%d K=%d H=%d", N, K, H);
+    fprintf(stderr, "%s\n", what);
     Buf h = buf_random(&rng, (size_t)N * H, 1.0f), top_s = buf_random(&rng, (size_t)N * K, 2.0f);
     Buf vrows = buf_random(&rng, (size_t)N * K * H, 0.5f);
     Buf y = buf_zeros((size_t)N * H), w = buf_zeros((size_t)N * K);
@@ -903,18 +908,33 @@ START_TEST(test_slot_read) {
     expect_close("slot_read_backward dh", dh, 1e-6, 1e-6);
     expect_close("slot_read_backward ds", ds, 1e-5, 1e-4);
     expect_close("slot_read_backward dvrows", dvrows, 1e-7, 1e-6);
+    buf_free(&h), buf_free(&top_s), buf_free(&vrows), buf_free(&y), buf_free(&w), buf_free(&loss);
+    buf_free(&dy), buf_free(&dh), buf_free(&ds), buf_free(&dvrows);
+}
+
+START_TEST(test_slot_read) {
+    check_slot_read(13, 1024, 8, 512); // the seed's K and H: float4, one group of 8
+    check_slot_read(23, 300, 5, 510);  // single floats; a group of 8 with 3 ignored rows
+    check_slot_read(24, 200, 12, 512); // two groups: 8 + 4
+    check_slot_read(25, 100, 1, 64);   // groups of 1
+    check_slot_read(26, 100, 2, 36);   // groups of 2
+    check_slot_read(27, 64, 3, 7);     // groups of 4, odd H
+    check_slot_read(28, 64, 32, 40);   // the largest K the kernels take
+}
+END_TEST
+
+START_TEST(test_slot_score_backward) {
+    TestRng rng = test_rng(29);
+    const int N = 1024, K = 8, R = 32;
     Buf p = buf_random(&rng, (size_t)N * R, 1.0f),
         krows = buf_random(&rng, (size_t)N * K * R, 1.0f);
     Buf dp = buf_random(&rng, (size_t)N * R, 1.0f), dkrows = buf_zeros((size_t)N * K * R);
-    // the same ds on both sides, so this checks slot_score_backward alone
-    gpu->copy_from_host(ds.gpu, ds.cpu, ds.n * sizeof(float));
+    Buf ds = buf_random(&rng, (size_t)N * K, 0.1f);
     cpu->slot_score_backward(dp.cpu, dkrows.cpu, ds.cpu, p.cpu, krows.cpu, N, K, R);
     gpu->slot_score_backward(dp.gpu, dkrows.gpu, ds.gpu, p.gpu, krows.gpu, N, K, R);
     expect_close("slot_score_backward dp", dp, 1e-5, 1e-5);
     expect_close("slot_score_backward dkrows", dkrows, 1e-7, 1e-5);
-    buf_free(&h), buf_free(&top_s), buf_free(&vrows), buf_free(&y), buf_free(&w), buf_free(&loss);
-    buf_free(&dy), buf_free(&dh), buf_free(&ds), buf_free(&dvrows), buf_free(&p);
-    buf_free(&krows), buf_free(&dp), buf_free(&dkrows);
+    buf_free(&ds), buf_free(&p), buf_free(&krows), buf_free(&dp), buf_free(&dkrows);
 }
 END_TEST
 
@@ -1020,6 +1040,7 @@ static Suite *parity_suite(void) {
     tcase_add_test(tc, test_slot_topk_shapes);
     tcase_add_test(tc, test_slot_topk_seed_shape_timing);
     tcase_add_test(tc, test_slot_read);
+    tcase_add_test(tc, test_slot_score_backward);
     tcase_add_test(tc, test_cross_entropy);
     tcase_add_test(tc, test_route_loss);
     tcase_add_test(tc, test_optimizer_ops);

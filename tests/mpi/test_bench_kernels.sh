@@ -8,7 +8,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/run_mpi.sh"
 bin="$HSPMN_BUILD/hspmn_dist"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-compute_ops="slot_topk attention_forward attention_backward linear_forward:head
+compute_ops="slot_topk attention_forward attention_backward attention_forward:dense
+    attention_backward:dense linear_forward:head
     linear_backward:head linear_forward:mlp linear_backward:mlp"
 memory_ops="slot_read_forward slot_read_backward cross_entropy_fused adamw_update:dense
     adamw_update:slots"
@@ -63,6 +64,8 @@ check_table() {
         { echo "FAIL: no scores/s line"; exit 1; }
     grep -E '^slot_read_forward: [0-9.e+-]+ GB/s effective, against .* 2500 GB/s' "$log" \
         >/dev/null || { echo "FAIL: no slot lookup target line"; exit 1; }
+    grep -E '^attention op, forward \+ backward: Mq=[0-9]+ \(every position\) .* = [0-9.e+-]+x' \
+        "$log" >/dev/null || { echo "FAIL: no attention speed-up line"; exit 1; }
     # The kernel benchmark replaces the training steps.
     ! grep -q '^tokens/s' "$log" || { echo "FAIL: training steps ran too"; exit 1; }
 }
