@@ -36,16 +36,14 @@ typedef __nv_bfloat16 bf16;
 #define TCK_HALVES  (TCK_THREADS / TCK_TOKENS) // threads per token, each scanning part of a tile
 
 // Leading dimensions: bf16 rows of RP + 8 elements (16 B of padding: rows land on other
-// banks), the fp32 score tile stored token-major [token, key] with 4 floats of padding: a
-// thread reads its token's keys four at a time (16-byte loads), and the rows of 8
-// consecutive tokens start on 8 different groups of 4 banks, so each quarter warp's loads
-// take one pass.
+// banks), the fp32 score tile stored key-major [key, token] with 4 floats of padding, so the
+// 32 lanes of a warp (32 consecutive tokens) read one key's scores from 32 banks.
 template <int RP> struct TckLayout {
-    static constexpr int LDB = RP + 8;       // bf16 [tokens or keys, RP]
-    static constexpr int LDT = TCK_KEYS + 4; // fp32 [tokens, keys]
+    static constexpr int LDB = RP + 8;         // bf16 [tokens or keys, RP]
+    static constexpr int LDT = TCK_TOKENS + 4; // fp32 [keys, tokens]
     static constexpr size_t PTR_BYTES = (size_t)TCK_TOKENS * LDB * sizeof(bf16);
     static constexpr size_t KEY_BYTES = (size_t)TCK_KEYS * LDB * sizeof(bf16);
-    static constexpr size_t SCORE_BYTES = (size_t)TCK_TOKENS * LDT * sizeof(float);
+    static constexpr size_t SCORE_BYTES = (size_t)TCK_KEYS * LDT * sizeof(float);
 };
 
 // keys [rows, R] fp32 -> keys_bf16 [rows, RP] (zero columns past R), once per call: the
@@ -74,7 +72,7 @@ __global__ void __launch_bounds__(TCK_THREADS)
     unsigned char *base = (unsigned char *)tck_smem;
     bf16 *ptr_tile = (bf16 *)base;                                     // [128, LDB]
     bf16 *key_tile = (bf16 *)(base + L::PTR_BYTES);                    // [128, LDB]
-    float *score_tile = (float *)(base + L::PTR_BYTES + L::KEY_BYTES); // [128 tokens, LDT]
+    float *score_tile = (float *)(base + L::PTR_BYTES + L::KEY_BYTES); // [128 keys, LDT]
     const int token0 = blockIdx.x * TCK_TOKENS;
     const int key_begin = blockIdx.y * keys_per_split;
     const int key_end = min(rows, key_begin + keys_per_split);
@@ -147,35 +145,25 @@ __global__ void __launch_bounds__(TCK_THREADS)
                 wmma::load_matrix_sync(b, key_tile + kb * 16 * L::LDB + kk * 16, L::LDB);
                 wmma::mma_sync(acc, a[kk], b, acc);
             }
-            // (token, key) at score_tile[token * LDT + key]
-            wmma::store_matrix_sync(score_tile + 16 * warp * L::LDT + kb * 16, acc, L::LDT,
-                                    wmma::mem_row_major);
+            // (token, key) at score_tile[key * LDT + token]
+            wmma::store_matrix_sync(score_tile + kb * 16 * L::LDT + 16 * warp, acc, L::LDT,
+                                    wmma::mem_col_major);
         }
         __syncthreads();
         // Eight keys at a time; almost every key scores below the list's last entry, so the
         // insertion is skipped unless some lane of the warp has a key that enters (a branch
         // on a warp vote: the compiler cannot turn the insertion into predicated work that
-        // every key would pay for). The test is one compare of the eight's maximum: this
-        // loop's instruction count is what bounds the kernel (ncu: issue-bound, 78% of the
-        // SM's throughput with 25% occupancy). first and last are the same for the whole warp.
+        // every key would pay for). first and last are the same for the whole warp.
         const int first = half * KEYS_PER_THREAD;
         const int last = min(first + KEYS_PER_THREAD, tile_keys);
-        const float *my_scores = score_tile + my_token * L::LDT; // [TCK_KEYS]
         for (int j0 = first; j0 < last; j0 += 8) {
             float sc[8];
-            if (j0 + 8 <= last) {
-                float4 lo = *(const float4 *)(my_scores + j0);
-                float4 hi = *(const float4 *)(my_scores + j0 + 4);
-                sc[0] = lo.x, sc[1] = lo.y, sc[2] = lo.z, sc[3] = lo.w;
-                sc[4] = hi.x, sc[5] = hi.y, sc[6] = hi.z, sc[7] = hi.w;
-            } else {
+            bool enters = false;
 #pragma unroll
-                for (int u = 0; u < 8; u++)
-                    sc[u] = j0 + u < last ? my_scores[j0 + u] : -INFINITY;
+            for (int u = 0; u < 8; u++) {
+                sc[u] = j0 + u < last ? score_tile[(j0 + u) * L::LDT + my_token] : -INFINITY;
+                enters |= sc[u] >= cand_s[CP - 1];
             }
-            float best = fmaxf(fmaxf(fmaxf(sc[0], sc[1]), fmaxf(sc[2], sc[3])),
-                               fmaxf(fmaxf(sc[4], sc[5]), fmaxf(sc[6], sc[7])));
-            bool enters = best >= cand_s[CP - 1];
             if (__any_sync(0xffffffffu, enters)) {
 #pragma unroll
                 for (int u = 0; u < 8; u++)
