@@ -108,21 +108,8 @@ __device__ int load_tile_rows(TcTiling t, int b, int kvh, int head_tile, int que
     return *kv_end;
 }
 
-// src [rows, hd] fp32 -> dst [rows, HDP] bf16, zero past hd: the kernels' operands are
-// rounded once per call, not once per tile load, and every row of the copy is 32-byte
-// aligned whatever hd is, so a tile load is a plain 16-byte copy.
-__global__ void rows_to_bf16_padded_kernel(bf16 *dst, const float *src, long long rows, int hd,
-                                           int hdp) {
-    long long n = rows * hdp;
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
-         i += (long long)gridDim.x * blockDim.x) {
-        long long r = i / hdp;
-        int d = (int)(i % hdp);
-        dst[i] = __float2bfloat16(d < hd ? src[r * hd + d] : 0.0f);
-    }
-}
-
-// 64 rows of a padded bf16 copy (see rows_to_bf16_padded_kernel) into a [64, HDP] tile:
+// 64 rows of a row-padded bf16 copy (HDP elements a row: cuda_to_bf16_padded, once per call,
+// so every row is 32-byte aligned whatever hd is) into a [64, HDP] tile:
 // row r of the tile is row row[r] of src, or zeros when row[r] is -1.
 template <int HDP>
 __device__ void load_tile_bf16(bf16 *dst, const bf16 *src, const long long *row) {
@@ -766,15 +753,6 @@ template <typename Kernel> static void allow_shared_bytes(Kernel kernel, size_t 
 
 static const int MERGE_THREADS = 256;
 
-// dst [rows, HDP] <- src [rows, hd] (see rows_to_bf16_padded_kernel).
-template <int HDP> static void rows_to_bf16(bf16 *dst, const float *src, long long rows, int hd) {
-    if (rows == 0)
-        return;
-    rows_to_bf16_padded_kernel<<<cuda_grid((size_t)rows * HDP, MERGE_THREADS), MERGE_THREADS, 0,
-                                 cuda_stream()>>>(dst, src, rows, hd, HDP);
-    CUDA_CHECK_LAUNCH("rows_to_bf16_padded_kernel");
-}
-
 template <int HDP>
 static void forward_tc(float *o, float *lse, const float *q, const float *k, const float *v,
                        const int32_t *qpos, int B, int T, int Mq, int nh, int nkv, int hd) {
@@ -796,9 +774,9 @@ static void forward_tc(float *o, float *lse, const float *q, const float *k, con
     bf16 *v16 = (bf16 *)cuda_workspace_carve(&cursor, kv_bytes);         // [kv_rows, HDP]
     float *o_part = (float *)cuda_workspace_carve(&cursor, o_bytes);     // [chunks, rows, hd]
     float *lse_part = (float *)cuda_workspace_carve(&cursor, lse_bytes); // [chunks, rows]
-    rows_to_bf16<HDP>(q16, q, rows, hd);
-    rows_to_bf16<HDP>(k16, k, kv_rows, hd);
-    rows_to_bf16<HDP>(v16, v, kv_rows, hd);
+    cuda_to_bf16_padded(q16, HDP, q, (int)rows, hd);
+    cuda_to_bf16_padded(k16, HDP, k, (int)kv_rows, hd);
+    cuda_to_bf16_padded(v16, HDP, v, (int)kv_rows, hd);
 
     size_t shared = forward_shared_bytes<HDP>();
     float scale_log2 = LOG2E / sqrtf((float)hd);
@@ -850,10 +828,10 @@ static void backward_tc(float *dq, float *dk, float *dv, const float *dout, cons
     float *dk_part = (float *)cuda_workspace_carve(&cursor, kv_bytes);  // [chunks, B,T,nkv,hd]
     float *dv_part = (float *)cuda_workspace_carve(&cursor, kv_bytes);  // [chunks, B,T,nkv,hd]
     int *chunk_last = (int *)cuda_workspace_carve(&cursor, last_bytes); // [B, chunks]
-    rows_to_bf16<HDP>(q16, q, rows, hd);
-    rows_to_bf16<HDP>(dout16, dout, rows, hd);
-    rows_to_bf16<HDP>(k16, k, (long long)B * T * nkv, hd);
-    rows_to_bf16<HDP>(v16, v, (long long)B * T * nkv, hd);
+    cuda_to_bf16_padded(q16, HDP, q, (int)rows, hd);
+    cuda_to_bf16_padded(dout16, HDP, dout, (int)rows, hd);
+    cuda_to_bf16_padded(k16, HDP, k, B * T * nkv, hd);
+    cuda_to_bf16_padded(v16, HDP, v, B * T * nkv, hd);
 
     size_t shared = dq_shared_bytes<HDP>();
     allow_shared_bytes(attention_dq_tc_kernel<HDP>, shared);

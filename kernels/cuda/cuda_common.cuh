@@ -5,6 +5,7 @@
 // accumulate in fp32, so a bf16 variant can later be added beside each entry point.
 #pragma once
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -115,6 +116,10 @@ void cuda_column_sum(float *out, const float *a, const float *b, const float *ro
 void cuda_lagged_column_sums(float *out, int out_stride, int lag_step, const float *a,
                              const float *b, const float *row_scale, int N, int C, int period,
                              int lags);
+// dst [rows, ld] bf16 <- src [rows, cols] fp32 rounded to nearest, columns [cols, ld) zero;
+// ld even and >= cols (cuda_linear.cu). How the bf16 kernels make their operand copies: the
+// linear op's GEMM operands, attention's q, k, v, dout and the top-K search's keys.
+void cuda_to_bf16_padded(__nv_bfloat16 *dst, int ld, const float *src, int rows, int cols);
 
 // ---- the ops (signatures of kernels/ops.h) --------------------------------------------------
 // cuda_backend.cu

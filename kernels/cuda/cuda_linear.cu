@@ -118,9 +118,14 @@ static void convert_to_bf16(__nv_bfloat16 *dst, const float *src, int rows, int 
         CUDA_CHECK_LAUNCH("to_bf16_packed_kernel");
         return;
     }
-    const int ld = bf16_ld(cols);
-    to_bf16_padded_kernel<<<row_grid(ld / 2, rows, CONVERT_THREADS), CONVERT_THREADS, 0, stream>>>(
-        dst, ld, src, rows, cols);
+    cuda_to_bf16_padded(dst, bf16_ld(cols), src, rows, cols);
+}
+
+void cuda_to_bf16_padded(__nv_bfloat16 *dst, int ld, const float *src, int rows, int cols) {
+    if (rows == 0)
+        return;
+    to_bf16_padded_kernel<<<row_grid(ld / 2, rows, CONVERT_THREADS), CONVERT_THREADS, 0,
+                            cuda_stream()>>>(dst, ld, src, rows, cols);
     CUDA_CHECK_LAUNCH("to_bf16_padded_kernel");
 }
 

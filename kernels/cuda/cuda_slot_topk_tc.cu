@@ -46,19 +46,6 @@ template <int RP> struct TckLayout {
     static constexpr size_t SCORE_BYTES = (size_t)TCK_KEYS * LDT * sizeof(float);
 };
 
-// keys [rows, R] fp32 -> keys_bf16 [rows, RP] (zero columns past R), once per call: the
-// search blocks then stage tiles with plain 16-byte copies, and read half the bytes.
-template <int RP>
-__global__ void keys_to_bf16_kernel(bf16 *out, const float *keys, int rows, int R) {
-    size_t total = (size_t)rows * RP;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
-         i += (size_t)gridDim.x * blockDim.x) {
-        size_t row = i / RP;
-        int col = (int)(i % RP);
-        out[i] = __float2bfloat16(col < R ? keys[row * R + col] : 0.0f);
-    }
-}
-
 // One block: tokens [128 blockIdx.x, +128) against keys [key_begin, key_end) of the shard
 // (split blockIdx.y). Each thread streams its half of every tile into a list of the C best
 // by bf16 score and writes that list, unmerged: cand_i [splits, HALVES, N, CP] (-1 padding).
@@ -289,11 +276,9 @@ static void launch_topk_tc(float *top_s, int32_t *top_i, const float *p, const f
                                           cuda_workspace_part_bytes(cand_bytes));
     bf16 *keys_bf16 = (bf16 *)cuda_workspace_carve(&cursor, key_bytes);     // [rows, RP]
     int32_t *cand_i = (int32_t *)cuda_workspace_carve(&cursor, cand_bytes); // [lists, N, CP]
-    if (rows > 0) {
-        keys_to_bf16_kernel<RP><<<cuda_grid((size_t)rows * RP, 256), 256, 0, cuda_stream()>>>(
-            keys_bf16, keys, rows, R);
-        CUDA_CHECK_LAUNCH("keys_to_bf16_kernel");
-    }
+    // once per call: the search blocks then stage tiles with plain 16-byte copies, and read
+    // half the bytes
+    cuda_to_bf16_padded(keys_bf16, RP, keys, rows, R);
     size_t shared = search_shared_bytes<RP>();
     auto search = slot_search_tc_kernel<RP, CP>;
     CUDA_CHECK(
