@@ -175,6 +175,19 @@ typedef struct Ops {
     // logits [N, V]; targets [N] int32 (< 0: ignored)
     void (*cross_entropy_fused)(float *loss, float *dlogits, int32_t *argmax, const float *logits,
                                 const int32_t *targets, float scale, int N, int V);
+    // The LM head and its loss over N tokens, `chunk` tokens at a time, so that one chunk of
+    // logits is all that ever exists (its contents afterwards are unspecified):
+    //   logits_c = yn_c . w^T; loss += scale * sum CE and predictions = argmax, as
+    //   cross_entropy_fused (loss, predictions: NULL for none); with dyn != NULL also
+    //   dlogits_c = scale (softmax - onehot), dyn_c = dlogits_c . w (overwritten) and
+    //   dw += dlogits_c^T . yn_c. A backend may round the product operands (yn, w, dlogits)
+    //   to the matmul precision of set_matmul_precision, as linear_forward / _backward do.
+    // logits: scratch of chunk * (V + 8) floats (room to pad rows to 8 elements)
+    // yn [N, H]; w, dw [V, H]; targets [N] int32 (< 0: ignored); dyn [N, H];
+    // predictions [N] int32
+    void (*lm_head_loss)(float *loss, int32_t *predictions, float *dyn, float *dw, float *logits,
+                         const float *yn, const float *w, const int32_t *targets, float scale,
+                         int N, int H, int V, int chunk);
     // Route loss of one layer over B sequences of T tokens:
     //   loss += token_scale * sum_t BCEwithLogits(r_t, selected_t)
     //         + seq_scale * sum_b (mean_t sigmoid(r_bt) - rho)^2
@@ -231,6 +244,12 @@ typedef struct Ops {
 const Ops *ops_cpu(void);
 // The cuda backend, or NULL when this build has no CUDA or no GPU is visible.
 const Ops *ops_cuda(void);
+// lm_head_loss written with an op table's linear_forward, cross_entropy_fused and
+// linear_backward, chunk by chunk (kernels/lm_head_composed.c): the cpu backend's
+// implementation, and the cuda backend's outside bf16 mode.
+void lm_head_loss_composed(const Ops *ops, float *loss, int32_t *predictions, float *dyn, float *dw,
+                           float *logits, const float *yn, const float *w, const int32_t *targets,
+                           float scale, int N, int H, int V, int chunk);
 // Number of visible CUDA devices (0 when built without CUDA).
 int ops_cuda_device_count(void);
 // PCI bus id of visible device `device` ("0000:1b:00.0"), so ranks can tell whether they

@@ -175,7 +175,8 @@ void model_set_head_chunk(Model *m, int rows) {
     if (m->logits)
         m->ops->free(m->logits);
     m->head_chunk = rows;
-    m->logits = m->ops->alloc((size_t)rows * m->cfg.vocab_size * sizeof(float));
+    // V + 8 floats a row: lm_head_loss may pad rows to 8 elements (aligned GEMM output)
+    m->logits = m->ops->alloc((size_t)rows * (m->cfg.vocab_size + 8) * sizeof(float));
 }
 
 // Positions t of every token n = b*T + t; with attn=dense also every layer's query set
@@ -266,37 +267,21 @@ static float *block_output(Model *m, int layer) {
     return layer + 1 < m->cfg.n_layers ? m->acts[layer + 1].x : m->y_final;
 }
 
-// The LM head and cross-entropy over chunks of head_chunk tokens: per chunk,
-//   logits = yn_c . lm_head^T                                 [rows, V] in m->logits
-//   loss += ce_scale * CE; predictions_c = argmax; (with_grad) logits -> dlogits in place
-//   (with_grad) dyn_c = dlogits . lm_head, g.lm_head += dlogits^T . yn_c
-// so only one chunk of logits ever exists and each is used while it is hot. loss and
-// predictions may be NULL (the backward's recomputation wants neither).
-static void head_chunks(Model *m, float *loss, int32_t *predictions, int with_grad) {
-    const Ops *ops = m->ops;
+// The LM head and cross-entropy over chunks of head_chunk tokens (ops->lm_head_loss): per
+// chunk, logits = yn_c . lm_head^T in m->logits, loss += ce_scale * CE, predictions_c =
+// argmax, and (with_grad) dyn_c = dlogits . lm_head, g.lm_head += dlogits^T . yn_c, so only
+// one chunk of logits ever exists and each is used while it is hot. loss and predictions
+// may be NULL (the backward's recomputation wants neither). The op runs the forward and
+// backward products together; the profile counts it in the pass that called it.
+static void head_chunks(Model *m, float *loss, int32_t *predictions, int with_grad,
+                        ProfileDirection pass) {
     const int N = m->B * m->T, H = m->cfg.d_model, V = m->cfg.vocab_size;
     const ForwardArgs *args = &m->last;
-    if (with_grad) {
-        profile_begin(m->profiler, PHASE_HEAD_LOSS, PROFILE_BACKWARD);
-        ops->zero(m->dyn, (size_t)N * H * sizeof(float)); // linear_backward adds into it
-        profile_end(m->profiler);
-    }
-    for (int first = 0; first < N; first += m->head_chunk) {
-        const int rows = N - first < m->head_chunk ? N - first : m->head_chunk;
-        const float *yn = m->yn + (size_t)first * H; // [rows, H]
-        profile_begin(m->profiler, PHASE_HEAD_LOSS, PROFILE_FORWARD);
-        ops->linear_forward(m->logits, yn, m->p.lm_head, NULL, rows, H, V);
-        ops->cross_entropy_fused(loss, with_grad ? m->logits : NULL,
-                                 predictions ? predictions + first : NULL, m->logits,
-                                 args->targets + first, args->ce_scale, rows, V);
-        profile_end(m->profiler);
-        if (with_grad) {
-            profile_begin(m->profiler, PHASE_HEAD_LOSS, PROFILE_BACKWARD);
-            ops->linear_backward(m->dyn + (size_t)first * H, m->g.lm_head, NULL, m->logits, yn,
-                                 m->p.lm_head, rows, H, V);
-            profile_end(m->profiler);
-        }
-    }
+    profile_begin(m->profiler, PHASE_HEAD_LOSS, pass);
+    m->ops->lm_head_loss(loss, predictions, with_grad ? m->dyn : NULL, m->g.lm_head, m->logits,
+                         m->yn, m->p.lm_head, args->targets, args->ce_scale, N, H, V,
+                         m->head_chunk);
+    profile_end(m->profiler);
 }
 
 void model_forward(Model *m, const ForwardArgs *args) {
@@ -317,7 +302,7 @@ void model_forward(Model *m, const ForwardArgs *args) {
     profile_end(m->profiler);
     // Without targets there is no loss to compute: logits are made on demand (model_logits).
     if (args->targets)
-        head_chunks(m, m->losses, m->predictions, args->want_grad);
+        head_chunks(m, m->losses, m->predictions, args->want_grad, PROFILE_FORWARD);
 }
 
 const float *model_logits(Model *m, int first, int count) {
@@ -339,7 +324,7 @@ void model_backward(Model *m) {
     if (args->targets == NULL)
         hs_fatal("model_backward: the last forward had no targets, so there is no loss");
     if (!args->want_grad)
-        head_chunks(m, NULL, NULL, 1);
+        head_chunks(m, NULL, NULL, 1, PROFILE_BACKWARD);
     int32_t *positions;
     BlockGrads g;
     Carver cv = {(char *)m->scratch, 0};

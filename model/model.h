@@ -79,8 +79,8 @@ typedef struct Model {
     float *yn;        // [N, H] RMSNorm(y; norm_f)
     float *rstd_f;    // [N]
     // The LM head runs over chunks of head_chunk tokens, so the [N, V] logits never exist:
-    int head_chunk;       // tokens per chunk (model_build: MODEL_HEAD_CHUNK_BYTES of logits)
-    float *logits;        // [head_chunk, V] one chunk's logits (then its dlogits); own alloc
+    int head_chunk; // tokens per chunk (model_build: MODEL_HEAD_CHUNK_BYTES of logits)
+    float *logits;  // [head_chunk, V + 8] scratch of one chunk's logits (lm_head_loss); own alloc
     int32_t *predictions; // [N] argmax of each token's logits, after a forward with targets
     float *dyn;           // [N, H] d loss / d yn: written by a forward with want_grad (or by
                           // model_backward), read by model_backward. Part of Model.scratch.

@@ -137,3 +137,21 @@ LossParts test_model_step(Model *m, const ForwardArgs *args, float *grads_out) {
     memcpy(grads_out, m->grads, m->layout.n_local * sizeof(float));
     return model_losses(m);
 }
+
+float test_bf16_round(float x) {
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof(bits));
+    if ((bits & 0x7fffffffu) > 0x7f800000u)
+        return x; // NaN
+    bits += 0x7fffu + ((bits >> 16) & 1u);
+    bits &= 0xffff0000u;
+    memcpy(&x, &bits, sizeof(x));
+    return x;
+}
+
+float *test_bf16_rounded_copy(const float *x, size_t n) {
+    float *r = test_zeros(n);
+    for (size_t i = 0; i < n; i++)
+        r[i] = test_bf16_round(x[i]);
+    return r;
+}

@@ -44,6 +44,11 @@ int test_run_parity_suite(Suite *(*make_suite)(void), const Ops **cpu, const Ops
 float *test_random_buffer(TestRng *rng, size_t n, float std); // N(0, std^2) entries
 float *test_zeros(size_t n);
 float *test_copy_of(const float *x, size_t n);
+// x rounded to the nearest bf16 (ties to even), kept as a float: what the cuda backend's bf16
+// GEMMs multiply. Products of two such values are exact in fp32 (8 + 8 significant bits).
+float test_bf16_round(float x);
+// A copy of x [n] with every element so rounded (free with free()).
+float *test_bf16_rounded_copy(const float *x, size_t n);
 // sum_i out[i] * proj[i] in double: the scalar "loss" whose gradient an op test checks.
 double test_project(const float *out, const float *proj, size_t n);
 

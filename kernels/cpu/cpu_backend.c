@@ -46,6 +46,13 @@ static void cpu_set_matmul_precision(MatmulPrecision precision) {
                  (int)precision);
 }
 
+static void cpu_lm_head_loss(float *loss, int32_t *predictions, float *dyn, float *dw,
+                             float *logits, const float *yn, const float *w, const int32_t *targets,
+                             float scale, int N, int H, int V, int chunk) {
+    lm_head_loss_composed(ops_cpu(), loss, predictions, dyn, dw, logits, yn, w, targets, scale, N,
+                          H, V, chunk);
+}
+
 static const Ops cpu_ops_table = {
     .kind = BACKEND_CPU,
     .name = "cpu",
@@ -89,6 +96,7 @@ static const Ops cpu_ops_table = {
     .cross_entropy_forward = cpu_cross_entropy_forward,
     .cross_entropy_backward = cpu_cross_entropy_backward,
     .cross_entropy_fused = cpu_cross_entropy_fused,
+    .lm_head_loss = cpu_lm_head_loss,
     .route_loss_forward = cpu_route_loss_forward,
     .route_loss_backward = cpu_route_loss_backward,
     .sum_squares = cpu_sum_squares,

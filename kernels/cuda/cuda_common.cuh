@@ -120,6 +120,30 @@ void cuda_lagged_column_sums(float *out, int out_stride, int lag_step, const flo
 // ld even and >= cols (cuda_linear.cu). How the bf16 kernels make their operand copies: the
 // linear op's GEMM operands, attention's q, k, v, dout and the top-K search's keys.
 void cuda_to_bf16_padded(__nv_bfloat16 *dst, int ld, const float *src, int rows, int cols);
+// The bf16 operands of the linear op's GEMMs (cuda_linear.cu), shared with the LM head's
+// own loop (cuda_lm_head.cu):
+// - cuda_bf16_ld: the row length of a bf16 copy, `cols` rounded up to 8 (16 bytes);
+//   cuda_bf16_bytes: the bytes of [rows, cuda_bf16_ld(cols)].
+// - cuda_to_bf16: dst [rows, cuda_bf16_ld(cols)] <- src [rows, cols], padding zero.
+// - cuda_weight_to_bf16: w16 [o_pad, cuda_bf16_ld(I)] <- w [O, I], rows O..o_pad-1 zero.
+// - cuda_gemm_bf16: C (fp32, column-major) = op(A) op(B) + beta C, bf16 A and B.
+// - cuda_linear_uses_bf16: whether a linear of N tokens, I inputs and O outputs runs on
+//   bf16 copies (bf16 mode and no dimension too small for the conversions to pay).
+int cuda_bf16_ld(int cols);
+size_t cuda_bf16_bytes(int rows, int cols);
+void cuda_to_bf16(__nv_bfloat16 *dst, const float *src, int rows, int cols);
+void cuda_weight_to_bf16(__nv_bfloat16 *w16, const float *w, int O, int I, int o_pad);
+void cuda_gemm_bf16(cublasOperation_t op_a, cublasOperation_t op_b, int m, int n, int k,
+                    const __nv_bfloat16 *a, int lda, const __nv_bfloat16 *b, int ldb, float beta,
+                    float *c, int ldc);
+bool cuda_linear_uses_bf16(int N, int I, int O);
+// The fused cross-entropy with bf16 gradients (cuda_loss.cu): per row n of logits
+// [N, ld_in] (first V columns), ce[n] = CE (ce may be NULL), argmax[n] (may be NULL) and
+// dlogits [N, ld_out] = scale (softmax - onehot) rounded to bf16, columns [V, ld_out) zero
+// (dlogits may be NULL). Ignored rows (target outside [0, V)) get ce 0 and zero gradients.
+void cuda_cross_entropy_bf16_grad(float *ce, __nv_bfloat16 *dlogits, int ld_out, int32_t *argmax,
+                                  const float *logits, int ld_in, const int32_t *targets,
+                                  float scale, int N, int V);
 
 // ---- the ops (signatures of kernels/ops.h) --------------------------------------------------
 // cuda_backend.cu
@@ -202,6 +226,10 @@ void cuda_cross_entropy_forward(float *loss, const float *logits, const int32_t 
                                 float scale, int N, int V);
 void cuda_cross_entropy_backward(float *dlogits, const float *logits, const int32_t *targets,
                                  float scale, int N, int V);
+// cuda_lm_head.cu
+void cuda_lm_head_loss(float *loss, int32_t *predictions, float *dyn, float *dw, float *logits,
+                       const float *yn, const float *w, const int32_t *targets, float scale, int N,
+                       int H, int V, int chunk);
 void cuda_cross_entropy_fused(float *loss, float *dlogits, int32_t *argmax, const float *logits,
                               const int32_t *targets, float scale, int N, int V);
 void cuda_route_loss_forward(float *loss, const float *r, const int32_t *sel, float rho,

@@ -91,12 +91,12 @@ __global__ void to_bf16_padded_kernel(__nv_bfloat16 *dst, int ld, const float *s
 }
 
 // The leading dimension of the bf16 copy of rows of `cols` elements.
-static int bf16_ld(int cols) {
+int cuda_bf16_ld(int cols) {
     return (cols + BF16_ROW_ALIGN - 1) / BF16_ROW_ALIGN * BF16_ROW_ALIGN;
 }
 
-static size_t bf16_bytes(int rows, int cols) {
-    return (size_t)rows * bf16_ld(cols) * sizeof(__nv_bfloat16);
+size_t cuda_bf16_bytes(int rows, int cols) {
+    return (size_t)rows * cuda_bf16_ld(cols) * sizeof(__nv_bfloat16);
 }
 
 // A 2D grid: x over a row's `units`, y over the rows (the kernels loop over the rest).
@@ -105,8 +105,8 @@ static dim3 row_grid(int units, int rows, int threads) {
     return dim3(x < 1 ? 1 : x, rows < 1 ? 1 : (rows < 65535 ? rows : 65535));
 }
 
-// dst [rows, bf16_ld(cols)] bf16 (16-byte aligned) <- src [rows, cols] fp32.
-static void convert_to_bf16(__nv_bfloat16 *dst, const float *src, int rows, int cols) {
+// dst [rows, cuda_bf16_ld(cols)] bf16 (16-byte aligned) <- src [rows, cols] fp32.
+void cuda_to_bf16(__nv_bfloat16 *dst, const float *src, int rows, int cols) {
     if (rows == 0 || cols == 0)
         return;
     cudaStream_t stream = cuda_stream();
@@ -118,7 +118,7 @@ static void convert_to_bf16(__nv_bfloat16 *dst, const float *src, int rows, int 
         CUDA_CHECK_LAUNCH("to_bf16_packed_kernel");
         return;
     }
-    cuda_to_bf16_padded(dst, bf16_ld(cols), src, rows, cols);
+    cuda_to_bf16_padded(dst, cuda_bf16_ld(cols), src, rows, cols);
 }
 
 void cuda_to_bf16_padded(__nv_bfloat16 *dst, int ld, const float *src, int rows, int cols) {
@@ -129,14 +129,14 @@ void cuda_to_bf16_padded(__nv_bfloat16 *dst, int ld, const float *src, int rows,
     CUDA_CHECK_LAUNCH("to_bf16_padded_kernel");
 }
 
-// w16 [o_pad, bf16_ld(I)] <- w [O, I]: the weight's bf16 copy with zero rows O..o_pad-1, so
+// w16 [o_pad, cuda_bf16_ld(I)] <- w [O, I]: the weight's bf16 copy with zero rows O..o_pad-1, so
 // the products can run over the padded output count (o_pad, a multiple of 8) and every
 // operand and result of cuBLAS stays 16-byte aligned even when O is odd (the LM head's V).
-static void convert_weight_to_bf16(__nv_bfloat16 *w16, const float *w, int O, int I, int o_pad) {
-    convert_to_bf16(w16, w, O, I);
+void cuda_weight_to_bf16(__nv_bfloat16 *w16, const float *w, int O, int I, int o_pad) {
+    cuda_to_bf16(w16, w, O, I);
     if (o_pad > O)
-        CUDA_CHECK(cudaMemsetAsync(w16 + (size_t)O * bf16_ld(I), 0, bf16_bytes(o_pad - O, I),
-                                   cuda_stream()));
+        CUDA_CHECK(cudaMemsetAsync(w16 + (size_t)O * cuda_bf16_ld(I), 0,
+                                   cuda_bf16_bytes(o_pad - O, I), cuda_stream()));
 }
 
 // out [rows, O] = tmp [rows, ld_tmp] (first O columns) + (accumulate ? out : 0)
@@ -162,9 +162,9 @@ static void gemm_f32(cublasOperation_t op_a, cublasOperation_t op_b, int m, int 
 }
 
 // The same with bf16 A and B (the bf16 tensor cores), fp32 C and accumulation.
-static void gemm_bf16(cublasOperation_t op_a, cublasOperation_t op_b, int m, int n, int k,
-                      const __nv_bfloat16 *a, int lda, const __nv_bfloat16 *b, int ldb, float beta,
-                      float *c, int ldc) {
+void cuda_gemm_bf16(cublasOperation_t op_a, cublasOperation_t op_b, int m, int n, int k,
+                    const __nv_bfloat16 *a, int lda, const __nv_bfloat16 *b, int ldb, float beta,
+                    float *c, int ldc) {
     const float alpha = 1.0f;
     CUBLAS_CHECK(cublasGemmEx(cuda_cublas(), op_a, op_b, m, n, k, &alpha, a, CUDA_R_16BF, lda, b,
                               CUDA_R_16BF, ldb, &beta, c, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
@@ -172,7 +172,7 @@ static void gemm_bf16(cublasOperation_t op_a, cublasOperation_t op_b, int m, int
 }
 
 // Whether this linear's GEMMs run on bf16 copies of their operands (see the top).
-static int use_bf16_operands(int N, int I, int O) {
+bool cuda_linear_uses_bf16(int N, int I, int O) {
     return cuda_bf16_tensor_cores() && N >= BF16_MIN_DIM && I >= BF16_MIN_DIM && O >= BF16_MIN_DIM;
 }
 
@@ -199,27 +199,27 @@ static int bf16_chunk_rows(int N, size_t bytes_per_row) {
 // [rows, o_pad] (o_pad output rows of the zero-padded weight) and a copy pass adds it to out.
 static void linear_forward_bf16(float *out, const float *x, const float *w, float beta, int N,
                                 int I, int O) {
-    const int ld_in = bf16_ld(I), o_pad = bf16_ld(O);
+    const int ld_in = cuda_bf16_ld(I), o_pad = cuda_bf16_ld(O);
     const bool padded = o_pad != O;
     const size_t tmp_row_bytes = padded ? (size_t)o_pad * sizeof(float) : 0;
-    const int chunk = bf16_chunk_rows(N, bf16_bytes(1, I) + tmp_row_bytes);
-    char *cursor = (char *)cuda_workspace(cuda_workspace_part_bytes(bf16_bytes(o_pad, I)) +
-                                          cuda_workspace_part_bytes(bf16_bytes(chunk, I)) +
+    const int chunk = bf16_chunk_rows(N, cuda_bf16_bytes(1, I) + tmp_row_bytes);
+    char *cursor = (char *)cuda_workspace(cuda_workspace_part_bytes(cuda_bf16_bytes(o_pad, I)) +
+                                          cuda_workspace_part_bytes(cuda_bf16_bytes(chunk, I)) +
                                           cuda_workspace_part_bytes(chunk * tmp_row_bytes));
-    __nv_bfloat16 *w16 = (__nv_bfloat16 *)cuda_workspace_carve(&cursor, bf16_bytes(o_pad, I));
-    __nv_bfloat16 *x16 = (__nv_bfloat16 *)cuda_workspace_carve(&cursor, bf16_bytes(chunk, I));
+    __nv_bfloat16 *w16 = (__nv_bfloat16 *)cuda_workspace_carve(&cursor, cuda_bf16_bytes(o_pad, I));
+    __nv_bfloat16 *x16 = (__nv_bfloat16 *)cuda_workspace_carve(&cursor, cuda_bf16_bytes(chunk, I));
     float *tmp = (float *)cuda_workspace_carve(&cursor, chunk * tmp_row_bytes); // [chunk, o_pad]
-    convert_weight_to_bf16(w16, w, O, I, o_pad);                                // [o_pad, ld_in]
+    cuda_weight_to_bf16(w16, w, O, I, o_pad);                                   // [o_pad, ld_in]
     for (int first = 0; first < N; first += chunk) {
         const int rows = N - first < chunk ? N - first : chunk;
-        convert_to_bf16(x16, x + (size_t)first * I, rows, I); // [rows, ld_in]
+        cuda_to_bf16(x16, x + (size_t)first * I, rows, I); // [rows, ld_in]
         if (!padded) {
-            gemm_bf16(CUBLAS_OP_T, CUBLAS_OP_N, O, rows, I, w16, ld_in, x16, ld_in, beta,
-                      out + (size_t)first * O, O);
+            cuda_gemm_bf16(CUBLAS_OP_T, CUBLAS_OP_N, O, rows, I, w16, ld_in, x16, ld_in, beta,
+                           out + (size_t)first * O, O);
             continue;
         }
-        gemm_bf16(CUBLAS_OP_T, CUBLAS_OP_N, o_pad, rows, I, w16, ld_in, x16, ld_in, 0.0f, tmp,
-                  o_pad);
+        cuda_gemm_bf16(CUBLAS_OP_T, CUBLAS_OP_N, o_pad, rows, I, w16, ld_in, x16, ld_in, 0.0f, tmp,
+                       o_pad);
         copy_unpadded_kernel<<<row_grid(O, rows, BIAS_THREADS), BIAS_THREADS, 0, cuda_stream()>>>(
             out + (size_t)first * O, tmp, o_pad, rows, O, beta != 0.0f);
         CUDA_CHECK_LAUNCH("copy_unpadded_kernel");
@@ -238,7 +238,7 @@ void cuda_linear_forward(float *out, const float *x, const float *w, const float
         CUDA_CHECK_LAUNCH("broadcast_bias_kernel");
         beta = 1.0f;
     }
-    if (use_bf16_operands(N, I, O))
+    if (cuda_linear_uses_bf16(N, I, O))
         linear_forward_bf16(out, x, w, beta, N, I, O);
     else
         gemm_f32(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, w, I, x, I, beta, out, O, f32_compute_type());
@@ -248,27 +248,29 @@ void cuda_linear_forward(float *out, const float *x, const float *w, const float
 // holds w's copy and one chunk of rows of x's and dout's, carved from one request.
 static void linear_backward_bf16(float *dx, float *dw, const float *dout, const float *x,
                                  const float *w, int N, int I, int O) {
-    const int ld_in = bf16_ld(I), ld_out = bf16_ld(O);
-    const int chunk = bf16_chunk_rows(N, bf16_bytes(1, I) + bf16_bytes(1, O));
-    const size_t w_bytes = dx ? bf16_bytes(ld_out, I) : 0; // zero rows O..ld_out-1
+    const int ld_in = cuda_bf16_ld(I), ld_out = cuda_bf16_ld(O);
+    const int chunk = bf16_chunk_rows(N, cuda_bf16_bytes(1, I) + cuda_bf16_bytes(1, O));
+    const size_t w_bytes = dx ? cuda_bf16_bytes(ld_out, I) : 0; // zero rows O..ld_out-1
     char *cursor = (char *)cuda_workspace(cuda_workspace_part_bytes(w_bytes) +
-                                          cuda_workspace_part_bytes(bf16_bytes(chunk, I)) +
-                                          cuda_workspace_part_bytes(bf16_bytes(chunk, O)));
+                                          cuda_workspace_part_bytes(cuda_bf16_bytes(chunk, I)) +
+                                          cuda_workspace_part_bytes(cuda_bf16_bytes(chunk, O)));
     __nv_bfloat16 *w16 = (__nv_bfloat16 *)cuda_workspace_carve(&cursor, w_bytes);
-    __nv_bfloat16 *x16 = (__nv_bfloat16 *)cuda_workspace_carve(&cursor, bf16_bytes(chunk, I));
-    __nv_bfloat16 *dout16 = (__nv_bfloat16 *)cuda_workspace_carve(&cursor, bf16_bytes(chunk, O));
+    __nv_bfloat16 *x16 = (__nv_bfloat16 *)cuda_workspace_carve(&cursor, cuda_bf16_bytes(chunk, I));
+    __nv_bfloat16 *dout16 =
+        (__nv_bfloat16 *)cuda_workspace_carve(&cursor, cuda_bf16_bytes(chunk, O));
     if (dx)
-        convert_weight_to_bf16(w16, w, O, I, ld_out); // [ld_out, ld_in]
+        cuda_weight_to_bf16(w16, w, O, I, ld_out); // [ld_out, ld_in]
     for (int first = 0; first < N; first += chunk) {
         const int rows = N - first < chunk ? N - first : chunk;
-        convert_to_bf16(dout16, dout + (size_t)first * O, rows, O); // [rows, ld_out]
-        convert_to_bf16(x16, x + (size_t)first * I, rows, I);       // [rows, ld_in]
+        cuda_to_bf16(dout16, dout + (size_t)first * O, rows, O); // [rows, ld_out]
+        cuda_to_bf16(x16, x + (size_t)first * I, rows, I);       // [rows, ld_in]
         // dx sums over k = ld_out: dout's padding columns and w's padding rows are zeros,
         // and a multiple of 8 keeps cuBLAS on its aligned kernels when O is odd
         if (dx)
-            gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_N, I, rows, ld_out, w16, ld_in, dout16, ld_out, 1.0f,
-                      dx + (size_t)first * I, I);
-        gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_T, I, O, rows, x16, ld_in, dout16, ld_out, 1.0f, dw, I);
+            cuda_gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_N, I, rows, ld_out, w16, ld_in, dout16, ld_out,
+                           1.0f, dx + (size_t)first * I, I);
+        cuda_gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_T, I, O, rows, x16, ld_in, dout16, ld_out, 1.0f, dw,
+                       I);
     }
 }
 
@@ -277,7 +279,7 @@ void cuda_linear_backward(float *dx, float *dw, float *db, const float *dout, co
                           const float *w, int N, int I, int O) {
     if (N == 0 || O == 0 || I == 0)
         return;
-    if (use_bf16_operands(N, I, O)) {
+    if (cuda_linear_uses_bf16(N, I, O)) {
         linear_backward_bf16(dx, dw, dout, x, w, N, I, O);
     } else {
         if (dx)

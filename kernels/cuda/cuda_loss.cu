@@ -123,31 +123,44 @@ __device__ inline void block_argmax(float &value, int &index) {
     index = best_index;
 }
 
-// An ignored row (target outside [0, V)): no loss, a zero gradient row. stride = blockDim.x.
-__device__ __forceinline__ void write_ignored_row(float *ce, float *dlogits, size_t n, int V,
+// A gradient element in the precision of the dlogits buffer (bf16: rounded to nearest).
+__device__ __forceinline__ void store_grad(float *at, float value) {
+    *at = value;
+}
+__device__ __forceinline__ void store_grad(__nv_bfloat16 *at, float value) {
+    *at = __float2bfloat16_rn(value);
+}
+
+// An ignored row (target outside [0, V)): no loss, a zero gradient row (its padding
+// included). stride = blockDim.x.
+template <typename DOut>
+__device__ __forceinline__ void write_ignored_row(float *ce, DOut *dlogits, int ld_out, size_t n,
                                                   int stride) {
     if (dlogits)
-        for (int j = threadIdx.x; j < V; j += stride)
-            dlogits[n * V + j] = 0.0f;
+        for (int j = threadIdx.x; j < ld_out; j += stride)
+            store_grad(dlogits + n * ld_out + j, 0.0f);
     if (ce && threadIdx.x == 0)
         ce[n] = 0.0f;
 }
 
-// ce [N] (may be NULL), dlogits [N, V] (may be NULL, may alias logits), argmax [N] (may be
-// NULL); logits [N, V]; targets [N]. Dynamic shared memory: V floats when kCached.
-template <bool kCached>
+// ce [N] (may be NULL), dlogits [N, ld_out] (may be NULL; may alias logits when DOut is
+// float and ld_out = ld_in), argmax [N] (may be NULL); logits [N, ld_in] (first V columns);
+// targets [N]. Columns [V, ld_out) of dlogits are written zero (the LM head's bf16 dlogits
+// are a GEMM operand padded to 8 elements). Dynamic shared memory: V floats when kCached.
+template <bool kCached, typename DOut>
 __global__ void __launch_bounds__(1024)
-    cross_entropy_fused_kernel(float *ce, float *dlogits, int32_t *argmax, const float *logits,
-                               const int32_t *targets, float scale, int V) {
+    cross_entropy_fused_kernel(float *ce, DOut *dlogits, int ld_out, int32_t *argmax,
+                               const float *logits, int ld_in, const int32_t *targets, float scale,
+                               int V) {
     extern __shared__ float cached_row[]; // [V] when kCached
     const size_t n = blockIdx.x;
     const int stride = blockDim.x;
-    const float *row = logits + n * V; // [V]
+    const float *row = logits + n * ld_in; // [V]
     const int32_t target = targets[n];
     // As cross_entropy_forward: a target outside [0, V) counts as ignored.
     const bool ignored = target < 0 || target >= V; // the same for the whole block
     if (ignored && argmax == NULL) {
-        write_ignored_row(ce, dlogits, n, V, stride);
+        write_ignored_row(ce, dlogits, ld_out, n, stride);
         return;
     }
     // The target's logit, read before any thread can overwrite the row in place (pass 3
@@ -192,7 +205,7 @@ __global__ void __launch_bounds__(1024)
     const float *src = kCached ? cached_row : row; // [V]
 
     if (ignored) {
-        write_ignored_row(ce, dlogits, n, V, stride);
+        write_ignored_row(ce, dlogits, ld_out, n, stride);
         return;
     }
     // Pass 2
@@ -205,11 +218,13 @@ __global__ void __launch_bounds__(1024)
     // Pass 3
     if (dlogits) {
         const float inv_sum = 1.0f / sum;
-        float *drow = dlogits + n * V; // [V]
+        DOut *drow = dlogits + n * ld_out; // [ld_out]
         for (int k = threadIdx.x; k < V; k += stride) {
             float prob = expf(src[k] - row_max) * inv_sum;
-            drow[k] = scale * (prob - (k == target ? 1.0f : 0.0f));
+            store_grad(drow + k, scale * (prob - (k == target ? 1.0f : 0.0f)));
         }
+        for (int k = V + threadIdx.x; k < ld_out; k += stride)
+            store_grad(drow + k, 0.0f);
     }
 }
 
@@ -293,10 +308,12 @@ static size_t max_shared_per_block(void) {
     return (size_t)bytes;
 }
 
-void cuda_cross_entropy_fused(float *loss, float *dlogits, int32_t *argmax, const float *logits,
-                              const int32_t *targets, float scale, int N, int V) {
-    if (N == 0)
-        return;
+// The fused kernel over N rows: ce [N] per-row losses (NULL: none), see the kernel for the
+// rest. Picks the cached kernel when a row fits in shared memory.
+template <typename DOut>
+static void launch_cross_entropy_fused(float *ce, DOut *dlogits, int ld_out, int32_t *argmax,
+                                       const float *logits, int ld_in, const int32_t *targets,
+                                       float scale, int N, int V) {
     if (V <= 0)
         hs_fatal_at(__FILE__, __LINE__, "cross_entropy_fused: vocabulary size %d", V);
     static size_t shared_limit = 0; // queried once: the backend binds one device per process
@@ -304,23 +321,38 @@ void cuda_cross_entropy_fused(float *loss, float *dlogits, int32_t *argmax, cons
         shared_limit = max_shared_per_block();
     // Room left beside the row for the reductions' static shared memory.
     const size_t row_bytes = (size_t)V * sizeof(float), static_bytes = 1024;
-    float *ce = loss ? (float *)cuda_workspace((size_t)N * sizeof(float)) : NULL; // [N]
     const int threads = fused_threads(V);
     cudaStream_t stream = cuda_stream();
     if (row_bytes + static_bytes <= shared_limit) {
-        CUDA_CHECK(cudaFuncSetAttribute(cross_entropy_fused_kernel<true>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+        auto kernel = cross_entropy_fused_kernel<true, DOut>;
+        CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         (int)row_bytes));
-        cross_entropy_fused_kernel<true>
-            <<<N, threads, row_bytes, stream>>>(ce, dlogits, argmax, logits, targets, scale, V);
+        kernel<<<N, threads, row_bytes, stream>>>(ce, dlogits, ld_out, argmax, logits, ld_in,
+                                                  targets, scale, V);
         CUDA_CHECK_LAUNCH("cross_entropy_fused_kernel<cached>");
     } else {
-        cross_entropy_fused_kernel<false>
-            <<<N, threads, 0, stream>>>(ce, dlogits, argmax, logits, targets, scale, V);
+        cross_entropy_fused_kernel<false, DOut><<<N, threads, 0, stream>>>(
+            ce, dlogits, ld_out, argmax, logits, ld_in, targets, scale, V);
         CUDA_CHECK_LAUNCH("cross_entropy_fused_kernel<uncached>");
     }
+}
+
+void cuda_cross_entropy_fused(float *loss, float *dlogits, int32_t *argmax, const float *logits,
+                              const int32_t *targets, float scale, int N, int V) {
+    if (N == 0)
+        return;
+    float *ce = loss ? (float *)cuda_workspace((size_t)N * sizeof(float)) : NULL; // [N]
+    launch_cross_entropy_fused(ce, dlogits, V, argmax, logits, V, targets, scale, N, V);
     if (loss)
         cuda_add_scaled_sum(loss, ce, N, scale);
+}
+
+void cuda_cross_entropy_bf16_grad(float *ce, __nv_bfloat16 *dlogits, int ld_out, int32_t *argmax,
+                                  const float *logits, int ld_in, const int32_t *targets,
+                                  float scale, int N, int V) {
+    if (N == 0)
+        return;
+    launch_cross_entropy_fused(ce, dlogits, ld_out, argmax, logits, ld_in, targets, scale, N, V);
 }
 
 // The 0/1 selection mask [B*T] in the workspace, followed by `extra` more floats.

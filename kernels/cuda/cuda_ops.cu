@@ -46,6 +46,7 @@ static const Ops cuda_ops = {
     .cross_entropy_forward = cuda_cross_entropy_forward,
     .cross_entropy_backward = cuda_cross_entropy_backward,
     .cross_entropy_fused = cuda_cross_entropy_fused,
+    .lm_head_loss = cuda_lm_head_loss,
     .route_loss_forward = cuda_route_loss_forward,
     .route_loss_backward = cuda_route_loss_backward,
     .sum_squares = cuda_sum_squares,

@@ -81,6 +81,7 @@ __global__ void __launch_bounds__(TCK_THREADS)
     // Thread x scans keys [64 half, +64) of every tile for token x % 128.
     const int my_token = threadIdx.x % TCK_TOKENS, half = threadIdx.x / TCK_TOKENS;
     constexpr int KEYS_PER_THREAD = TCK_KEYS / TCK_HALVES;
+    static_assert(KEYS_PER_THREAD <= 64, "the scan marks a thread's keys of a tile in 64 bits");
     float cand_s[CP];
     int32_t cand_id[CP];
 #pragma unroll
@@ -137,26 +138,26 @@ __global__ void __launch_bounds__(TCK_THREADS)
                                     wmma::mem_col_major);
         }
         __syncthreads();
-        // Eight keys at a time; almost every key scores below the list's last entry, so the
-        // insertion is skipped unless some lane of the warp has a key that enters (a branch
-        // on a warp vote: the compiler cannot turn the insertion into predicated work that
-        // every key would pay for). first and last are the same for the whole warp.
+        // Two passes over the thread's 64 keys of the tile. The scan only marks the keys
+        // that reach the list's last entry as it stood before the tile (a bit each); the
+        // insertions then run for the marked keys alone, in slot order. Inserting during
+        // the scan would stall the whole warp whenever any of its 32 lists takes a key,
+        // which at this shape (6.5k keys a list) is most rounds; deferred, the warp pays
+        // for the longest list of marks, which falls as the thresholds rise.
         const int first = half * KEYS_PER_THREAD;
-        const int last = min(first + KEYS_PER_THREAD, tile_keys);
-        for (int j0 = first; j0 < last; j0 += 8) {
-            float sc[8];
-            bool enters = false;
+        const int valid = min(KEYS_PER_THREAD, tile_keys - first); // may be <= 0
+        const float threshold = cand_s[CP - 1];
+        uint64_t marks = 0; // bit j: key first + j
 #pragma unroll
-            for (int u = 0; u < 8; u++) {
-                sc[u] = j0 + u < last ? score_tile[(j0 + u) * L::LDT + my_token] : -INFINITY;
-                enters |= sc[u] >= cand_s[CP - 1];
-            }
-            if (__any_sync(0xffffffffu, enters)) {
-#pragma unroll
-                for (int u = 0; u < 8; u++)
-                    if (j0 + u < last)
-                        topk_offer<CP>(cand_s, cand_id, sc[u], tile0 + j0 + u);
-            }
+        for (int j = 0; j < KEYS_PER_THREAD; j++)
+            if (score_tile[(first + j) * L::LDT + my_token] >= threshold)
+                marks |= 1ull << j;
+        marks &= valid >= KEYS_PER_THREAD ? ~0ull : (valid > 0 ? (1ull << valid) - 1 : 0ull);
+        while (marks) {
+            const int j = __ffsll((long long)marks) - 1;
+            marks &= marks - 1;
+            topk_offer_later<CP>(cand_s, cand_id, score_tile[(first + j) * L::LDT + my_token],
+                                 tile0 + first + j);
         }
     }
 

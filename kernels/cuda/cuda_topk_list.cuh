@@ -36,6 +36,32 @@ __device__ __forceinline__ bool topk_offer(float (&s)[KP], int32_t (&ids)[KP], f
     return true;
 }
 
+// topk_offer for a scan that offers slots in increasing order: the newcomer comes after
+// every listed slot, so it loses every tie with a listed slot and wins every tie with
+// padding (-1, always at the tail). Same result as topk_offer, fewer instructions a place:
+// the insertion is the hot path of the tensor-core search, where a key enters a list far
+// more often than in the merge.
+template <int KP>
+__device__ __forceinline__ void topk_offer_later(float (&s)[KP], int32_t (&ids)[KP], float score,
+                                                 int32_t slot) {
+    if (!(score >= s[KP - 1])) // also rejects NaN
+        return;
+    bool beats_here = score > s[KP - 1] || ids[KP - 1] < 0;
+    if (!beats_here)
+        return;
+#pragma unroll
+    for (int k = KP - 1; k > 0; k--) {
+        bool beats_above = score > s[k - 1] || ids[k - 1] < 0;
+        s[k] = beats_above ? s[k - 1] : (beats_here ? score : s[k]);
+        ids[k] = beats_above ? ids[k - 1] : (beats_here ? slot : ids[k]);
+        beats_here = beats_above;
+    }
+    if (beats_here) {
+        s[0] = score;
+        ids[0] = slot;
+    }
+}
+
 // Calls f.template operator()<KP>() with KP = K rounded up to a power of two (1 .. 32): the
 // list lengths the selection kernels are built for (they write only the first K entries).
 template <typename F> void with_list_length(int K, F &&f) {

@@ -148,10 +148,11 @@ static double estimate_bytes(const BenchVariant *v, int rank, int world, int bf1
     // The LM head's logits exist one chunk of tokens at a time.
     double logits =
         (double)model_default_head_chunk(c->vocab_size, v->B * c->seq_len) * c->vocab_size;
-    // bf16 matmuls: the cuda backend's workspace holds the LM head's bf16 weight copy and an
-    // aligned fp32 copy of one chunk of logits (kernels/cuda/cuda_linear.cu), and grows by
-    // half again when it grows.
-    double workspace = bf16 ? 1.5 * (4.0 * logits + 2.0 * c->vocab_size * H) : 0.0;
+    // bf16 matmuls: the cuda backend's workspace holds the LM head's bf16 copies of its
+    // weight and of yn and one chunk of bf16 dlogits (kernels/cuda/cuda_lm_head.cu), and
+    // grows by half again when it grows.
+    double workspace =
+        bf16 ? 1.5 * (2.0 * logits + 2.0 * c->vocab_size * H + 2.0 * tokens * H) : 0.0;
     return 1.15 * (state + 4.0 * (per_token * tokens + logits) + workspace) + 256.0 * MIB;
 }
 

@@ -473,6 +473,54 @@ static void bench_cross_entropy(KernelBench *kb, KernelRow *row) {
     ops->free(a.loss);
 }
 
+// ---- lm_head_loss ---------------------------------------------------------------------------
+
+typedef struct LmHeadArgs {
+    const Ops *ops;
+    float *loss;          // [1]
+    int32_t *predictions; // [N]
+    float *dyn, *yn;      // [N, H]
+    float *dw, *w;        // [V, H]
+    float *logits;        // [chunk, V + 8] scratch
+    int32_t *targets;     // [N]
+    float scale;
+    int N, H, V, chunk;
+} LmHeadArgs;
+
+static void call_lm_head_loss(const void *args) {
+    const LmHeadArgs *a = args;
+    a->ops->lm_head_loss(a->loss, a->predictions, a->dyn, a->dw, a->logits, a->yn, a->w, a->targets,
+                         a->scale, a->N, a->H, a->V, a->chunk);
+}
+
+// The whole LM head of a step (N tokens, forward and backward), as the model calls it.
+static void bench_lm_head(KernelBench *kb, KernelRow *row) {
+    const Ops *ops = kb->ops;
+    const KernelShapes *k = &kb->shape;
+    const size_t NH = (size_t)k->N * k->H, VH = (size_t)k->V * k->H;
+    LmHeadArgs a = {.ops = ops, .N = k->N, .H = k->H, .V = k->V, .chunk = k->head_chunk};
+    a.scale = (float)(1.0 / k->N);
+    a.yn = alloc_random(ops, &kb->rng, NH, 1.0f);
+    a.w = alloc_random(ops, &kb->rng, VH, 0.02f);
+    a.dyn = alloc_zeros(ops, NH);
+    a.dw = alloc_zeros(ops, VH);
+    a.logits = alloc_zeros(ops, (size_t)k->head_chunk * (k->V + 8));
+    a.targets = alloc_uniform_ints(ops, &kb->rng, (size_t)k->N, k->V);
+    a.predictions = ops->alloc((size_t)k->N * sizeof(int32_t));
+    a.loss = alloc_zeros(ops, 1);
+    row->op = "lm_head_loss";
+    snprintf(row->shape, sizeof(row->shape), "N=%d,H=%d,V=%d,chunk=%d", k->N, k->H, k->V,
+             k->head_chunk);
+    row->ceiling = CEILING_COMPUTE;
+    row->flops = 6.0 * (double)k->N * k->H * k->V; // logits, dyn, dw
+    // yn, w, targets read; dyn, predictions written; dw accumulated (the logits stay on chip
+    // in no implementation, but they are the op's scratch, not its inputs or outputs)
+    row->bytes = 4.0 * (2.0 * NH + VH + 2.0 * VH + 2.0 * k->N);
+    row->ms = median_call_ms(kb, call_lm_head_loss, &a);
+    ops->free(a.yn), ops->free(a.w), ops->free(a.dyn), ops->free(a.dw), ops->free(a.logits);
+    ops->free(a.targets), ops->free(a.predictions), ops->free(a.loss);
+}
+
 // ---- adamw_update ------------------------------------------------------------------------------
 
 typedef struct AdamwArgs {
@@ -581,6 +629,7 @@ enum {
     ROW_MLP_FWD,
     ROW_MLP_BWD,
     ROW_CROSS_ENTROPY,
+    ROW_LM_HEAD,
     ROW_ADAMW_DENSE,
     ROW_ADAMW_SLOTS,
     ROW_COUNT
@@ -596,6 +645,19 @@ static void print_attention_speedup(const KernelRow *rows, const KernelShapes *k
            k->T, dense, k->n_sel, sparse, sparse > 0 ? dense / sparse : 0.0);
 }
 
+// lm_head_loss: the whole head of a step against what its chunks would cost as the separate
+// ops (one chunk's linear_forward:head, cross_entropy_fused and linear_backward:head, times
+// the number of chunks): what the op's own loop saves.
+static void print_head_speedup(const KernelRow *rows, const KernelShapes *k) {
+    const int chunks = (k->N + k->head_chunk - 1) / k->head_chunk;
+    const double separate =
+        chunks * (rows[ROW_HEAD_FWD].ms + rows[ROW_CROSS_ENTROPY].ms + rows[ROW_HEAD_BWD].ms);
+    const double fused = rows[ROW_LM_HEAD].ms;
+    printf("lm_head_loss, N=%d tokens: %.4g ms; as separate ops, %d chunks x (linear_forward:head "
+           "+ cross_entropy_fused + linear_backward:head) = %.4g ms; ratio %.3gx\n",
+           k->N, fused, chunks, separate, fused > 0 ? separate / fused : 0.0);
+}
+
 static void print_notes(const KernelRow *rows, const KernelShapes *k) {
     const double scores = (double)k->N * k->rows;
     const KernelRow *topk = &rows[ROW_SLOT_TOPK];
@@ -604,6 +666,7 @@ static void print_notes(const KernelRow *rows, const KernelShapes *k) {
     printf("slot_read_forward: %.4g GB/s effective, against the issue's target of >= %g GB/s\n",
            row_rate(&rows[ROW_SLOT_READ_FWD]), SLOT_READ_TARGET_GBPS);
     print_attention_speedup(rows, k);
+    print_head_speedup(rows, k);
     printf("work models (4 bytes per float or int32, each read or written once; accumulated "
            "outputs read and written; FLOPs 2 per multiply-add):\n"
            "  slot_topk            FLOPs 2 N rows R; bytes p, keys, top_s, top_i\n"
@@ -617,6 +680,8 @@ static void print_notes(const KernelRow *rows, const KernelShapes *k) {
            "one LM head chunk, mlp: the reflexive MLP's first GEMM\n"
            "  cross_entropy_fused  bytes one head chunk's logits read and dlogits written (in "
            "place), targets, argmax\n"
+           "  lm_head_loss         FLOPs 6 N H V (logits, dyn, dw) over the N tokens of a step; "
+           "bytes yn, w, targets read, dyn, predictions written, dw accumulated\n"
            "  adamw_update         28 bytes per parameter (param, grad, m, v read; param, m, v "
            "written), one call over the dense parameters / one layer's slot table shard\n");
 }
@@ -647,6 +712,7 @@ int bench_kernels_main(Session *s, const KernelBenchSettings *settings) {
     bench_linear(&kb, "linear_forward:mlp", "linear_backward:mlp", k->N, k->H, k->mH, 1,
                  &rows[ROW_MLP_FWD], &rows[ROW_MLP_BWD]);
     bench_cross_entropy(&kb, &rows[ROW_CROSS_ENTROPY]);
+    bench_lm_head(&kb, &rows[ROW_LM_HEAD]);
     bench_adamw(&kb, "adamw_update:dense", k->n_dense, &rows[ROW_ADAMW_DENSE]);
     bench_adamw(&kb, "adamw_update:slots", k->n_slot_layer, &rows[ROW_ADAMW_SLOTS]);
     ops->synchronize();

@@ -192,6 +192,143 @@ START_TEST(test_fused_seed_chunk_timing) {
 }
 END_TEST
 
+// ---- the lm_head_loss op ------------------------------------------------------------------
+
+// Rows whose two largest logits are further apart than `gap`: there the argmax cannot
+// depend on the order of a GEMM's sums. logits [N, V]; clear [N] out (1 / 0).
+static int rows_with_clear_argmax(int *clear, const float *logits, int N, int V, float gap) {
+    int count = 0;
+    for (int n = 0; n < N; n++) {
+        float first = -INFINITY, second = -INFINITY;
+        for (int v = 0; v < V; v++) {
+            float x = logits[(size_t)n * V + v];
+            if (x > first) {
+                second = first;
+                first = x;
+            } else if (x > second) {
+                second = x;
+            }
+        }
+        clear[n] = first - second > gap;
+        count += clear[n];
+    }
+    return count;
+}
+
+// lm_head_loss on the GPU in `precision` against the cpu's on the same inputs (in bf16 mode:
+// yn and w rounded to bf16 first, what the GPU multiplies; its dlogits are rounded too, which
+// the cpu's are not, hence the looser dyn and dw bounds). Then the same call without the
+// gradient: the same loss and predictions, dw untouched.
+static void check_lm_head_loss(int N, int H, int V, int chunk, MatmulPrecision precision,
+                               uint64_t seed) {
+    const int bf16 = precision == MATMUL_BF16;
+    CeCase c = ce_case(N, V, seed); // its targets (ignored rows); its logits are unused
+    TestRng rng = test_rng(seed + 100);
+    float *yn = hs_malloc((size_t)N * H * sizeof(float));
+    float *w = hs_malloc((size_t)V * H * sizeof(float));
+    float *dw0 = hs_malloc((size_t)V * H * sizeof(float));
+    test_fill_normal(&rng, yn, (size_t)N * H, 1.0f);
+    test_fill_normal(&rng, w, (size_t)V * H, 0.1f);
+    test_fill_normal(&rng, dw0, (size_t)V * H, 1e-3f); // the op adds into dw
+    float *yn_cpu =
+        bf16 ? test_bf16_rounded_copy(yn, (size_t)N * H) : test_copy_of(yn, (size_t)N * H);
+    float *w_cpu = bf16 ? test_bf16_rounded_copy(w, (size_t)V * H) : test_copy_of(w, (size_t)V * H);
+    const float scale = 1.0f / N;
+    char what[128];
+    snprintf(what, sizeof(what), "lm_head_loss %s N=%d H=%d V=%d chunk=%d", bf16 ? "bf16" : "fp32",
+             N, H, V, chunk);
+
+    // cpu oracle, and its logits for the argmax check
+    float loss_cpu = 0.5f;
+    int32_t *pred_cpu = hs_malloc(N * sizeof(int32_t));
+    float *dyn_cpu = hs_malloc((size_t)N * H * sizeof(float));
+    float *dw_cpu = test_copy_of(dw0, (size_t)V * H);
+    float *scratch_cpu = hs_malloc((size_t)chunk * (V + 8) * sizeof(float));
+    cpu->lm_head_loss(&loss_cpu, pred_cpu, dyn_cpu, dw_cpu, scratch_cpu, yn_cpu, w_cpu,
+                      c.targets_cpu, scale, N, H, V, chunk);
+    float *logits_cpu = hs_malloc((size_t)N * V * sizeof(float));
+    cpu->linear_forward(logits_cpu, yn_cpu, w_cpu, NULL, N, H, V);
+    int *clear = hs_malloc(N * sizeof(int));
+    int n_clear = rows_with_clear_argmax(clear, logits_cpu, N, V, 1e-3f);
+
+    gpu->set_matmul_precision(precision);
+    float start = 0.5f;
+    float *loss = to_gpu(&start, sizeof(float));
+    float *yn_g = to_gpu(yn, (size_t)N * H * sizeof(float));
+    float *w_g = to_gpu(w, (size_t)V * H * sizeof(float));
+    float *dw_g = to_gpu(dw0, (size_t)V * H * sizeof(float));
+    int32_t *targets_g = to_gpu(c.targets, N * sizeof(int32_t));
+    int32_t *pred_g = gpu->alloc(N * sizeof(int32_t));
+    float *dyn_g = gpu->alloc((size_t)N * H * sizeof(float));
+    float *scratch_g = gpu->alloc((size_t)chunk * (V + 8) * sizeof(float));
+    gpu->lm_head_loss(loss, pred_g, dyn_g, dw_g, scratch_g, yn_g, w_g, targets_g, scale, N, H, V,
+                      chunk);
+    float loss_gpu;
+    gpu->copy_to_host(&loss_gpu, loss, sizeof(float));
+    int32_t *pred_gpu = from_gpu(pred_g, N * sizeof(int32_t));
+    float *dyn_gpu = from_gpu(dyn_g, (size_t)N * H * sizeof(float));
+    float *dw_gpu = from_gpu(dw_g, (size_t)V * H * sizeof(float));
+    fprintf(stderr, "%s: loss cuda %.8g cpu %.8g; argmax checked on %d of %d rows\n", what,
+            loss_gpu, loss_cpu, n_clear, N);
+    ck_assert_msg(fabs(loss_gpu - loss_cpu) <= 2e-5 * fabs(loss_cpu), "%s: loss", what);
+    int wrong = 0;
+    for (int n = 0; n < N; n++)
+        wrong += clear[n] && pred_gpu[n] != pred_cpu[n];
+    ck_assert_msg(wrong == 0, "%s: %d predictions differ", what, wrong);
+    ck_assert_msg(n_clear >= N * 9 / 10, "%s: only %d of %d rows have a clear argmax", what,
+                  n_clear, N);
+    double dyn_scale = 0.0, dw_scale = 0.0;
+    for (size_t i = 0; i < (size_t)N * H; i++)
+        dyn_scale = fmax(dyn_scale, fabs(dyn_cpu[i]));
+    for (size_t i = 0; i < (size_t)V * H; i++)
+        dw_scale = fmax(dw_scale, fabs(dw_cpu[i] - dw0[i]));
+    const double atol = bf16 ? 1e-2 : 1e-4, rtol = bf16 ? 1e-2 : 2e-3;
+    char part[160];
+    snprintf(part, sizeof(part), "%s dyn", what);
+    expect_floats_close(part, dyn_gpu, dyn_cpu, (size_t)N * H, atol * dyn_scale, rtol);
+    snprintf(part, sizeof(part), "%s dw", what);
+    expect_floats_close(part, dw_gpu, dw_cpu, (size_t)V * H, atol * dw_scale, rtol);
+
+    // Without the gradient: the same loss and predictions, dw as it was.
+    gpu->copy_from_host(loss, &start, sizeof(float));
+    gpu->copy_from_host(dw_g, dw0, (size_t)V * H * sizeof(float));
+    gpu->zero(pred_g, N * sizeof(int32_t));
+    gpu->lm_head_loss(loss, pred_g, NULL, dw_g, scratch_g, yn_g, w_g, targets_g, scale, N, H, V,
+                      chunk);
+    float loss_again;
+    gpu->copy_to_host(&loss_again, loss, sizeof(float));
+    int32_t *pred_again = from_gpu(pred_g, N * sizeof(int32_t));
+    float *dw_again = from_gpu(dw_g, (size_t)V * H * sizeof(float));
+    ck_assert_msg(loss_again == loss_gpu, "%s: loss without the gradient %.9g, with %.9g", what,
+                  loss_again, loss_gpu);
+    expect_ints_equal(part, pred_again, pred_gpu, N);
+    ck_assert_msg(memcmp(dw_again, dw0, (size_t)V * H * sizeof(float)) == 0,
+                  "%s: the call without the gradient wrote dw", what);
+    gpu->set_matmul_precision(MATMUL_FP32);
+
+    free(yn), free(w), free(dw0), free(yn_cpu), free(w_cpu), free(pred_cpu), free(dyn_cpu);
+    free(dw_cpu), free(scratch_cpu), free(logits_cpu), free(clear), free(pred_gpu), free(dyn_gpu);
+    free(dw_gpu), free(pred_again), free(dw_again);
+    gpu->free(loss), gpu->free(yn_g), gpu->free(w_g), gpu->free(dw_g), gpu->free(targets_g);
+    gpu->free(pred_g), gpu->free(dyn_g), gpu->free(scratch_g);
+    ce_case_free(&c);
+}
+
+// The seed vocabulary (odd: padded rows in bf16 mode) with a tail chunk, a width that is
+// not a multiple of 8 (padded yn and w copies) with one chunk larger than N, and the fp32
+// path (the composition of the linear and cross-entropy ops).
+START_TEST(test_lm_head_loss_bf16) {
+    check_lm_head_loss(300, 64, 50257, 128, MATMUL_BF16, 11);
+    check_lm_head_loss(77, 40, 1003, 100, MATMUL_BF16, 12);
+}
+END_TEST
+
+START_TEST(test_lm_head_loss_fp32) {
+    check_lm_head_loss(300, 64, 50257, 128, MATMUL_FP32, 13);
+    check_lm_head_loss(77, 40, 1003, 100, MATMUL_FP32, 14);
+}
+END_TEST
+
 // ---- the chunked head of a model ----------------------------------------------------------
 
 // The tiny model with a larger vocabulary, B*T = 96 tokens in chunks of 40 (two full chunks
@@ -267,6 +404,8 @@ static Suite *parity_suite(void) {
     tcase_add_test(tc, test_fused_small_odd_vocabulary);
     tcase_add_test(tc, test_fused_uncached_vocabulary);
     tcase_add_test(tc, test_fused_seed_chunk_timing);
+    tcase_add_test(tc, test_lm_head_loss_fp32);
+    tcase_add_test(tc, test_lm_head_loss_bf16);
     tcase_add_test(tc, test_model_chunked_head);
     suite_add_tcase(s, tc);
     return s;

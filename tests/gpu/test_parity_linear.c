@@ -41,26 +41,6 @@ static float *random_host(TestRng *rng, size_t n, float std) {
     return x;
 }
 
-// x rounded to the nearest bf16 (ties to even), kept as a float: what the bf16 GEMMs must
-// multiply. Products of two such values are exact in fp32 (8 + 8 significant bits).
-static float bf16_round(float x) {
-    uint32_t bits;
-    memcpy(&bits, &x, sizeof(bits));
-    if ((bits & 0x7fffffffu) > 0x7f800000u)
-        return x; // NaN
-    bits += 0x7fffu + ((bits >> 16) & 1u);
-    bits &= 0xffff0000u;
-    memcpy(&x, &bits, sizeof(x));
-    return x;
-}
-
-static float *bf16_rounded_copy(const float *x, size_t n) {
-    float *r = hs_malloc((n ? n : 1) * sizeof(float));
-    for (size_t i = 0; i < n; i++)
-        r[i] = bf16_round(x[i]);
-    return r;
-}
-
 // ||got - want|| / ||want - start|| (start NULL: zeros), in double: an accumulating op is
 // judged on its increment, so a missing accumulation shows as an error near 1.
 static double norm_rel_err(const float *got, const float *want, const float *start, size_t n) {
@@ -196,9 +176,9 @@ static void linear_in_free(LinearIn *in) {
 // are): the cpu oracle on these is what the bf16 mode must compute, up to fp32 sums.
 static LinearIn linear_in_rounded(const LinearIn *in) {
     LinearIn r = *in;
-    r.x = bf16_rounded_copy(in->x, (size_t)in->N * in->I);
-    r.w = bf16_rounded_copy(in->w, (size_t)in->O * in->I);
-    r.dout = bf16_rounded_copy(in->dout, (size_t)in->N * in->O);
+    r.x = test_bf16_rounded_copy(in->x, (size_t)in->N * in->I);
+    r.w = test_bf16_rounded_copy(in->w, (size_t)in->O * in->I);
+    r.dout = test_bf16_rounded_copy(in->dout, (size_t)in->N * in->O);
     return r;
 }
 

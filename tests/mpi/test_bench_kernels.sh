@@ -10,7 +10,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 compute_ops="slot_topk attention_forward attention_backward attention_forward:dense
     attention_backward:dense linear_forward:head
-    linear_backward:head linear_forward:mlp linear_backward:mlp"
+    linear_backward:head linear_forward:mlp linear_backward:mlp lm_head_loss"
 memory_ops="slot_read_forward slot_read_backward cross_entropy_fused adamw_update:dense
     adamw_update:slots"
 
@@ -66,6 +66,8 @@ check_table() {
         >/dev/null || { echo "FAIL: no slot lookup target line"; exit 1; }
     grep -E '^attention op, forward \+ backward: Mq=[0-9]+ \(every position\) .* = [0-9.e+-]+x' \
         "$log" >/dev/null || { echo "FAIL: no attention speed-up line"; exit 1; }
+    grep -E '^lm_head_loss, N=[0-9]+ tokens: [0-9.e+-]+ ms; .* ratio [0-9.e+-]+x' "$log" \
+        >/dev/null || { echo "FAIL: no lm_head_loss comparison line"; exit 1; }
     # The kernel benchmark replaces the training steps.
     ! grep -q '^tokens/s' "$log" || { echo "FAIL: training steps ran too"; exit 1; }
 }
