@@ -1009,12 +1009,23 @@ START_TEST(test_optimizer_ops) {
     const size_t np = 1000 * 1000;
     Buf param = buf_random(&rng, np, 1.0f), grad = buf_random(&rng, np, 0.1f);
     Buf m = buf_random(&rng, np, 0.01f), v = buf_zeros(np);
+    // Pieces at offsets of every alignment (as the optimizer's per-tensor views are), some
+    // shorter than a float4; then one call whose four buffers are misaligned differently
+    // (the element-by-element path).
+    const size_t cuts[] = {0, 1, 3, 7, 10, 1003, 4096, 500001, np};
     for (int t = 1; t <= 3; t++) {
-        cpu->adamw_update(param.cpu, grad.cpu, m.cpu, v.cpu, np, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f,
-                          0.5f, t);
-        gpu->adamw_update(param.gpu, grad.gpu, m.gpu, v.gpu, np, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f,
-                          0.5f, t);
+        for (int piece = 0; piece + 1 < (int)(sizeof(cuts) / sizeof(cuts[0])); piece++) {
+            size_t at = cuts[piece], len = cuts[piece + 1] - cuts[piece];
+            cpu->adamw_update(param.cpu + at, grad.cpu + at, m.cpu + at, v.cpu + at, len, 1e-3f,
+                              0.9f, 0.95f, 1e-8f, 0.1f, 0.5f, t);
+            gpu->adamw_update(param.gpu + at, grad.gpu + at, m.gpu + at, v.gpu + at, len, 1e-3f,
+                              0.9f, 0.95f, 1e-8f, 0.1f, 0.5f, t);
+        }
     }
+    cpu->adamw_update(param.cpu, grad.cpu + 1, m.cpu + 2, v.cpu + 3, np - 3, 1e-3f, 0.9f, 0.95f,
+                      1e-8f, 0.1f, 0.5f, 4);
+    gpu->adamw_update(param.gpu, grad.gpu + 1, m.gpu + 2, v.gpu + 3, np - 3, 1e-3f, 0.9f, 0.95f,
+                      1e-8f, 0.1f, 0.5f, 4);
     expect_close("adamw param", param, 1e-6, 1e-5);
     expect_close("adamw m", m, 1e-8, 1e-5);
     expect_close("adamw v", v, 1e-10, 1e-5);
