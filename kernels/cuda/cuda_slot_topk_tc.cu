@@ -31,7 +31,7 @@ using namespace nvcuda;
 typedef __nv_bfloat16 bf16;
 
 #define TCK_TOKENS  128 // tokens per block
-#define TCK_KEYS    128 // keys per tile
+#define TCK_KEYS    128 // keys per tile (tried 96 on the H200: 3 blocks an SM, yet slower)
 #define TCK_THREADS 256 // 8 warps: warp w scores tokens [16 w, +16) against the whole tile
 #define TCK_HALVES  (TCK_THREADS / TCK_TOKENS) // threads per token, each scanning part of a tile
 
@@ -57,9 +57,11 @@ __global__ void __launch_bounds__(TCK_THREADS)
     using L = TckLayout<RP>;
     extern __shared__ float4 tck_smem[];
     unsigned char *base = (unsigned char *)tck_smem;
-    bf16 *ptr_tile = (bf16 *)base;                                     // [128, LDB]
-    bf16 *key_tile = (bf16 *)(base + L::PTR_BYTES);                    // [128, LDB]
-    float *score_tile = (float *)(base + L::PTR_BYTES + L::KEY_BYTES); // [128 keys, LDT]
+    bf16 *key_tile = (bf16 *)base;                      // [TCK_KEYS, LDB]
+    float *score_tile = (float *)(base + L::KEY_BYTES); // [TCK_KEYS keys, LDT]
+    // The pointers are read once, into registers, before the first score tile is written
+    // (behind the first tile's barriers): they borrow the score tile's memory.
+    bf16 *ptr_tile = (bf16 *)score_tile; // [128, LDB]
     const int token0 = blockIdx.x * TCK_TOKENS;
     const int key_begin = blockIdx.y * keys_per_split;
     const int key_end = min(rows, key_begin + keys_per_split);
@@ -242,20 +244,17 @@ __global__ void __launch_bounds__(RESCORE_WARPS * 32)
 
 template <int RP> static size_t search_shared_bytes(void) {
     using L = TckLayout<RP>;
-    return L::PTR_BYTES + L::KEY_BYTES + L::SCORE_BYTES;
+    return L::KEY_BYTES + (L::SCORE_BYTES > L::PTR_BYTES ? L::SCORE_BYTES : L::PTR_BYTES);
 }
 
-// Key splits per token block: enough blocks for about four per SM (one block of 128 tokens
-// per SM would leave most of the GPU idle), each split keeping at least 8 tiles of keys, and
-// at most 1024 candidates a token (2 halves x splits x C) for the rescore's shared memory.
-static int search_splits(int token_blocks, int rows, int candidates_per_list) {
-    static int sm_count = 0;
-    if (sm_count == 0) {
-        int device;
-        CUDA_CHECK(cudaGetDevice(&device));
-        CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
-    }
-    int splits = (4 * sm_count + token_blocks - 1) / token_blocks;
+// Key splits per token block: as many as fill the blocks the GPU holds at once
+// (`resident`), rounded down so the grid is one full wave rather than a wave and a partial
+// one, which would leave SMs idle at the end; each list also pays a start-up cost (its
+// first tiles insert most keys), so fewer, longer splits do less work. At least 8 tiles of
+// keys a split, and at most 1024 candidates a token (2 halves x splits x C) for the
+// rescore's shared memory.
+static int search_splits(int token_blocks, int resident, int rows, int candidates_per_list) {
+    int splits = resident / token_blocks;
     int by_rows = rows / (8 * TCK_KEYS);
     int by_candidates = 1024 / (TCK_HALVES * candidates_per_list);
     splits = splits < by_rows ? splits : by_rows;
@@ -263,12 +262,25 @@ static int search_splits(int token_blocks, int rows, int candidates_per_list) {
     return splits < 1 ? 1 : splits;
 }
 
+// Blocks of `kernel` (TCK_THREADS threads, `shared` bytes) the whole GPU holds at once.
+template <typename Kernel> static int resident_blocks(Kernel kernel, size_t shared) {
+    int device, sm_count, per_sm;
+    CUDA_CHECK(cudaGetDevice(&device));
+    CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, TCK_THREADS, shared));
+    return (per_sm < 1 ? 1 : per_sm) * sm_count;
+}
+
 template <int RP, int KP>
 static void launch_topk_tc(float *top_s, int32_t *top_i, const float *p, const float *keys, int N,
                            int R, int rows, int row_offset, int K) {
     constexpr int CP = 2 * KP < 64 ? 2 * KP : 64;
     const int token_blocks = (N + TCK_TOKENS - 1) / TCK_TOKENS;
-    const int splits = search_splits(token_blocks, rows, CP);
+    const size_t shared = search_shared_bytes<RP>();
+    auto search = slot_search_tc_kernel<RP, CP>;
+    CUDA_CHECK(
+        cudaFuncSetAttribute(search, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shared));
+    const int splits = search_splits(token_blocks, resident_blocks(search, shared), rows, CP);
     const int keys_per_split = ((rows + splits - 1) / splits + TCK_KEYS - 1) / TCK_KEYS * TCK_KEYS;
     const int lists = splits * TCK_HALVES;
     size_t key_bytes = (size_t)rows * RP * sizeof(bf16);
@@ -280,10 +292,6 @@ static void launch_topk_tc(float *top_s, int32_t *top_i, const float *p, const f
     // once per call: the search blocks then stage tiles with plain 16-byte copies, and read
     // half the bytes
     cuda_to_bf16_padded(keys_bf16, RP, keys, rows, R);
-    size_t shared = search_shared_bytes<RP>();
-    auto search = slot_search_tc_kernel<RP, CP>;
-    CUDA_CHECK(
-        cudaFuncSetAttribute(search, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shared));
     search<<<dim3(token_blocks, splits), TCK_THREADS, shared, cuda_stream()>>>(
         cand_i, p, keys_bf16, N, R, rows, keys_per_split);
     CUDA_CHECK_LAUNCH("slot_search_tc_kernel");
