@@ -170,34 +170,60 @@ __global__ void __launch_bounds__(1024)
         target_logit = row[target];
 
     // Pass 1: four loads in flight per thread, indices visited in increasing order so each
-    // thread's candidate is its first maximum.
+    // thread's candidate is its first maximum. Rows of 16-byte aligned floats (the LM head's
+    // padded logits) are read as float4, two in flight: one block holds a whole SM (the
+    // cached row fills its shared memory), so the bytes in flight per thread set the
+    // bandwidth.
     float best = -INFINITY;
     int best_index = CE_NO_INDEX;
-    int j = threadIdx.x;
-    for (; j + 3 * stride < V; j += 4 * stride) {
-        float x[4];
-#pragma unroll
-        for (int u = 0; u < 4; u++)
-            x[u] = row[j + u * stride];
-#pragma unroll
-        for (int u = 0; u < 4; u++) {
-            if (kCached)
-                cached_row[j + u * stride] = x[u];
-            if (best_index == CE_NO_INDEX || x[u] > best) {
-                best = x[u];
-                best_index = j + u * stride;
-            }
-        }
-    }
-    for (; j < V; j += stride) {
-        float x = row[j];
+    auto consider = [&](float x, int index) {
         if (kCached)
-            cached_row[j] = x;
+            cached_row[index] = x;
         if (best_index == CE_NO_INDEX || x > best) {
             best = x;
-            best_index = j;
+            best_index = index;
+        }
+    };
+    int j = threadIdx.x;
+    if (ld_in % 4 == 0 && ((uintptr_t)logits & 15) == 0) {
+        const float4 *row4 = reinterpret_cast<const float4 *>(row); // [V / 4]
+        const int quads = V / 4;
+        int q = threadIdx.x;
+        for (; q + stride < quads; q += 2 * stride) {
+            float4 x[2];
+#pragma unroll
+            for (int u = 0; u < 2; u++)
+                x[u] = row4[q + u * stride];
+#pragma unroll
+            for (int u = 0; u < 2; u++) {
+                const int at = 4 * (q + u * stride);
+                consider(x[u].x, at);
+                consider(x[u].y, at + 1);
+                consider(x[u].z, at + 2);
+                consider(x[u].w, at + 3);
+            }
+        }
+        for (; q < quads; q += stride) {
+            float4 x = row4[q];
+            consider(x.x, 4 * q);
+            consider(x.y, 4 * q + 1);
+            consider(x.z, 4 * q + 2);
+            consider(x.w, 4 * q + 3);
+        }
+        j = 4 * quads + threadIdx.x; // the last V % 4, after every index above
+    } else {
+        for (; j + 3 * stride < V; j += 4 * stride) {
+            float x[4];
+#pragma unroll
+            for (int u = 0; u < 4; u++)
+                x[u] = row[j + u * stride];
+#pragma unroll
+            for (int u = 0; u < 4; u++)
+                consider(x[u], j + u * stride);
         }
     }
+    for (; j < V; j += stride)
+        consider(row[j], j);
     block_argmax(best, best_index); // its barriers also publish cached_row
     const float row_max = best;
     if (argmax && threadIdx.x == 0)

@@ -154,6 +154,14 @@ START_TEST(test_fused_small_odd_vocabulary) {
 }
 END_TEST
 
+// Rows of a multiple of 4 floats, 16-byte aligned: pass 1 reads float4s (a vocabulary of
+// 256 threads and one of 1024, cached).
+START_TEST(test_fused_aligned_rows) {
+    check_fused(130, 1024, 7);
+    check_fused(50, 50260, 8);
+}
+END_TEST
+
 START_TEST(test_fused_uncached_vocabulary) {
     check_fused(100, 65003, 5);
 }
@@ -402,6 +410,7 @@ static Suite *parity_suite(void) {
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_fused_seed_vocabulary);
     tcase_add_test(tc, test_fused_small_odd_vocabulary);
+    tcase_add_test(tc, test_fused_aligned_rows);
     tcase_add_test(tc, test_fused_uncached_vocabulary);
     tcase_add_test(tc, test_fused_seed_chunk_timing);
     tcase_add_test(tc, test_lm_head_loss_fp32);
