@@ -44,11 +44,13 @@ static const int BF16_MIN_DIM = 16;                              // smaller: fp3
 static const size_t LINEAR_BF16_CHUNK_BYTES = (size_t)256 << 20; // x and dout copies
 static const int LINEAR_CHUNK_ROW_ALIGN = 128;                   // chunk rows: GEMM tiles
 
-// out[n, o] = b[o]   out [N, O]: the gemm then accumulates with beta = 1.
+// out[n, o] = b[o]   out [N, O]: the gemm then accumulates with beta = 1. Walked flat over
+// the N O cells (O may be as small as the compressor's 32).
 __global__ void broadcast_bias_kernel(float *out, const float *b, int N, int O) {
-    for (int n = blockIdx.y; n < N; n += gridDim.y)
-        for (int o = blockIdx.x * blockDim.x + threadIdx.x; o < O; o += gridDim.x * blockDim.x)
-            out[(size_t)n * O + o] = b[o];
+    const size_t cells = (size_t)N * O;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < cells;
+         i += (size_t)gridDim.x * blockDim.x)
+        out[i] = b[i % (size_t)O];
 }
 
 // Eight bf16 values: one 16-byte store.
@@ -73,20 +75,20 @@ __global__ void to_bf16_packed_kernel(__nv_bfloat16 *dst, const float *src, size
 }
 
 // dst [rows, ld] bf16 = src [rows, cols] fp32 rounded to nearest, columns [cols, ld) zero.
-// ld is even, so each thread writes one aligned pair; a warp reads 64 adjacent floats.
+// ld is even, so each thread writes one aligned pair. The (row, pair) cells are numbered
+// row-major and walked flat: the rows here are short (a head's 64 values, a key's 32), and a
+// block per row would leave most of its threads idle.
 __global__ void to_bf16_padded_kernel(__nv_bfloat16 *dst, int ld, const float *src, int rows,
                                       int cols) {
-    const int pairs = ld / 2;
-    for (int r = blockIdx.y; r < rows; r += gridDim.y) {
-        const float *row = src + (size_t)r * cols;
-        __nv_bfloat162 *out = reinterpret_cast<__nv_bfloat162 *>(dst + (size_t)r * ld);
-        for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < pairs;
-             p += gridDim.x * blockDim.x) {
-            const int c = 2 * p;
-            const float v0 = c < cols ? row[c] : 0.0f;
-            const float v1 = c + 1 < cols ? row[c + 1] : 0.0f;
-            out[p] = __floats2bfloat162_rn(v0, v1);
-        }
+    const size_t pairs = (size_t)(ld / 2), cells = (size_t)rows * pairs;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < cells;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const size_t r = i / pairs;
+        const int c = 2 * (int)(i - r * pairs);
+        const float *row = src + r * cols;
+        const float v0 = c < cols ? row[c] : 0.0f;
+        const float v1 = c + 1 < cols ? row[c + 1] : 0.0f;
+        reinterpret_cast<__nv_bfloat162 *>(dst + r * ld)[c / 2] = __floats2bfloat162_rn(v0, v1);
     }
 }
 
@@ -124,8 +126,9 @@ void cuda_to_bf16(__nv_bfloat16 *dst, const float *src, int rows, int cols) {
 void cuda_to_bf16_padded(__nv_bfloat16 *dst, int ld, const float *src, int rows, int cols) {
     if (rows == 0)
         return;
-    to_bf16_padded_kernel<<<row_grid(ld / 2, rows, CONVERT_THREADS), CONVERT_THREADS, 0,
-                            cuda_stream()>>>(dst, ld, src, rows, cols);
+    const size_t cells = (size_t)rows * (size_t)(ld / 2);
+    to_bf16_padded_kernel<<<cuda_grid(cells, CONVERT_THREADS), CONVERT_THREADS, 0, cuda_stream()>>>(
+        dst, ld, src, rows, cols);
     CUDA_CHECK_LAUNCH("to_bf16_padded_kernel");
 }
 
@@ -233,8 +236,8 @@ void cuda_linear_forward(float *out, const float *x, const float *w, const float
         return;
     float beta = 0.0f;
     if (b) {
-        broadcast_bias_kernel<<<row_grid(O, N, BIAS_THREADS), BIAS_THREADS, 0, cuda_stream()>>>(
-            out, b, N, O);
+        broadcast_bias_kernel<<<cuda_grid((size_t)N * O, BIAS_THREADS), BIAS_THREADS, 0,
+                                cuda_stream()>>>(out, b, N, O);
         CUDA_CHECK_LAUNCH("broadcast_bias_kernel");
         beta = 1.0f;
     }

@@ -223,6 +223,60 @@ static int rows_with_clear_argmax(int *clear, const float *logits, int N, int V,
     return count;
 }
 
+// The device buffers of one lm_head_loss case.
+typedef struct HeadOnGpu {
+    int N, H, V, chunk;
+    float *loss, *yn, *w, *dw, *dyn, *scratch; // [1], [N, H], [V, H], [V, H], [N, H], chunk (V + 8)
+    int32_t *targets, *pred;                   // [N]
+} HeadOnGpu;
+
+static HeadOnGpu head_on_gpu(const float *yn, const float *w, const int32_t *targets, int N, int H,
+                             int V, int chunk) {
+    HeadOnGpu g = {.N = N, .H = H, .V = V, .chunk = chunk};
+    g.loss = gpu->alloc(sizeof(float));
+    g.yn = to_gpu(yn, (size_t)N * H * sizeof(float));
+    g.w = to_gpu(w, (size_t)V * H * sizeof(float));
+    g.dw = gpu->alloc((size_t)V * H * sizeof(float));
+    g.dyn = gpu->alloc((size_t)N * H * sizeof(float));
+    g.scratch = gpu->alloc((size_t)chunk * (V + 8) * sizeof(float));
+    g.targets = to_gpu(targets, N * sizeof(int32_t));
+    g.pred = gpu->alloc(N * sizeof(int32_t));
+    return g;
+}
+
+static void head_on_gpu_free(HeadOnGpu *g) {
+    gpu->free(g->loss), gpu->free(g->yn), gpu->free(g->w), gpu->free(g->dw), gpu->free(g->dyn);
+    gpu->free(g->scratch), gpu->free(g->targets), gpu->free(g->pred);
+}
+
+// What one call left, on the host (dyn only with the gradient).
+typedef struct HeadResult {
+    float loss;
+    int32_t *pred; // [N]
+    float *dyn;    // [N, H] or NULL
+    float *dw;     // [V, H]
+} HeadResult;
+
+// One lm_head_loss call from loss = start and dw = dw0 (the op adds into both).
+static HeadResult head_call(const HeadOnGpu *g, float start, const float *dw0, int with_grad,
+                            float scale) {
+    const size_t NH = (size_t)g->N * g->H, VH = (size_t)g->V * g->H;
+    gpu->copy_from_host(g->loss, &start, sizeof(float));
+    gpu->copy_from_host(g->dw, dw0, VH * sizeof(float));
+    gpu->zero(g->pred, g->N * sizeof(int32_t));
+    gpu->lm_head_loss(g->loss, g->pred, with_grad ? g->dyn : NULL, g->dw, g->scratch, g->yn, g->w,
+                      g->targets, scale, g->N, g->H, g->V, g->chunk);
+    HeadResult r = {0.0f, from_gpu(g->pred, g->N * sizeof(int32_t)),
+                    with_grad ? from_gpu(g->dyn, NH * sizeof(float)) : NULL,
+                    from_gpu(g->dw, VH * sizeof(float))};
+    gpu->copy_to_host(&r.loss, g->loss, sizeof(float));
+    return r;
+}
+
+static void head_result_free(HeadResult *r) {
+    free(r->pred), free(r->dyn), free(r->dw);
+}
+
 // lm_head_loss on the GPU in `precision` against the cpu's on the same inputs (in bf16 mode:
 // yn and w rounded to bf16 first, what the GPU multiplies; its dlogits are rounded too, which
 // the cpu's are not, hence the looser dyn and dw bounds). Then the same call without the
@@ -260,28 +314,14 @@ static void check_lm_head_loss(int N, int H, int V, int chunk, MatmulPrecision p
     int n_clear = rows_with_clear_argmax(clear, logits_cpu, N, V, 1e-3f);
 
     gpu->set_matmul_precision(precision);
-    float start = 0.5f;
-    float *loss = to_gpu(&start, sizeof(float));
-    float *yn_g = to_gpu(yn, (size_t)N * H * sizeof(float));
-    float *w_g = to_gpu(w, (size_t)V * H * sizeof(float));
-    float *dw_g = to_gpu(dw0, (size_t)V * H * sizeof(float));
-    int32_t *targets_g = to_gpu(c.targets, N * sizeof(int32_t));
-    int32_t *pred_g = gpu->alloc(N * sizeof(int32_t));
-    float *dyn_g = gpu->alloc((size_t)N * H * sizeof(float));
-    float *scratch_g = gpu->alloc((size_t)chunk * (V + 8) * sizeof(float));
-    gpu->lm_head_loss(loss, pred_g, dyn_g, dw_g, scratch_g, yn_g, w_g, targets_g, scale, N, H, V,
-                      chunk);
-    float loss_gpu;
-    gpu->copy_to_host(&loss_gpu, loss, sizeof(float));
-    int32_t *pred_gpu = from_gpu(pred_g, N * sizeof(int32_t));
-    float *dyn_gpu = from_gpu(dyn_g, (size_t)N * H * sizeof(float));
-    float *dw_gpu = from_gpu(dw_g, (size_t)V * H * sizeof(float));
+    HeadOnGpu g = head_on_gpu(yn, w, c.targets, N, H, V, chunk);
+    HeadResult with = head_call(&g, 0.5f, dw0, 1, scale);
     fprintf(stderr, "%s: loss cuda %.8g cpu %.8g; argmax checked on %d of %d rows\n", what,
-            loss_gpu, loss_cpu, n_clear, N);
-    ck_assert_msg(fabs(loss_gpu - loss_cpu) <= 2e-5 * fabs(loss_cpu), "%s: loss", what);
+            with.loss, loss_cpu, n_clear, N);
+    ck_assert_msg(fabs(with.loss - loss_cpu) <= 2e-5 * fabs(loss_cpu), "%s: loss", what);
     int wrong = 0;
     for (int n = 0; n < N; n++)
-        wrong += clear[n] && pred_gpu[n] != pred_cpu[n];
+        wrong += clear[n] && with.pred[n] != pred_cpu[n];
     ck_assert_msg(wrong == 0, "%s: %d predictions differ", what, wrong);
     ck_assert_msg(n_clear >= N * 9 / 10, "%s: only %d of %d rows have a clear argmax", what,
                   n_clear, N);
@@ -291,34 +331,25 @@ static void check_lm_head_loss(int N, int H, int V, int chunk, MatmulPrecision p
     for (size_t i = 0; i < (size_t)V * H; i++)
         dw_scale = fmax(dw_scale, fabs(dw_cpu[i] - dw0[i]));
     const double atol = bf16 ? 1e-2 : 1e-4, rtol = bf16 ? 1e-2 : 2e-3;
-    char part[160];
+    char part[200];
     snprintf(part, sizeof(part), "%s dyn", what);
-    expect_floats_close(part, dyn_gpu, dyn_cpu, (size_t)N * H, atol * dyn_scale, rtol);
+    expect_floats_close(part, with.dyn, dyn_cpu, (size_t)N * H, atol * dyn_scale, rtol);
     snprintf(part, sizeof(part), "%s dw", what);
-    expect_floats_close(part, dw_gpu, dw_cpu, (size_t)V * H, atol * dw_scale, rtol);
+    expect_floats_close(part, with.dw, dw_cpu, (size_t)V * H, atol * dw_scale, rtol);
 
     // Without the gradient: the same loss and predictions, dw as it was.
-    gpu->copy_from_host(loss, &start, sizeof(float));
-    gpu->copy_from_host(dw_g, dw0, (size_t)V * H * sizeof(float));
-    gpu->zero(pred_g, N * sizeof(int32_t));
-    gpu->lm_head_loss(loss, pred_g, NULL, dw_g, scratch_g, yn_g, w_g, targets_g, scale, N, H, V,
-                      chunk);
-    float loss_again;
-    gpu->copy_to_host(&loss_again, loss, sizeof(float));
-    int32_t *pred_again = from_gpu(pred_g, N * sizeof(int32_t));
-    float *dw_again = from_gpu(dw_g, (size_t)V * H * sizeof(float));
-    ck_assert_msg(loss_again == loss_gpu, "%s: loss without the gradient %.9g, with %.9g", what,
-                  loss_again, loss_gpu);
-    expect_ints_equal(part, pred_again, pred_gpu, N);
-    ck_assert_msg(memcmp(dw_again, dw0, (size_t)V * H * sizeof(float)) == 0,
+    HeadResult without = head_call(&g, 0.5f, dw0, 0, scale);
+    ck_assert_msg(without.loss == with.loss, "%s: loss without the gradient %.9g, with %.9g", what,
+                  without.loss, with.loss);
+    snprintf(part, sizeof(part), "%s predictions without the gradient", what);
+    expect_ints_equal(part, without.pred, with.pred, N);
+    ck_assert_msg(memcmp(without.dw, dw0, (size_t)V * H * sizeof(float)) == 0,
                   "%s: the call without the gradient wrote dw", what);
+    head_result_free(&with), head_result_free(&without), head_on_gpu_free(&g);
     gpu->set_matmul_precision(MATMUL_FP32);
 
     free(yn), free(w), free(dw0), free(yn_cpu), free(w_cpu), free(pred_cpu), free(dyn_cpu);
-    free(dw_cpu), free(scratch_cpu), free(logits_cpu), free(clear), free(pred_gpu), free(dyn_gpu);
-    free(dw_gpu), free(pred_again), free(dw_again);
-    gpu->free(loss), gpu->free(yn_g), gpu->free(w_g), gpu->free(dw_g), gpu->free(targets_g);
-    gpu->free(pred_g), gpu->free(dyn_g), gpu->free(scratch_g);
+    free(dw_cpu), free(scratch_cpu), free(logits_cpu), free(clear);
     ce_case_free(&c);
 }
 
