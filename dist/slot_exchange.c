@@ -9,7 +9,9 @@
 //   4. group the N*K chosen slots by owner rank, send the slot ids to their owners, which
 //      gather the key and value rows and send them back; unpermute into krows, vrows.
 // The backward sends the row gradients to the owners along the same routes in reverse and
-// the owners scatter-add them into their shard gradients.
+// the owners scatter-add them into their shard gradients. A backward that did not keep the
+// rows may fetch them again along the saved route first (slot_exchange_refetch: step 4's
+// rows, without its ids).
 //
 // Exactness: the candidate scores of step 2 are the same dot products, in the same order,
 // as a single rank scoring the whole table, and the merge keeps the same ties, so top_s,
@@ -30,6 +32,7 @@ typedef struct LayerRoute {
     size_t ids_cap, n_ids;
     // P > 1 only.
     int32_t *perm;        // backend [N*K]: request position m (grouped by owner) -> entry n*K+k
+    int32_t *inv;         // backend [N*K]: entry -> request position (the inverse of perm)
     size_t *req_counts;   // host [P]: entries this rank asked of each owner
     size_t *serve_counts; // host [P]: entries each rank asked of us
 } LayerRoute;
@@ -50,7 +53,6 @@ struct SlotExchange {
     float *cand_s;         // [P, N, K] candidates of our tokens from every rank
     int32_t *cand_i;       // [P, N, K]
     int32_t *req_ids;      // [N*K] chosen slot ids grouped by owner
-    int32_t *inv;          // [N*K] entry -> request position (inverse of perm)
     float *rows_k;         // [N*K, R] rows (or row gradients) in request order
     float *rows_v;         // [N*K, H]
     float *serve_k;        // [serve_cap, R] rows served to (or gradients from) other ranks
@@ -77,7 +79,6 @@ static void alloc_multi_rank_scratch(SlotExchange *x) {
     x->cand_s = ops->alloc(P * NK * sizeof(float));
     x->cand_i = ops->alloc(P * NK * sizeof(int32_t));
     x->req_ids = ops->alloc(NK * sizeof(int32_t));
-    x->inv = ops->alloc(NK * sizeof(int32_t));
     x->rows_k = ops->alloc(NK * x->R * sizeof(float));
     x->rows_v = ops->alloc(NK * x->H * sizeof(float));
     x->host_top_i = hs_malloc(NK * sizeof(int32_t));
@@ -90,6 +91,7 @@ static void alloc_multi_rank_scratch(SlotExchange *x) {
     x->recv_displs = hs_calloc(P, sizeof(size_t));
     for (int l = 0; l < x->n_layers; l++) {
         x->routes[l].perm = ops->alloc(NK * sizeof(int32_t));
+        x->routes[l].inv = ops->alloc(NK * sizeof(int32_t));
         x->routes[l].req_counts = hs_calloc(P, sizeof(size_t));
         x->routes[l].serve_counts = hs_calloc(P, sizeof(size_t));
     }
@@ -136,13 +138,14 @@ void slot_exchange_destroy(SlotExchange *x) {
             ops->free(route->ids);
         if (route->perm)
             ops->free(route->perm);
+        if (route->inv)
+            ops->free(route->inv);
         free(route->req_counts);
         free(route->serve_counts);
     }
     free(x->routes);
-    void *backend[] = {x->all_p,  x->cand_s_local, x->cand_i_local, x->cand_s,
-                       x->cand_i, x->req_ids,      x->inv,          x->rows_k,
-                       x->rows_v, x->serve_k,      x->serve_v};
+    void *backend[] = {x->all_p,   x->cand_s_local, x->cand_i_local, x->cand_s,  x->cand_i,
+                       x->req_ids, x->rows_k,       x->rows_v,       x->serve_k, x->serve_v};
     for (size_t i = 0; i < sizeof(backend) / sizeof(backend[0]); i++)
         if (backend[i])
             ops->free(backend[i]);
@@ -259,11 +262,35 @@ static void group_by_owner(SlotExchange *x, size_t *req_counts) {
     }
 }
 
+// The rows of this layer's route, in token order: krows [N*K, R], vrows [N*K, H]. One rank
+// gathers them from its table (route->ids are the chosen slots in token order); with
+// several, the owners gather the rows the route asked them for (route->ids, grouped by
+// requesting rank) and send them back, and they are put back in token order.
+static void fetch_rows(SlotExchange *x, const LayerRoute *route, const float *keys,
+                       const float *values, float *krows, float *vrows) {
+    const Ops *ops = x->ops;
+    int NK = x->N * x->K, R = x->R, H = x->H;
+    if (x->world == 1) {
+        ops->gather_rows(krows, keys, route->ids, NK, R, 0);
+        ops->gather_rows(vrows, values, route->ids, NK, H, 0);
+        return;
+    }
+    ops->gather_rows(x->serve_k, keys, route->ids, (int)route->n_ids, R, x->row_offset);
+    ops->gather_rows(x->serve_v, values, route->ids, (int)route->n_ids, H, x->row_offset);
+    exchange_entries(x, x->serve_k, route->serve_counts, x->rows_k, route->req_counts,
+                     (size_t)R * sizeof(float));
+    exchange_entries(x, x->serve_v, route->serve_counts, x->rows_v, route->req_counts,
+                     (size_t)H * sizeof(float));
+    // Back from request order to token order: krows[e] = rows_k[inv[e]].
+    ops->gather_rows(krows, x->rows_k, route->inv, NK, R, 0);
+    ops->gather_rows(vrows, x->rows_v, route->inv, NK, H, 0);
+}
+
 static void forward_multi_rank(SlotExchange *x, LayerRoute *route, const float *p,
                                const float *keys, const float *values, float *top_s, int32_t *top_i,
                                float *krows, float *vrows) {
     const Ops *ops = x->ops;
-    int NK = x->N * x->K, R = x->R, H = x->H;
+    int NK = x->N * x->K;
     size_t nk_ints = (size_t)NK * sizeof(int32_t);
     global_topk(x, p, keys, top_s, top_i);
 
@@ -280,20 +307,12 @@ static void forward_multi_rank(SlotExchange *x, LayerRoute *route, const float *
     route->n_ids = n_served;
     ops->copy_from_host(x->req_ids, x->host_req_ids, nk_ints);
     ops->copy_from_host(route->perm, x->host_perm, nk_ints);
-    ops->copy_from_host(x->inv, x->host_inv, nk_ints);
+    ops->copy_from_host(route->inv, x->host_inv, nk_ints);
 
-    // Ask the owners for the rows, they gather them from their shards and send them back.
+    // Ask the owners for the rows; fetch_rows has them gathered and sent back.
     exchange_entries(x, x->req_ids, route->req_counts, route->ids, route->serve_counts,
                      sizeof(int32_t));
-    ops->gather_rows(x->serve_k, keys, route->ids, (int)n_served, R, x->row_offset);
-    ops->gather_rows(x->serve_v, values, route->ids, (int)n_served, H, x->row_offset);
-    exchange_entries(x, x->serve_k, route->serve_counts, x->rows_k, route->req_counts,
-                     (size_t)R * sizeof(float));
-    exchange_entries(x, x->serve_v, route->serve_counts, x->rows_v, route->req_counts,
-                     (size_t)H * sizeof(float));
-    // Back from request order to token order: krows[e] = rows_k[inv[e]].
-    ops->gather_rows(krows, x->rows_k, x->inv, NK, R, 0);
-    ops->gather_rows(vrows, x->rows_v, x->inv, NK, H, 0);
+    fetch_rows(x, route, keys, values, krows, vrows);
 }
 
 static void backward_multi_rank(SlotExchange *x, LayerRoute *route, const float *dkrows,
@@ -329,10 +348,15 @@ void slot_exchange_forward(SlotExchange *x, int layer, const float *p, const flo
     const Ops *ops = x->ops;
     int NK = x->N * x->K;
     ops->slot_topk(top_s, top_i, p, keys, x->N, x->R, x->rows_local, 0, x->K);
-    ops->gather_rows(krows, keys, top_i, NK, x->R, 0);
-    ops->gather_rows(vrows, values, top_i, NK, x->H, 0);
     ops->copy(route->ids, top_i, (size_t)NK * sizeof(int32_t));
     route->n_ids = (size_t)NK;
+    fetch_rows(x, route, keys, values, krows, vrows);
+}
+
+void slot_exchange_refetch(SlotExchange *x, int layer, const float *keys, const float *values,
+                           float *krows, float *vrows) {
+    check_layer(x, layer);
+    fetch_rows(x, &x->routes[layer], keys, values, krows, vrows);
 }
 
 void slot_exchange_backward(SlotExchange *x, int layer, const float *dkrows, const float *dvrows,

@@ -32,6 +32,13 @@ void slot_exchange_destroy(SlotExchange *x);
 void slot_exchange_forward(SlotExchange *x, int layer, const float *p, const float *keys,
                            const float *values, float *top_s, int32_t *top_i, float *krows,
                            float *vrows);
+// The rows the last forward of layer `layer` fetched, fetched again along its route:
+// krows [N, K, R], vrows [N, K, H], bitwise what that forward wrote as long as keys and
+// values have not changed since. For a backward that did not keep them (the model's
+// refetch_slot_rows option): with P > 1 the rows travel again, K * (R + H) * 4 bytes a token.
+// Every rank calls it for the same layers in the same order (a collective).
+void slot_exchange_refetch(SlotExchange *x, int layer, const float *keys, const float *values,
+                           float *krows, float *vrows);
 // Backward of layer `layer`: dkrows [N, K, R], dvrows [N, K, H] are added (+=) into the
 // owners' dkeys [S/P, R], dvalues [S/P, H].
 void slot_exchange_backward(SlotExchange *x, int layer, const float *dkrows, const float *dvrows,

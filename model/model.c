@@ -74,8 +74,10 @@ static void carve_layer_acts(const Model *m, LayerActs *a, Carver *cv) {
         a->top_s = carve_floats(cv, N * K);
         a->top_i = carve_ints(cv, N * K);
         a->w = carve_floats(cv, N * K);
-        a->krows = carve_floats(cv, N * K * R);
-        a->vrows = carve_floats(cv, N * K * H);
+        if (!m->opt.refetch_slot_rows) {
+            a->krows = carve_floats(cv, N * K * R);
+            a->vrows = carve_floats(cv, N * K * H);
+        }
     } else {
         a->ffn_pre = carve_floats(cv, N * 4 * H);
         a->ffn_act = carve_floats(cv, N * 4 * H);
@@ -90,6 +92,11 @@ static void carve_activations(Model *m, Carver *cv) {
     for (int l = 0; l < c->n_layers; l++)
         carve_layer_acts(m, &m->acts[l], cv);
     m->embed_out = m->acts[0].x;
+    if (c->ffn == FFN_MEMORY && m->opt.refetch_slot_rows) {
+        const size_t K = c->top_k, R = c->ptr_dim;
+        m->slot_krows = carve_floats(cv, N * K * R);
+        m->slot_vrows = carve_floats(cv, N * K * H);
+    }
     m->y_final = carve_floats(cv, N * H);
     m->yn = carve_floats(cv, N * H);
     m->rstd_f = carve_floats(cv, N);
@@ -199,6 +206,11 @@ static void write_constant_indices(Model *m) {
 }
 
 void model_build(Model *m, const ModelConfig *cfg, const Ops *ops, Comm *comm, int B, int T) {
+    model_build_with(m, cfg, ops, comm, B, T, NULL);
+}
+
+void model_build_with(Model *m, const ModelConfig *cfg, const Ops *ops, Comm *comm, int B, int T,
+                      const ModelOptions *opt) {
     char err[256];
     if (model_config_validate(cfg, err, sizeof(err)) != 0)
         hs_fatal("invalid model configuration: %s", err);
@@ -206,6 +218,8 @@ void model_build(Model *m, const ModelConfig *cfg, const Ops *ops, Comm *comm, i
         hs_fatal("model_build: micro-batch B=%d, T=%d must be positive", B, T);
     memset(m, 0, sizeof(*m));
     m->cfg = *cfg;
+    if (opt)
+        m->opt = *opt;
     m->ops = ops;
     m->comm = comm;
     m->B = B;

@@ -35,7 +35,7 @@ typedef struct LayerActs {
     float *top_s;   // [N, K]
     int32_t *top_i; // [N, K] global slot ids (read by the slot-usage metrics)
     float *w;       // [N, K] softmax weights
-    float *krows;   // [N, K, R]
+    float *krows;   // [N, K, R] the rows read (NULL with refetch_slot_rows)
     float *vrows;   // [N, K, H]
     // ffn=dense
     float *ffn_pre, *ffn_act; // [N, 4H]
@@ -64,6 +64,16 @@ typedef struct LossParts {
     double ce, route, entropy, total;
 } LossParts;
 
+// How a built model trades memory for work (model_build_with; model_build: all 0).
+typedef struct ModelOptions {
+    // 1: the backward fetches again the slot key and value rows each token read
+    // (slot_exchange_refetch) instead of keeping them from the forward. Saves (L - 1) N K
+    // (R + H) floats (2.0 GB at the seed shape, micro-batch 4), for one more row gather a
+    // layer in the backward and, with several ranks, one more exchange of the rows. The
+    // gradients are bitwise the same.
+    int refetch_slot_rows;
+} ModelOptions;
+
 typedef struct Model {
     ModelConfig cfg;
     const Ops *ops;
@@ -86,8 +96,11 @@ typedef struct Model {
                           // model_backward), read by model_backward. Part of Model.scratch.
     float *losses;        // [3] backend buffer: ce, route, entropy
     SlotExchange *slots;
-    ForwardArgs last; // arguments of the last forward, for the backward
-    float *scratch;   // backend scratch for the backward, sized by model_build
+    ModelOptions opt;
+    float *slot_krows; // [N, K, R] with refetch_slot_rows: the one layer's rows at hand
+    float *slot_vrows; // [N, K, H]   (forward: just fetched; backward: fetched again)
+    ForwardArgs last;  // arguments of the last forward, for the backward
+    float *scratch;    // backend scratch for the backward, sized by model_build
     size_t scratch_floats;
     Profiler *profiler; // NULL: no phase timing (the markers cost one NULL check); owned by
                         // whoever profiles (the bench), attached after model_build
@@ -96,6 +109,9 @@ typedef struct Model {
 // Allocate parameters, gradients and activations for micro-batches of B sequences of T
 // tokens on `ops`'s backend. comm may be NULL. Parameters are zero until model_init.
 void model_build(Model *m, const ModelConfig *cfg, const Ops *ops, Comm *comm, int B, int T);
+// The same with memory options (NULL: all 0, as model_build).
+void model_build_with(Model *m, const ModelConfig *cfg, const Ops *ops, Comm *comm, int B, int T,
+                      const ModelOptions *opt);
 void model_free(Model *m);
 // MODEL.md init from `seed` (identical global tensors for every rank count).
 void model_init(Model *m, uint64_t seed);

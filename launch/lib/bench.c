@@ -128,7 +128,8 @@ static void upload_random_batch(const Ops *ops, int32_t *tokens, int32_t *target
 // the activation arena and backward scratch of model/model.c, the slot exchange's buffers
 // and the token buffers, plus a margin for what this sum leaves out (optimizer scalars,
 // library workspaces). An estimate: it errs on the large side.
-static double estimate_bytes(const BenchVariant *v, int rank, int world, int bf16) {
+static double estimate_bytes(const BenchVariant *v, int rank, int world, int bf16,
+                             int refetch_slot_rows) {
     const ModelConfig *c = &v->cfg;
     ParamLayout layout;
     param_layout_build(&layout, c, rank, world);
@@ -144,6 +145,8 @@ static double estimate_bytes(const BenchVariant *v, int rank, int world, int bf1
     double exchange = c->ffn == FFN_MEMORY ? 4 * K * (R + H) + 2 * R : 0.0;
     double head = 2 * H + 2; // yn, y_final, rstd_f, predictions (d yn lives in the scratch)
     double per_token = c->n_layers * layer_acts + layer_scratch + exchange + head + 3;
+    if (c->ffn == FFN_MEMORY && refetch_slot_rows) // one layer's rows instead of every layer's
+        per_token -= (c->n_layers - 1) * K * (R + H);
     double tokens = (double)v->B * c->seq_len;
     // The LM head's logits exist one chunk of tokens at a time.
     double logits =
@@ -160,10 +163,10 @@ static double estimate_bytes(const BenchVariant *v, int rank, int world, int bf1
 static int variant_fits(Session *s, const BenchVariant *v, BenchResult *r) {
     size_t free_bytes = 0, total_bytes = 0;
     s->ops->memory_device_info(&free_bytes, &total_bytes);
-    r->need_mib =
-        estimate_bytes(v, s->info.rank, s->info.world,
-                       s->ops->kind != BACKEND_CPU && strcmp(s->opt.matmul, "bf16") == 0) /
-        MIB;
+    r->need_mib = estimate_bytes(v, s->info.rank, s->info.world,
+                                 s->ops->kind != BACKEND_CPU && strcmp(s->opt.matmul, "bf16") == 0,
+                                 s->opt.refetch_slot_rows) /
+                  MIB;
     r->free_mib = (double)free_bytes / MIB;
     // An unknown free size (0) never blocks; the allocation itself is then the judge.
     double short_ranks = free_bytes > 0 && r->need_mib > r->free_mib ? 1.0 : 0.0;
@@ -188,7 +191,8 @@ static void bench_run_open(BenchRun *run, Session *s, const BenchVariant *v) {
     memset(run, 0, sizeof(*run));
     run->s = s;
     session_check_backend_limits(s, &v->cfg);
-    model_build(&run->model, &v->cfg, ops, s->comm, B, T);
+    const ModelOptions mo = {.refetch_slot_rows = s->opt.refetch_slot_rows};
+    model_build_with(&run->model, &v->cfg, ops, s->comm, B, T, &mo);
     model_init(&run->model, s->opt.seed);
     OptimConfig oc = optim_config_default();
     oc.weight_decay = (float)s->opt.weight_decay;

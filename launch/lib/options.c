@@ -252,6 +252,8 @@ static int set_flag(Options *opt, const char *flag, const char *value, char *err
         return parse_int(flag, value, 1, big, &opt->bench_tokens, err, errlen);
     if (!strcmp(flag, "peak_tflops"))
         return parse_double(flag, value, 1e-6, 1e9, &opt->peak_tflops, err, errlen);
+    if (!strcmp(flag, "refetch_slot_rows"))
+        return parse_int(flag, value, 0, 1, &opt->refetch_slot_rows, err, errlen);
     if (!strcmp(flag, "bench_kernels"))
         return parse_int(flag, value, 0, 1, &opt->bench_kernels, err, errlen);
     if (!strcmp(flag, "peak_gbps"))
@@ -429,6 +431,11 @@ void options_print_help(FILE *out) {
             "  --%-20s %s  tensor work on cuda: fp32|tf32 (GEMMs)|bf16 (GEMMs, attention, top-K "
             "search; fastest); the cpu is always fp32\n",
             "matmul", d.matmul);
+    fprintf(out,
+            "  --%-20s %d  1: the backward fetches the slot rows each token read again instead "
+            "of keeping them (saves (L-1) N K (R+H) floats: 2 GB at the seed shape, micro_batch "
+            "4; one more gather, and with several ranks one more row exchange, a layer)\n",
+            "refetch_slot_rows", d.refetch_slot_rows);
     fprintf(out, "\nsample:\n");
     fprintf(out, "  --%-20s text prompt (byte data)\n", "prompt");
     fprintf(out, "  --%-20s token ids, e.g. 1,2,3\n", "prompt_ids");

@@ -5,8 +5,9 @@
 // distributed exchange must be bitwise equal to slot_exchange on one rank holding the
 // whole table (computed locally on every rank). Backward: the gathered shard gradients
 // must equal the sum over ranks of the single-rank scatter-add (within 1e-6: only the order
-// of the sums differs). Two layers with different pointers check that each layer keeps its
-// own routing.
+// of the sums differs). Refetch: slot_exchange_refetch of each layer, run after both
+// forwards, must return that layer's krows and vrows bitwise. Two layers with different
+// pointers check that each layer keeps its own routing.
 //
 //   prog_slot_exchange                 the checks above on the cpu backend
 //   prog_slot_exchange cuda            the same with the exchange on the cuda backend (device
@@ -55,6 +56,24 @@ static void forward_on_backend(SlotExchange *x, int layer, const float *p, const
     ops->copy_to_host(vrows, d_vrows, nk * H * sizeof(float));
     void *all[] = {d_p, d_keys, d_values, d_top_s, d_top_i, d_krows, d_vrows};
     for (int i = 0; i < 7; i++)
+        ops->free(all[i]);
+}
+
+// slot_exchange_refetch on backend copies of the shard; krows [N*K, R], vrows [N*K, H] host.
+static void refetch_on_backend(SlotExchange *x, int layer, const float *keys, const float *values,
+                               int rows, float *krows, float *vrows) {
+    size_t nk = (size_t)N * K;
+    float *d_keys = ops->alloc((size_t)rows * R * sizeof(float));
+    float *d_values = ops->alloc((size_t)rows * H * sizeof(float));
+    float *d_krows = ops->alloc(nk * R * sizeof(float));
+    float *d_vrows = ops->alloc(nk * H * sizeof(float));
+    ops->copy_from_host(d_keys, keys, (size_t)rows * R * sizeof(float));
+    ops->copy_from_host(d_values, values, (size_t)rows * H * sizeof(float));
+    slot_exchange_refetch(x, layer, d_keys, d_values, d_krows, d_vrows);
+    ops->copy_to_host(krows, d_krows, nk * R * sizeof(float));
+    ops->copy_to_host(vrows, d_vrows, nk * H * sizeof(float));
+    void *all[] = {d_keys, d_values, d_krows, d_vrows};
+    for (int i = 0; i < 4; i++)
         ops->free(all[i]);
 }
 
@@ -169,6 +188,27 @@ static void run_checks(Comm *comm, Comm *host_comm) {
                 break;
             }
     }
+
+    // Refetch in the backward's order (last layer first): every layer's rows come back bit
+    // for bit, whichever layer's route the exchange last used.
+    float *krows_again = hs_malloc(nk * R * sizeof(float));
+    float *vrows_again = hs_malloc(nk * H * sizeof(float));
+    for (int l = LAYERS - 1; l >= 0; l--) {
+        const float *k_l = keys + (size_t)l * S * R, *v_l = values + (size_t)l * S * H;
+        refetch_on_backend(dist, l, k_l + (size_t)first * R, v_l + (size_t)first * H, rows,
+                           krows_again, vrows_again);
+        expect_identical("refetched krows", l, krows_again, krows_d + l * nk * R, nk * R,
+                         sizeof(float));
+        expect_identical("refetched vrows", l, vrows_again, vrows_d + l * nk * H, nk * H,
+                         sizeof(float));
+        refetch_on_backend(single, l, k_l, v_l, S, krows_again, vrows_again);
+        expect_identical("refetched krows, one rank", l, krows_again, krows_s + l * nk * R, nk * R,
+                         sizeof(float));
+        expect_identical("refetched vrows, one rank", l, vrows_again, vrows_s + l * nk * H, nk * H,
+                         sizeof(float));
+    }
+    free(krows_again);
+    free(vrows_again);
 
     // Backward, in the model's order (last layer first), into gradients that start non-zero
     // (the exchange adds).

@@ -272,6 +272,71 @@ static LossParts loss_and_grads(const ModelConfig *c, float *grads_out, size_t *
     return parts;
 }
 
+// The bytes the model's carver gives a piece of n floats (model/model.c aligns to 256).
+static size_t carved_bytes(size_t n) {
+    return (n * sizeof(float) + 255) / 256 * 256;
+}
+
+// Zero the gradients, then forward + backward of two micro-batches (they accumulate).
+static LossParts two_micro_batches(Model *m, const ModelConfig *c) {
+    model_zero_grad(m);
+    LossParts last = {0};
+    for (int mb = 0; mb < 2; mb++) {
+        int32_t tokens[B * T], targets[B * T];
+        random_tokens(tokens, B * T, c->vocab_size, 40 + mb);
+        random_tokens(targets, B * T, c->vocab_size, 50 + mb);
+        ForwardArgs args = make_args(tokens, targets, 1);
+        args.step = (uint32_t)mb;
+        model_forward(m, &args);
+        model_backward(m);
+        last = model_losses(m);
+    }
+    return last;
+}
+
+// refetch_slot_rows: the backward fetches the slot rows again instead of keeping them. The
+// losses and the accumulated gradients of two micro-batches are bit for bit the kept rows',
+// and the model holds (L - 1) layers' krows and vrows fewer.
+START_TEST(test_refetch_slot_rows_same_gradients) {
+    ModelConfig c = model_config_tiny();
+    c.n_layers = 3;
+    const Ops *ops = ops_cpu();
+    Model keep, refetch;
+    size_t before = ops->memory_in_use();
+    model_build(&keep, &c, ops, NULL, B, T);
+    const size_t keep_bytes = ops->memory_in_use() - before;
+    const ModelOptions opt = {.refetch_slot_rows = 1};
+    before = ops->memory_in_use();
+    model_build_with(&refetch, &c, ops, NULL, B, T, &opt);
+    const size_t refetch_bytes = ops->memory_in_use() - before;
+    const size_t NK = (size_t)B * T * c.top_k;
+    const size_t rows_bytes = carved_bytes(NK * c.ptr_dim) + carved_bytes(NK * c.d_model);
+    ck_assert_uint_eq(keep_bytes - refetch_bytes, (size_t)(c.n_layers - 1) * rows_bytes);
+    ck_assert_ptr_null(refetch.acts[0].vrows);
+
+    model_init(&keep, 9);
+    model_init(&refetch, 9);
+    scale_normal_params(&keep, 10.0f);
+    scale_normal_params(&refetch, 10.0f);
+    LossParts lk = two_micro_batches(&keep, &c), lr = two_micro_batches(&refetch, &c);
+    ck_assert(lk.ce == lr.ce && lk.route == lr.route && lk.entropy == lr.entropy);
+    const size_t n = keep.layout.n_local;
+    ck_assert_msg(memcmp(keep.grads, refetch.grads, n * sizeof(float)) == 0,
+                  "gradients differ between kept and refetched slot rows");
+    double values_norm = 0.0; // the slot values' gradients come from the refetched rows' path
+    const ParamTensor *t = NULL;
+    for (int i = 0; i < keep.layout.n_tensors; i++)
+        if (strstr(keep.layout.tensors[i].name, "memory/values"))
+            t = &keep.layout.tensors[i];
+    ck_assert_ptr_nonnull(t);
+    for (size_t j = 0; j < t->numel; j++)
+        values_norm += (double)refetch.grads[t->offset + j] * refetch.grads[t->offset + j];
+    ck_assert_double_gt(values_norm, 0.0);
+    model_free(&keep);
+    model_free(&refetch);
+}
+END_TEST
+
 START_TEST(test_full_capacity_fixed_gate_equals_dense_attention) {
     ModelConfig sparse = model_config_tiny();
     sparse.capacity = 1.0;
@@ -423,6 +488,7 @@ int main(void) {
     tcase_add_test(tc, test_init_same_for_any_rank_count);
     tcase_add_test(tc, test_conv_is_identity_at_init);
     tcase_add_test(tc, test_full_capacity_fixed_gate_equals_dense_attention);
+    tcase_add_test(tc, test_refetch_slot_rows_same_gradients);
     tcase_add_test(tc, test_router_noise_and_selection);
     tcase_add_test(tc, test_threshold_routing_is_causal);
     tcase_add_test(tc, test_loss_at_init_is_log_vocab);
