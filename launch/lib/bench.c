@@ -313,10 +313,13 @@ static void print_variant_header(const Session *s, const BenchVariant *v, const 
            s->ops->name, s->info.world, s->threads, s->comm_kind == COMM_NCCL ? "nccl" : "mpi",
            s->ops->kind == BACKEND_CPU ? "fp32 (cpu)" : s->opt.matmul);
     printf("model: L%d H%d nh%d nkv%d T%d V%d S%d R%d K%d capacity %g (n_sel %d), attn=%s "
-           "ffn=%s\n",
+           "ffn=%s%s\n",
            c->n_layers, c->d_model, c->n_heads, c->n_kv_heads, c->seq_len, c->vocab_size,
            c->n_slots, c->ptr_dim, c->top_k, c->capacity, model_n_selected(c, c->seq_len),
-           c->attn == ATTN_DENSE ? "dense" : "sparse", c->ffn == FFN_DENSE ? "dense" : "memory");
+           c->attn == ATTN_DENSE ? "dense" : "sparse", c->ffn == FFN_DENSE ? "dense" : "memory",
+           c->ffn == FFN_MEMORY && s->opt.refetch_slot_rows
+               ? "; slot rows refetched in the backward (--refetch_slot_rows 1)"
+               : "");
     printf("batch: %d sequences per rank x %d rank(s) = %lld tokens per step; warmup %d, "
            "timed %d steps\n",
            v->B, s->info.world, (long long)v->B * c->seq_len * s->info.world, bs->warmup,

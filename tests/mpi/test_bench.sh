@@ -43,6 +43,19 @@ for np in 1 2; do
     check_single "$work/bench$np.log" "$np"
 done
 
+# --refetch_slot_rows 1: the header says so and the peak is lower (one layer's slot rows of
+# the tiny model's two: 512 tokens x 4 x (8 + 32) floats, 0.31 MiB).
+run_mpi 1 "$bin" bench --preset tiny --device cpu --bench_steps 1 --bench_warmup 0 \
+    --refetch_slot_rows 1 >"$work/refetch.log"
+check_single "$work/refetch.log" 1
+grep -q '^model: .*slot rows refetched in the backward' "$work/refetch.log" ||
+    { echo "FAIL: the header does not say the slot rows are refetched"; exit 1; }
+peak() { sed -nE 's/^memory: peak ([0-9.]+) MiB.*/\1/p' "$1"; }
+awk -v kept="$(peak "$work/bench1.log")" -v refetched="$(peak "$work/refetch.log")" 'BEGIN {
+    printf "peak %s MiB with the slot rows kept, %s MiB refetched\n", kept, refetched
+    if (!(refetched + 0.2 < kept + 0)) { print "FAIL: refetching did not lower the peak"; exit 1 }
+}'
+
 # The sweep: base, attn=dense, ffn=dense and each sequence length, one row each.
 run_mpi 2 "$bin" bench --preset tiny --device cpu --bench_steps 2 --bench_warmup 1 --bench_sweep \
     --bench_seq_lens 16,32,64 --bench_tokens 256 >"$work/sweep.log"
