@@ -94,9 +94,11 @@ void block_memory_backward(Model *m, int layer, BlockGrads *g) {
     const Ops *ops = m->ops;
     const LayerView *w = &m->p.layers[layer];
     LayerView *gw = &m->g.layers[layer];
-    const LayerActs *a = &m->acts[layer];
+    LayerActs *a = &m->acts[layer];
     const int N = m->B * m->T, H = m->cfg.d_model;
     profile_begin(m->profiler, PHASE_SLOT_MEMORY, PROFILE_BACKWARD);
+    if (m->opt.recompute_elementwise) // hn is shared by the layers: this layer's again
+        ops->rmsnorm_forward(a->hn, a->rstd_m, a->h, w->norm_m, N, H);
     ops->zero(g->dh, (size_t)N * H * sizeof(float));
     ops->zero(g->dhn, (size_t)N * H * sizeof(float));
     if (m->cfg.ffn == FFN_MEMORY)

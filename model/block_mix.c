@@ -291,20 +291,37 @@ void block_mix_forward(Model *m, int layer, const ForwardArgs *args) {
     profile_end(m->profiler);
 }
 
+// recompute_elementwise: this layer's u, c, GELU(pre) and u_sel again, as the forward made
+// them (the buffers are shared by the layers; the forward of later layers overwrote them).
+static void recompute_mix_inputs(Model *m, const LayerView *w, LayerActs *a, const QuerySet *qs) {
+    const Ops *ops = m->ops;
+    const ModelConfig *c = &m->cfg;
+    const int N = m->B * m->T, H = c->d_model, mH = c->mlp_mult * H;
+    profile_begin(m->profiler, PHASE_REFLEXIVE, PROFILE_BACKWARD);
+    ops->rmsnorm_forward(a->u, a->rstd_a, a->x, w->norm_a, N, H); // rstd_a: the same values
+    ops->conv_forward(a->c, a->u, w->conv_w, w->conv_b, m->B, m->T, H, c->conv_kernel);
+    ops->gelu_forward(a->act, a->pre, (size_t)N * mH);
+    if (qs->M > 0)
+        ops->gather_rows(a->u_sel, a->u, a->sel, qs->M, H, 0);
+    profile_end(m->profiler);
+}
+
 void block_mix_backward(Model *m, int layer, BlockGrads *g) {
     const Ops *ops = m->ops;
     const ModelConfig *c = &m->cfg;
     const LayerView *w = &m->p.layers[layer];
     LayerView *gw = &m->g.layers[layer];
-    const LayerActs *a = &m->acts[layer];
+    LayerActs *a = &m->acts[layer];
     const int N = m->B * m->T, H = c->d_model;
+    QuerySet qs;
+    query_set_alloc(&qs, m->B);
+    load_queries(m, a, &qs);
+    if (m->opt.recompute_elementwise)
+        recompute_mix_inputs(m, w, a, &qs);
     profile_begin(m->profiler, PHASE_ATTENTION, PROFILE_BACKWARD);
     ops->copy(g->dx, g->dh, (size_t)N * H * sizeof(float)); // the residual path
     ops->zero(g->du, (size_t)N * H * sizeof(float));
     ops->zero(g->dr, (size_t)N * sizeof(float));
-    QuerySet qs;
-    query_set_alloc(&qs, m->B);
-    load_queries(m, &m->acts[layer], &qs);
     attention_backward(m, w, gw, a, &qs, g);
     query_set_free(&qs);
     profile_end(m->profiler);

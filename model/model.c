@@ -43,23 +43,41 @@ static int32_t *carve_ints(Carver *cv, size_t count) {
     return carve(cv, count, sizeof(int32_t));
 }
 
-static void carve_layer_acts(const Model *m, LayerActs *a, Carver *cv) {
+// The activations recompute_elementwise shares between layers (model.h ModelOptions).
+static void carve_recomputable(const Model *m, LayerActs *a, Carver *cv) {
+    const ModelConfig *c = &m->cfg;
+    const size_t N = (size_t)m->B * m->T, H = c->d_model, mH = (size_t)c->mlp_mult * H;
+    const size_t Mq = (size_t)block_query_capacity(m);
+    a->u = carve_floats(cv, N * H);
+    a->c = carve_floats(cv, N * H);
+    a->act = carve_floats(cv, N * mH);
+    a->u_sel = carve_floats(cv, Mq * H);
+    a->hn = carve_floats(cv, N * H);
+}
+
+// One layer's activations; `shared` (NULL: the layer's own) holds the recomputable ones.
+static void carve_layer_acts(const Model *m, LayerActs *a, const LayerActs *shared, Carver *cv) {
     const ModelConfig *c = &m->cfg;
     const size_t N = (size_t)m->B * m->T, H = c->d_model, mH = (size_t)c->mlp_mult * H;
     const size_t kv = (size_t)c->n_kv_heads * model_head_dim(c);
     const size_t Mq = (size_t)block_query_capacity(m), K = c->top_k, R = c->ptr_dim;
+    if (shared) {
+        a->u = shared->u;
+        a->c = shared->c;
+        a->act = shared->act;
+        a->u_sel = shared->u_sel;
+        a->hn = shared->hn;
+    } else {
+        carve_recomputable(m, a, cv);
+    }
     a->x = carve_floats(cv, N * H);
-    a->u = carve_floats(cv, N * H);
     a->rstd_a = carve_floats(cv, N);
-    a->c = carve_floats(cv, N * H);
     a->pre = carve_floats(cv, N * mH);
-    a->act = carve_floats(cv, N * mH);
     a->r = carve_floats(cv, N);
     a->z = carve_floats(cv, N);
     // One extra entry: route=threshold writes its query count after the indices.
     a->sel = carve_ints(cv, Mq + 1);
     a->qpos = carve_ints(cv, Mq);
-    a->u_sel = carve_floats(cv, Mq * H);
     a->q = carve_floats(cv, Mq * H);
     a->k = carve_floats(cv, N * kv);
     a->v = carve_floats(cv, N * kv);
@@ -67,7 +85,6 @@ static void carve_layer_acts(const Model *m, LayerActs *a, Carver *cv) {
     a->lse = carve_floats(cv, Mq * c->n_heads);
     a->ao = carve_floats(cv, Mq * H);
     a->h = carve_floats(cv, N * H);
-    a->hn = carve_floats(cv, N * H);
     a->rstd_m = carve_floats(cv, N);
     if (c->ffn == FFN_MEMORY) {
         a->p = carve_floats(cv, N * R);
@@ -84,13 +101,15 @@ static void carve_layer_acts(const Model *m, LayerActs *a, Carver *cv) {
     }
 }
 
-// Every activation, in one allocation. acts[0].x (= embed_out) is carved first, so it is
-// the allocation's base pointer and model_free frees the whole arena through it.
+// Every activation, in one allocation (Model.activation_arena, which model_free frees).
 static void carve_activations(Model *m, Carver *cv) {
     const ModelConfig *c = &m->cfg;
     const size_t N = (size_t)m->B * m->T, H = c->d_model;
+    LayerActs shared = {0};
+    if (m->opt.recompute_elementwise)
+        carve_recomputable(m, &shared, cv);
     for (int l = 0; l < c->n_layers; l++)
-        carve_layer_acts(m, &m->acts[l], cv);
+        carve_layer_acts(m, &m->acts[l], m->opt.recompute_elementwise ? &shared : NULL, cv);
     m->embed_out = m->acts[0].x;
     if (c->ffn == FFN_MEMORY && m->opt.refetch_slot_rows) {
         const size_t K = c->top_k, R = c->ptr_dim;
@@ -148,7 +167,8 @@ const int32_t *model_token_positions(const Model *m) {
 static void alloc_activations(Model *m) {
     Carver measure = {NULL, 0};
     carve_activations(m, &measure);
-    Carver assign = {m->ops->alloc(measure.used), 0};
+    m->activation_arena = m->ops->alloc(measure.used);
+    Carver assign = {m->activation_arena, 0};
     carve_activations(m, &assign);
 }
 
@@ -243,7 +263,7 @@ void model_build_with(Model *m, const ModelConfig *cfg, const Ops *ops, Comm *co
 
 void model_free(Model *m) {
     slot_exchange_destroy(m->slots);
-    m->ops->free(m->embed_out); // the activation arena (see carve_activations)
+    m->ops->free(m->activation_arena);
     m->ops->free(m->scratch);
     m->ops->free(m->logits);
     m->ops->free(m->params);

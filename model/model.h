@@ -11,7 +11,8 @@
 
 // Saved activations of one layer, for the backward. Shapes with N = B*T, M = B*n_sel.
 typedef struct LayerActs {
-    float *x;      // [N, H] block input (residual stream)
+    float *x; // [N, H] block input (residual stream)
+    // u, c, act, u_sel, hn: shared by every layer with recompute_elementwise
     float *u;      // [N, H] RMSNorm(x; norm_a)
     float *rstd_a; // [N]
     float *c;      // [N, H] conv output
@@ -72,6 +73,13 @@ typedef struct ModelOptions {
     // layer in the backward and, with several ranks, one more exchange of the rows. The
     // gradients are bitwise the same.
     int refetch_slot_rows;
+    // 1: u, c, GELU(pre), u_sel and hn (the outputs of the two RMSNorms, the conv, GELU and
+    // the query gather) are one buffer each, shared by the layers: the forward overwrites
+    // them layer by layer and the backward recomputes each layer's before using them, from
+    // what it keeps (x, pre, sel, h and the norms' rstd). Saves (L - 1) N (3 H + mH + rho H)
+    // floats (1.2 GB at the seed shape, micro-batch 4) for one RMSNorm pair, conv, GELU and
+    // gather a layer in the backward. The gradients are bitwise the same.
+    int recompute_elementwise;
 } ModelOptions;
 
 typedef struct Model {
@@ -82,12 +90,13 @@ typedef struct Model {
     float *params; // [layout.n_local] backend buffer
     float *grads;  // [layout.n_local] backend buffer
     ModelView p, g;
-    int B, T, n_sel;  // micro-batch the activations are sized for
-    LayerActs *acts;  // [L]
-    float *embed_out; // [N, H]
-    float *y_final;   // [N, H] output of the last block
-    float *yn;        // [N, H] RMSNorm(y; norm_f)
-    float *rstd_f;    // [N]
+    int B, T, n_sel;        // micro-batch the activations are sized for
+    LayerActs *acts;        // [L]
+    void *activation_arena; // one backend allocation holding every activation buffer
+    float *embed_out;       // [N, H]
+    float *y_final;         // [N, H] output of the last block
+    float *yn;              // [N, H] RMSNorm(y; norm_f)
+    float *rstd_f;          // [N]
     // The LM head runs over chunks of head_chunk tokens, so the [N, V] logits never exist:
     int head_chunk; // tokens per chunk (model_build: MODEL_HEAD_CHUNK_BYTES of logits)
     float *logits;  // [head_chunk, V + 8] scratch of one chunk's logits (lm_head_loss); own alloc

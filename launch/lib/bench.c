@@ -129,7 +129,7 @@ static void upload_random_batch(const Ops *ops, int32_t *tokens, int32_t *target
 // and the token buffers, plus a margin for what this sum leaves out (optimizer scalars,
 // library workspaces). An estimate: it errs on the large side.
 static double estimate_bytes(const BenchVariant *v, int rank, int world, int bf16,
-                             int refetch_slot_rows) {
+                             const Options *opt) {
     const ModelConfig *c = &v->cfg;
     ParamLayout layout;
     param_layout_build(&layout, c, rank, world);
@@ -145,8 +145,10 @@ static double estimate_bytes(const BenchVariant *v, int rank, int world, int bf1
     double exchange = c->ffn == FFN_MEMORY ? 4 * K * (R + H) + 2 * R : 0.0;
     double head = 2 * H + 2; // yn, y_final, rstd_f, predictions (d yn lives in the scratch)
     double per_token = c->n_layers * layer_acts + layer_scratch + exchange + head + 3;
-    if (c->ffn == FFN_MEMORY && refetch_slot_rows) // one layer's rows instead of every layer's
+    if (c->ffn == FFN_MEMORY && opt->refetch_slot_rows) // one layer's rows, not every layer's
         per_token -= (c->n_layers - 1) * K * (R + H);
+    if (opt->recompute_elementwise) // u, c, act, u_sel, hn: one layer's
+        per_token -= (c->n_layers - 1) * (3 * H + mH + rho * H);
     double tokens = (double)v->B * c->seq_len;
     // The LM head's logits exist one chunk of tokens at a time.
     double logits =
@@ -163,10 +165,10 @@ static double estimate_bytes(const BenchVariant *v, int rank, int world, int bf1
 static int variant_fits(Session *s, const BenchVariant *v, BenchResult *r) {
     size_t free_bytes = 0, total_bytes = 0;
     s->ops->memory_device_info(&free_bytes, &total_bytes);
-    r->need_mib = estimate_bytes(v, s->info.rank, s->info.world,
-                                 s->ops->kind != BACKEND_CPU && strcmp(s->opt.matmul, "bf16") == 0,
-                                 s->opt.refetch_slot_rows) /
-                  MIB;
+    r->need_mib =
+        estimate_bytes(v, s->info.rank, s->info.world,
+                       s->ops->kind != BACKEND_CPU && strcmp(s->opt.matmul, "bf16") == 0, &s->opt) /
+        MIB;
     r->free_mib = (double)free_bytes / MIB;
     // An unknown free size (0) never blocks; the allocation itself is then the judge.
     double short_ranks = free_bytes > 0 && r->need_mib > r->free_mib ? 1.0 : 0.0;
@@ -191,7 +193,8 @@ static void bench_run_open(BenchRun *run, Session *s, const BenchVariant *v) {
     memset(run, 0, sizeof(*run));
     run->s = s;
     session_check_backend_limits(s, &v->cfg);
-    const ModelOptions mo = {.refetch_slot_rows = s->opt.refetch_slot_rows};
+    const ModelOptions mo = {.refetch_slot_rows = s->opt.refetch_slot_rows,
+                             .recompute_elementwise = s->opt.recompute_elementwise};
     model_build_with(&run->model, &v->cfg, ops, s->comm, B, T, &mo);
     model_init(&run->model, s->opt.seed);
     OptimConfig oc = optim_config_default();
@@ -313,12 +316,15 @@ static void print_variant_header(const Session *s, const BenchVariant *v, const 
            s->ops->name, s->info.world, s->threads, s->comm_kind == COMM_NCCL ? "nccl" : "mpi",
            s->ops->kind == BACKEND_CPU ? "fp32 (cpu)" : s->opt.matmul);
     printf("model: L%d H%d nh%d nkv%d T%d V%d S%d R%d K%d capacity %g (n_sel %d), attn=%s "
-           "ffn=%s%s\n",
+           "ffn=%s%s%s\n",
            c->n_layers, c->d_model, c->n_heads, c->n_kv_heads, c->seq_len, c->vocab_size,
            c->n_slots, c->ptr_dim, c->top_k, c->capacity, model_n_selected(c, c->seq_len),
            c->attn == ATTN_DENSE ? "dense" : "sparse", c->ffn == FFN_DENSE ? "dense" : "memory",
            c->ffn == FFN_MEMORY && s->opt.refetch_slot_rows
                ? "; slot rows refetched in the backward (--refetch_slot_rows 1)"
+               : "",
+           s->opt.recompute_elementwise
+               ? "; norms, conv, GELU recomputed in the backward (--recompute_elementwise 1)"
                : "");
     printf("batch: %d sequences per rank x %d rank(s) = %lld tokens per step; warmup %d, "
            "timed %d steps\n",

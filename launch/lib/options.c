@@ -254,6 +254,8 @@ static int set_flag(Options *opt, const char *flag, const char *value, char *err
         return parse_double(flag, value, 1e-6, 1e9, &opt->peak_tflops, err, errlen);
     if (!strcmp(flag, "refetch_slot_rows"))
         return parse_int(flag, value, 0, 1, &opt->refetch_slot_rows, err, errlen);
+    if (!strcmp(flag, "recompute_elementwise"))
+        return parse_int(flag, value, 0, 1, &opt->recompute_elementwise, err, errlen);
     if (!strcmp(flag, "bench_kernels"))
         return parse_int(flag, value, 0, 1, &opt->bench_kernels, err, errlen);
     if (!strcmp(flag, "peak_gbps"))
@@ -436,6 +438,11 @@ void options_print_help(FILE *out) {
             "of keeping them (saves (L-1) N K (R+H) floats: 2 GB at the seed shape, micro_batch "
             "4; one more gather, and with several ranks one more row exchange, a layer)\n",
             "refetch_slot_rows", d.refetch_slot_rows);
+    fprintf(out,
+            "  --%-20s %d  1: the backward recomputes the two RMSNorms, the conv, GELU and the "
+            "query gather of each layer instead of keeping their outputs (saves (L-1) N (3H + mH "
+            "+ rho H) floats: 1.2 GB at the seed shape, micro_batch 4)\n",
+            "recompute_elementwise", d.recompute_elementwise);
     fprintf(out, "\nsample:\n");
     fprintf(out, "  --%-20s text prompt (byte data)\n", "prompt");
     fprintf(out, "  --%-20s token ids, e.g. 1,2,3\n", "prompt_ids");

@@ -61,7 +61,8 @@ typedef struct Options {
     char comm[8];   // mpi | nccl | "" (choose)
     char matmul[8]; // fp32 | tf32 | bf16: precision of the linear GEMMs (ops.h MatmulPrecision)
     int threads;    // OpenMP threads per rank; 0 = choose
-    int refetch_slot_rows; // 1: the backward fetches the slot rows again (ModelOptions)
+    int refetch_slot_rows;     // 1: the backward fetches the slot rows again (ModelOptions)
+    int recompute_elementwise; // 1: the backward recomputes norms, conv, GELU (ModelOptions)
 
     // sample
     char prompt[OPTIONS_PATH_MAX];     // text (byte data)

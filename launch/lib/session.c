@@ -288,7 +288,8 @@ void session_resolve_config(Session *s, int from_checkpoint) {
 
 void session_build_model(Session *s, int B) {
     session_check_backend_limits(s, &s->cfg);
-    const ModelOptions mo = {.refetch_slot_rows = s->opt.refetch_slot_rows};
+    const ModelOptions mo = {.refetch_slot_rows = s->opt.refetch_slot_rows,
+                             .recompute_elementwise = s->opt.recompute_elementwise};
     model_build_with(&s->model, &s->cfg, s->ops, s->comm, B, s->cfg.seq_len, &mo);
     s->model_built = 1;
 }

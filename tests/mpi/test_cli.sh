@@ -28,7 +28,7 @@ expect() {
 "$bin" --help >"$work/help"
 for flag in --d_model --n_slots --capacity --attn --ffn --preset --micro_batch --batch --steps \
     --lr --data --run_dir --ckpt_every --resume --device --comm --threads --matmul \
-    --refetch_slot_rows; do
+    --refetch_slot_rows --recompute_elementwise; do
     grep -q -- "$flag " "$work/help" || { echo "FAIL: --help does not list $flag"; failures=$((failures + 1)); }
 done
 grep -q -- "--steps *3000" "$work/help" || { echo "FAIL: --help shows no default for --steps"; failures=$((failures + 1)); }
@@ -45,6 +45,7 @@ expect 1 2 "--attn: 'sideways'" --attn sideways
 expect 1 2 "--device: 'tpu'" --device tpu
 expect 1 2 "--matmul: 'fp16' is not one of fp32|tf32|bf16" --matmul fp16
 expect 1 2 "--refetch_slot_rows: 2 is out of range [0, 1]" --refetch_slot_rows 2
+expect 1 2 "--recompute_elementwise: 'yes' is not an integer" --recompute_elementwise yes
 expect 1 2 "unknown command 'fly'" fly
 expect 1 2 "d_model=30 is not divisible by n_heads=4" --preset tiny --d_model 30
 # batch = micro_batch x ranks x accumulation must hold exactly

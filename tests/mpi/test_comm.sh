@@ -32,7 +32,10 @@ fi
 
 # Without CUDA, a NCCL communicator is a fatal error that says why.
 # (A CUDA build defines comm_nccl_create in the library.)
-if ! nm "$HSPMN_BUILD/libhspmn.a" 2>/dev/null | grep -q " T comm_nccl_create"; then
+# (The symbol list goes to a variable first: `grep -q` on a pipe stops reading at the first
+# match, and under pipefail nm's SIGPIPE would read as "not found".)
+symbols=$(nm "$HSPMN_BUILD/libhspmn.a" 2>/dev/null || true)
+if ! grep -q " T comm_nccl_create" <<<"$symbols"; then
     out=$(run_mpi 2 "$prog" nccl 2>&1)
     rc=$?
     if [ "$rc" -eq 0 ]; then

@@ -2,7 +2,8 @@
 # Data parallelism changes nothing but fp32 summation order: the same global batch (8
 # sequences) at -np 1 (4 micro-batches of 2), -np 2 (2 of 2 per rank) and -np 4 (1 of 2 per
 # rank) gives the same loss at every one of 20 steps and the same final parameters; -np 2
-# with --refetch_slot_rows 1 gives bitwise the losses and parameters of -np 2 without it.
+# with --refetch_slot_rows 1 --recompute_elementwise 1 gives bitwise the losses and
+# parameters of -np 2 without them.
 # Tolerances: loss relative 1e-4; parameters |a - b| <= 1e-4 + 1e-3 |b| (AdamW divides by
 # sqrt(v), so rounding-level gradient differences move parameters by up to ~lr * 1e-3).
 # These runs use the cpu backend, whatever the machine: it sums in a fixed order, so the
@@ -27,10 +28,11 @@ for np in 1 2 4; do
     run_mpi "$np" "$bin" "${common[@]}" --run_dir "$work/np$np" | grep -E '^step|batch '
 done
 # The backward fetching the slot rows again (a second exchange of the rows between the two
-# ranks) instead of keeping them: the same arithmetic, so the same bits.
-echo "== -np 2 --refetch_slot_rows 1"
-run_mpi 2 "$bin" "${common[@]}" --refetch_slot_rows 1 --run_dir "$work/np2refetch" |
-    grep -E '^step|batch '
+# ranks) and recomputing the norms, conv and GELU instead of keeping them: the same
+# arithmetic, so the same bits.
+echo "== -np 2 --refetch_slot_rows 1 --recompute_elementwise 1"
+run_mpi 2 "$bin" "${common[@]}" --refetch_slot_rows 1 --recompute_elementwise 1 \
+    --run_dir "$work/np2refetch" | grep -E '^step|batch '
 
 "$HSPMN_PYTHON" - "$work" <<'PY'
 import sys, h5py, numpy as np
@@ -52,9 +54,11 @@ _, loss2r = losses("2refetch")
 p2, p2r = params(2), params("2refetch")
 same = np.array_equal(loss2, loss2r) and sorted(p2) == sorted(p2r) and all(
     np.array_equal(p2[k], p2r[k]) for k in p2)
-print(f"np2 with refetched slot rows vs kept: {'bitwise equal' if same else 'DIFFERENT'}")
+print(f"np2 with refetched slot rows and recomputed activations vs kept: "
+      f"{'bitwise equal' if same else 'DIFFERENT'}")
 if not same:
-    print("  FAIL: --refetch_slot_rows 1 changed the losses or the parameters"); ok = False
+    print("  FAIL: --refetch_slot_rows / --recompute_elementwise changed the losses or the "
+          "parameters"); ok = False
 assert list(steps1) == list(range(1, 21)), f"np1 logged steps {steps1}"
 assert np.all(np.isfinite(loss1)) and loss1[-1] < loss1[0], f"np1 did not train: {loss1}"
 for n in (2, 4):

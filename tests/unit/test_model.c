@@ -294,46 +294,68 @@ static LossParts two_micro_batches(Model *m, const ModelConfig *c) {
     return last;
 }
 
-// refetch_slot_rows: the backward fetches the slot rows again instead of keeping them. The
-// losses and the accumulated gradients of two micro-batches are bit for bit the kept rows',
-// and the model holds (L - 1) layers' krows and vrows fewer.
-START_TEST(test_refetch_slot_rows_same_gradients) {
-    ModelConfig c = model_config_tiny();
-    c.n_layers = 3;
-    const Ops *ops = ops_cpu();
-    Model keep, refetch;
-    size_t before = ops->memory_in_use();
-    model_build(&keep, &c, ops, NULL, B, T);
-    const size_t keep_bytes = ops->memory_in_use() - before;
-    const ModelOptions opt = {.refetch_slot_rows = 1};
-    before = ops->memory_in_use();
-    model_build_with(&refetch, &c, ops, NULL, B, T, &opt);
-    const size_t refetch_bytes = ops->memory_in_use() - before;
-    const size_t NK = (size_t)B * T * c.top_k;
-    const size_t rows_bytes = carved_bytes(NK * c.ptr_dim) + carved_bytes(NK * c.d_model);
-    ck_assert_uint_eq(keep_bytes - refetch_bytes, (size_t)(c.n_layers - 1) * rows_bytes);
-    ck_assert_ptr_null(refetch.acts[0].vrows);
+// The bytes a model built with `opt` holds fewer than one built without options: the slot
+// rows (refetch_slot_rows) and the recomputable activations (recompute_elementwise) of every
+// layer but one.
+static size_t expected_saving(const ModelConfig *c, const ModelOptions *opt) {
+    const size_t N = (size_t)B * T, H = c->d_model, mH = (size_t)c->mlp_mult * H;
+    const size_t NK = N * c->top_k, Mq = (size_t)B * model_n_selected(c, T);
+    size_t per_layer = 0;
+    if (opt->refetch_slot_rows && c->ffn == FFN_MEMORY)
+        per_layer += carved_bytes(NK * c->ptr_dim) + carved_bytes(NK * H);
+    if (opt->recompute_elementwise)
+        per_layer += 3 * carved_bytes(N * H) + carved_bytes(N * mH) + carved_bytes(Mq * H);
+    return (size_t)(c->n_layers - 1) * per_layer;
+}
 
+// A model built with `opt` against one without: the losses and the accumulated gradients
+// of two micro-batches bit for bit, and the saving of expected_saving to the byte.
+static void check_memory_options(const ModelConfig *c, const ModelOptions *opt, const char *what) {
+    const Ops *ops = ops_cpu();
+    Model keep, lean;
+    size_t before = ops->memory_in_use();
+    model_build(&keep, c, ops, NULL, B, T);
+    const size_t keep_bytes = ops->memory_in_use() - before;
+    before = ops->memory_in_use();
+    model_build_with(&lean, c, ops, NULL, B, T, opt);
+    const size_t lean_bytes = ops->memory_in_use() - before;
+    ck_assert_msg(keep_bytes - lean_bytes == expected_saving(c, opt),
+                  "%s: %zu bytes saved, expected %zu", what, keep_bytes - lean_bytes,
+                  expected_saving(c, opt));
     model_init(&keep, 9);
-    model_init(&refetch, 9);
+    model_init(&lean, 9);
     scale_normal_params(&keep, 10.0f);
-    scale_normal_params(&refetch, 10.0f);
-    LossParts lk = two_micro_batches(&keep, &c), lr = two_micro_batches(&refetch, &c);
-    ck_assert(lk.ce == lr.ce && lk.route == lr.route && lk.entropy == lr.entropy);
+    scale_normal_params(&lean, 10.0f);
+    LossParts lk = two_micro_batches(&keep, c), ll = two_micro_batches(&lean, c);
+    ck_assert_msg(lk.ce == ll.ce && lk.route == ll.route && lk.entropy == ll.entropy,
+                  "%s: losses differ", what);
     const size_t n = keep.layout.n_local;
-    ck_assert_msg(memcmp(keep.grads, refetch.grads, n * sizeof(float)) == 0,
-                  "gradients differ between kept and refetched slot rows");
-    double values_norm = 0.0; // the slot values' gradients come from the refetched rows' path
-    const ParamTensor *t = NULL;
-    for (int i = 0; i < keep.layout.n_tensors; i++)
-        if (strstr(keep.layout.tensors[i].name, "memory/values"))
-            t = &keep.layout.tensors[i];
-    ck_assert_ptr_nonnull(t);
-    for (size_t j = 0; j < t->numel; j++)
-        values_norm += (double)refetch.grads[t->offset + j] * refetch.grads[t->offset + j];
-    ck_assert_double_gt(values_norm, 0.0);
+    ck_assert_msg(memcmp(keep.grads, lean.grads, n * sizeof(float)) == 0,
+                  "%s: gradients differ from the model that keeps everything", what);
+    double norm = 0.0;
+    for (size_t i = 0; i < n; i++)
+        norm += (double)lean.grads[i] * lean.grads[i];
+    ck_assert_msg(norm > 0.0, "%s: zero gradients", what);
     model_free(&keep);
-    model_free(&refetch);
+    model_free(&lean);
+}
+
+// refetch_slot_rows and recompute_elementwise (ModelOptions), alone and together, on the
+// routed model and on the attn=dense and ffn=dense variants (each recomputes other buffers).
+START_TEST(test_memory_options_same_gradients) {
+    ModelConfig base = model_config_tiny();
+    base.n_layers = 3;
+    ModelConfig dense_attn = base, dense_ffn = base;
+    dense_attn.attn = ATTN_DENSE;
+    dense_ffn.ffn = FFN_DENSE;
+    const ModelOptions refetch = {.refetch_slot_rows = 1};
+    const ModelOptions recompute = {.recompute_elementwise = 1};
+    const ModelOptions both = {.refetch_slot_rows = 1, .recompute_elementwise = 1};
+    check_memory_options(&base, &refetch, "refetch_slot_rows");
+    check_memory_options(&base, &recompute, "recompute_elementwise");
+    check_memory_options(&base, &both, "both");
+    check_memory_options(&dense_attn, &both, "both, attn=dense");
+    check_memory_options(&dense_ffn, &both, "both, ffn=dense");
 }
 END_TEST
 
@@ -488,7 +510,7 @@ int main(void) {
     tcase_add_test(tc, test_init_same_for_any_rank_count);
     tcase_add_test(tc, test_conv_is_identity_at_init);
     tcase_add_test(tc, test_full_capacity_fixed_gate_equals_dense_attention);
-    tcase_add_test(tc, test_refetch_slot_rows_same_gradients);
+    tcase_add_test(tc, test_memory_options_same_gradients);
     tcase_add_test(tc, test_router_noise_and_selection);
     tcase_add_test(tc, test_threshold_routing_is_causal);
     tcase_add_test(tc, test_loss_at_init_is_log_vocab);
