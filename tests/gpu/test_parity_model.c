@@ -65,11 +65,13 @@ static void expect_loss_close(const char *what, double got, double want, double 
 }
 
 // One forward + backward of the same model and batch on both backends; every loss part and
-// every gradient tensor must agree.
-static void check_model_gradients(const ModelConfig *cfg, int B, int T, uint64_t seed) {
+// every gradient tensor must agree. gpu_opt: the GPU model's memory options (NULL: none; the
+// cpu model keeps everything).
+static void check_model_gradients(const ModelConfig *cfg, int B, int T, uint64_t seed,
+                                  const ModelOptions *gpu_opt) {
     Model mc, mg;
     model_build(&mc, cfg, cpu, NULL, B, T);
-    model_build(&mg, cfg, gpu, NULL, B, T);
+    model_build_with(&mg, cfg, gpu, NULL, B, T, gpu_opt);
     model_init(&mc, seed);
     model_init(&mg, seed);
     TestRng rng = test_rng(seed);
@@ -126,7 +128,18 @@ static void check_model_gradients(const ModelConfig *cfg, int B, int T, uint64_t
 
 START_TEST(test_tiny_model_gradients) {
     ModelConfig cfg = model_config_tiny();
-    check_model_gradients(&cfg, 2, cfg.seq_len, 101);
+    check_model_gradients(&cfg, 2, cfg.seq_len, 101, NULL);
+}
+END_TEST
+
+// The GPU model refetching its slot rows and recomputing norms, conv and GELU in the
+// backward (--refetch_slot_rows 1 --recompute_elementwise 1) against the cpu model that keeps
+// everything, under the same tolerances.
+START_TEST(test_tiny_model_gradients_memory_options) {
+    ModelConfig cfg = model_config_tiny();
+    cfg.n_layers = 3;
+    const ModelOptions opt = {.refetch_slot_rows = 1, .recompute_elementwise = 1};
+    check_model_gradients(&cfg, 2, cfg.seq_len, 103, &opt);
 }
 END_TEST
 
@@ -142,7 +155,7 @@ START_TEST(test_small_model_gradients) {
     cfg.n_slots = 4096;
     cfg.ptr_dim = 32;
     cfg.top_k = 8;
-    check_model_gradients(&cfg, 2, cfg.seq_len, 202);
+    check_model_gradients(&cfg, 2, cfg.seq_len, 202, NULL);
 }
 END_TEST
 
@@ -217,6 +230,7 @@ static Suite *model_parity_suite(void) {
     TCase *tc = tcase_create("model");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_tiny_model_gradients);
+    tcase_add_test(tc, test_tiny_model_gradients_memory_options);
     tcase_add_test(tc, test_small_model_gradients);
     tcase_add_test(tc, test_tiny_training_tracks_cpu);
     suite_add_tcase(s, tc);
