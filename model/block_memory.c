@@ -18,16 +18,11 @@ static void slot_memory_forward(Model *m, int layer, const LayerView *w, LayerAc
     const Ops *ops = m->ops;
     const ModelConfig *c = &m->cfg;
     const int N = m->B * m->T, H = c->d_model;
-    float *krows = a->krows, *vrows = a->vrows; // [N, K, R], [N, K, H]
-    if (m->opt.refetch_slot_rows) { // one buffer for all layers: the backward fetches again
-        krows = m->slot_krows;
-        vrows = m->slot_vrows;
-    }
     ops->linear_forward(a->p, a->hn, w->comp_w, w->comp_b, N, H, c->ptr_dim);
-    slot_exchange_forward(m->slots, layer, a->p, w->keys, w->values, a->top_s, a->top_i, krows,
-                          vrows);
-    ops->slot_read_forward(y, a->w, m->losses + 2, a->h, a->top_s, vrows, entropy_scale(m, args), N,
-                           c->top_k, H);
+    slot_exchange_forward(m->slots, layer, a->p, w->keys, w->values, a->top_s, a->top_i, a->krows,
+                          a->vrows);
+    ops->slot_read_forward(y, a->w, m->losses + 2, a->h, a->top_s, a->vrows, entropy_scale(m, args),
+                           N, c->top_k, H);
 }
 
 // dh += dy (the residual), dhn += d(compressor input); slot row gradients go to their owners.
@@ -36,17 +31,14 @@ static void slot_memory_backward(Model *m, int layer, const LayerView *w, LayerV
     const Ops *ops = m->ops;
     const ModelConfig *c = &m->cfg;
     const int N = m->B * m->T, H = c->d_model, R = c->ptr_dim, K = c->top_k;
-    const float *krows = a->krows, *vrows = a->vrows; // [N, K, R], [N, K, H]
-    if (m->opt.refetch_slot_rows) {
-        // The tables have not changed since the forward: the same rows, bit for bit.
-        slot_exchange_refetch(m->slots, layer, w->keys, w->values, m->slot_krows, m->slot_vrows);
-        krows = m->slot_krows;
-        vrows = m->slot_vrows;
-    }
-    ops->slot_read_backward(g->dh, g->ds, g->dvrows, g->dy, a->w, vrows, entropy_scale(m, &m->last),
-                            N, K, H);
+    // With refetch_slot_rows the rows are shared by the layers: this layer's again. The tables
+    // have not changed since the forward, so they are the same rows, bit for bit.
+    if (m->opt.refetch_slot_rows)
+        slot_exchange_refetch(m->slots, layer, w->keys, w->values, a->krows, a->vrows);
+    ops->slot_read_backward(g->dh, g->ds, g->dvrows, g->dy, a->w, a->vrows,
+                            entropy_scale(m, &m->last), N, K, H);
     ops->zero(g->dp, (size_t)N * R * sizeof(float));
-    ops->slot_score_backward(g->dp, g->dkrows, g->ds, a->p, krows, N, K, R);
+    ops->slot_score_backward(g->dp, g->dkrows, g->ds, a->p, a->krows, N, K, R);
     slot_exchange_backward(m->slots, layer, g->dkrows, g->dvrows, gw->keys, gw->values);
     ops->linear_backward(g->dhn, gw->comp_w, gw->comp_b, g->dp, a->hn, w->comp_w, N, H, R);
 }

@@ -43,7 +43,7 @@ static int32_t *carve_ints(Carver *cv, size_t count) {
     return carve(cv, count, sizeof(int32_t));
 }
 
-// The activations recompute_elementwise shares between layers (model.h ModelOptions).
+// The activations recompute_elementwise lets the layers share (model.h ModelOptions).
 static void carve_recomputable(const Model *m, LayerActs *a, Carver *cv) {
     const ModelConfig *c = &m->cfg;
     const size_t N = (size_t)m->B * m->T, H = c->d_model, mH = (size_t)c->mlp_mult * H;
@@ -55,13 +55,23 @@ static void carve_recomputable(const Model *m, LayerActs *a, Carver *cv) {
     a->hn = carve_floats(cv, N * H);
 }
 
-// One layer's activations; `shared` (NULL: the layer's own) holds the recomputable ones.
+// The slot rows refetch_slot_rows lets the layers share.
+static void carve_slot_rows(const Model *m, LayerActs *a, Carver *cv) {
+    const ModelConfig *c = &m->cfg;
+    const size_t NK = (size_t)m->B * m->T * c->top_k;
+    a->krows = carve_floats(cv, NK * c->ptr_dim);
+    a->vrows = carve_floats(cv, NK * c->d_model);
+}
+
+// One layer's activations. `shared` holds the buffers the ModelOptions let every layer
+// share (the layer points at them: the backward makes its own again before using them);
+// the rest are the layer's own.
 static void carve_layer_acts(const Model *m, LayerActs *a, const LayerActs *shared, Carver *cv) {
     const ModelConfig *c = &m->cfg;
     const size_t N = (size_t)m->B * m->T, H = c->d_model, mH = (size_t)c->mlp_mult * H;
     const size_t kv = (size_t)c->n_kv_heads * model_head_dim(c);
     const size_t Mq = (size_t)block_query_capacity(m), K = c->top_k, R = c->ptr_dim;
-    if (shared) {
+    if (m->opt.recompute_elementwise) {
         a->u = shared->u;
         a->c = shared->c;
         a->act = shared->act;
@@ -91,9 +101,11 @@ static void carve_layer_acts(const Model *m, LayerActs *a, const LayerActs *shar
         a->top_s = carve_floats(cv, N * K);
         a->top_i = carve_ints(cv, N * K);
         a->w = carve_floats(cv, N * K);
-        if (!m->opt.refetch_slot_rows) {
-            a->krows = carve_floats(cv, N * K * R);
-            a->vrows = carve_floats(cv, N * K * H);
+        if (m->opt.refetch_slot_rows) {
+            a->krows = shared->krows;
+            a->vrows = shared->vrows;
+        } else {
+            carve_slot_rows(m, a, cv);
         }
     } else {
         a->ffn_pre = carve_floats(cv, N * 4 * H);
@@ -108,14 +120,11 @@ static void carve_activations(Model *m, Carver *cv) {
     LayerActs shared = {0};
     if (m->opt.recompute_elementwise)
         carve_recomputable(m, &shared, cv);
+    if (m->opt.refetch_slot_rows && c->ffn == FFN_MEMORY)
+        carve_slot_rows(m, &shared, cv);
     for (int l = 0; l < c->n_layers; l++)
-        carve_layer_acts(m, &m->acts[l], m->opt.recompute_elementwise ? &shared : NULL, cv);
+        carve_layer_acts(m, &m->acts[l], &shared, cv);
     m->embed_out = m->acts[0].x;
-    if (c->ffn == FFN_MEMORY && m->opt.refetch_slot_rows) {
-        const size_t K = c->top_k, R = c->ptr_dim;
-        m->slot_krows = carve_floats(cv, N * K * R);
-        m->slot_vrows = carve_floats(cv, N * K * H);
-    }
     m->y_final = carve_floats(cv, N * H);
     m->yn = carve_floats(cv, N * H);
     m->rstd_f = carve_floats(cv, N);

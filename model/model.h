@@ -36,7 +36,7 @@ typedef struct LayerActs {
     float *top_s;   // [N, K]
     int32_t *top_i; // [N, K] global slot ids (read by the slot-usage metrics)
     float *w;       // [N, K] softmax weights
-    float *krows;   // [N, K, R] the rows read (NULL with refetch_slot_rows)
+    float *krows;   // [N, K, R] the rows read (shared by the layers with refetch_slot_rows)
     float *vrows;   // [N, K, H]
     // ffn=dense
     float *ffn_pre, *ffn_act; // [N, 4H]
@@ -106,10 +106,8 @@ typedef struct Model {
     float *losses;        // [3] backend buffer: ce, route, entropy
     SlotExchange *slots;
     ModelOptions opt;
-    float *slot_krows; // [N, K, R] with refetch_slot_rows: the one layer's rows at hand
-    float *slot_vrows; // [N, K, H]   (forward: just fetched; backward: fetched again)
-    ForwardArgs last;  // arguments of the last forward, for the backward
-    float *scratch;    // backend scratch for the backward, sized by model_build
+    ForwardArgs last; // arguments of the last forward, for the backward
+    float *scratch;   // backend scratch for the backward, sized by model_build
     size_t scratch_floats;
     Profiler *profiler; // NULL: no phase timing (the markers cost one NULL check); owned by
                         // whoever profiles (the bench), attached after model_build
