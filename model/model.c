@@ -173,9 +173,41 @@ const int32_t *model_token_positions(const Model *m) {
 
 // ---- build / free / init -----------------------------------------------------------------
 
+// Bytes of the activation arena with memory options `opt`.
+static size_t activation_bytes(Model *m, ModelOptions opt) {
+    const ModelOptions kept = m->opt;
+    m->opt = opt;
+    Carver measure = {NULL, 0};
+    carve_activations(m, &measure);
+    m->opt = kept;
+    return measure.used;
+}
+
+// A clear refusal, before the allocation fails (or, on the host, overcommits and the job is
+// killed later), when the activations cannot fit the memory the device has free: it says
+// what each memory option would save.
+static void check_activations_fit(Model *m, size_t bytes) {
+    size_t free_bytes = 0, total_bytes = 0;
+    m->ops->memory_device_info(&free_bytes, &total_bytes);
+    if (free_bytes == 0 || bytes <= free_bytes) // 0: unknown, the allocation will tell
+        return;
+    const double mib = 1024.0 * 1024.0;
+    ModelOptions refetch = m->opt, recompute = m->opt;
+    refetch.refetch_slot_rows = 1;
+    recompute.recompute_elementwise = 1;
+    const size_t with_refetch = activation_bytes(m, refetch);
+    const size_t with_recompute = activation_bytes(m, recompute);
+    hs_fatal("model_build: the activations of %d sequences of %d tokens need %.0f MiB, but the "
+             "%s backend has %.0f MiB free: lower --micro_batch, or let the backward redo work "
+             "(--refetch_slot_rows 1 saves %.0f MiB, --recompute_elementwise 1 saves %.0f MiB)",
+             m->B, m->T, bytes / mib, m->ops->name, free_bytes / mib,
+             (double)(bytes - with_refetch) / mib, (double)(bytes - with_recompute) / mib);
+}
+
 static void alloc_activations(Model *m) {
     Carver measure = {NULL, 0};
     carve_activations(m, &measure);
+    check_activations_fit(m, measure.used);
     m->activation_arena = m->ops->alloc(measure.used);
     Carver assign = {m->activation_arena, 0};
     carve_activations(m, &assign);
