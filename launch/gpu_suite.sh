@@ -43,6 +43,11 @@ bench_rc=$?
 # The same base variant with bf16 tensor-core GEMMs (--matmul bf16), for comparison.
 mpirun -np 1 build-gpu/hspmn_dist bench --preset seed --device cuda --micro_batch 4 \
     --bench_steps 5 --bench_warmup 2 --matmul bf16 >"$out/bench_bf16.log" 2>&1
+# The same with both memory options (--refetch_slot_rows 1 --recompute_elementwise 1): what
+# they save in peak memory and cost in step time, against the run above.
+mpirun -np 1 build-gpu/hspmn_dist bench --preset seed --device cuda --micro_batch 4 \
+    --bench_steps 5 --bench_warmup 2 --matmul bf16 --refetch_slot_rows 1 \
+    --recompute_elementwise 1 >"$out/bench_bf16_lean.log" 2>&1
 # Each main op alone at the seed shapes against its ceiling, in both modes
 # (BENCH_KERNELS= skips them).
 if [ -n "${BENCH_KERNELS-1}" ]; then
@@ -69,6 +74,8 @@ sed -n '/^== bench base/,/^$/p' "$out/bench.log" | grep -vE "^(model:|batch:)"
 sed -n '/^== sweep summary/,$p' "$out/bench.log"
 echo "=== bench, --matmul bf16 ==="
 grep -E "^(step time|tokens/s|MFU|memory)|^  (reflexive|attention|slot_memory|head_loss) " "$out/bench_bf16.log"
+echo "=== bench, --matmul bf16 --refetch_slot_rows 1 --recompute_elementwise 1 ==="
+grep -E "^(step time|tokens/s|memory)|^  (reflexive|slot_memory) " "$out/bench_bf16_lean.log"
 if [ -f "$out/torch_reference_mb4.log" ]; then
     echo "=== PyTorch reference (issue 6's baseline), micro-batch 4 ==="
     sed -n '/^result/,$p' "$out/torch_reference_mb4.log"
