@@ -88,15 +88,29 @@ OptimStepResult optimizer_step(Optimizer *opt, float *params, const float *grads
         result.grad_scale = (float)(cfg->grad_clip / result.grad_norm);
 
     opt->t++;
+    // One update per run of adjacent tensors with the same settings (AdamW is elementwise,
+    // so where the calls split changes no value): the slot keys and values of every layer,
+    // say, are one call rather than 16, and each GPU launch gets more work.
     const ParamLayout *layout = opt->layout;
-    for (int i = 0; i < layout->n_tensors; i++) {
-        const ParamTensor *tensor = &layout->tensors[i];
-        if (tensor->numel == 0)
+    int i = 0;
+    while (i < layout->n_tensors) {
+        const ParamTensor *first = &layout->tensors[i++];
+        if (first->numel == 0)
             continue;
         float lr_mult, wd;
-        group_settings(cfg, tensor->group, &lr_mult, &wd);
-        size_t at = tensor->offset;
-        opt->ops->adamw_update(params + at, grads + at, opt->m + at, opt->v + at, tensor->numel,
+        group_settings(cfg, first->group, &lr_mult, &wd);
+        size_t end = first->offset + first->numel;
+        for (; i < layout->n_tensors; i++) {
+            const ParamTensor *next = &layout->tensors[i];
+            float next_lr_mult, next_wd;
+            group_settings(cfg, next->group, &next_lr_mult, &next_wd);
+            if (next->numel != 0 &&
+                (next->offset != end || next_lr_mult != lr_mult || next_wd != wd))
+                break;
+            end += next->numel;
+        }
+        size_t at = first->offset;
+        opt->ops->adamw_update(params + at, grads + at, opt->m + at, opt->v + at, end - at,
                                lr * lr_mult, cfg->beta1, cfg->beta2, cfg->eps, wd,
                                result.grad_scale, opt->t);
     }
