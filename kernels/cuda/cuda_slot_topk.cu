@@ -139,11 +139,7 @@ __global__ void __launch_bounds__(TOPK_THREADS, topk_min_blocks(RP, KP))
     int32_t best_i[TPT][KP];
 #pragma unroll
     for (int t = 0; t < TPT; t++)
-#pragma unroll
-        for (int k = 0; k < KP; k++) {
-            best_s[t][k] = -INFINITY;
-            best_i[t][k] = -1;
-        }
+        topk_list_clear<KP>(best_s[t], best_i[t]);
 
     if (R < RP) { // the padding columns of both stages must read as zeros
         for (int i = threadIdx.x; i < 2 * TOPK_TILE_FLOATS; i += TOPK_THREADS)

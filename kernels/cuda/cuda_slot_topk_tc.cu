@@ -86,11 +86,7 @@ __global__ void __launch_bounds__(TCK_THREADS)
     static_assert(KEYS_PER_THREAD <= 64, "the scan marks a thread's keys of a tile in 64 bits");
     float cand_s[CP];
     int32_t cand_id[CP];
-#pragma unroll
-    for (int c = 0; c < CP; c++) {
-        cand_s[c] = -INFINITY;
-        cand_id[c] = -1;
-    }
+    topk_list_clear<CP>(cand_s, cand_id);
 
     // A tile is TCK_KEYS rows of RP bf16: CHUNKS 16-byte chunks, PER_THREAD of them a thread.
     // The next tile's chunks are loaded into registers while the current one is scored and
@@ -225,11 +221,7 @@ __global__ void __launch_bounds__(RESCORE_WARPS * 32)
         return;
     float best_s[KP];
     int32_t best_i[KP];
-#pragma unroll
-    for (int k = 0; k < KP; k++) {
-        best_s[k] = -INFINITY;
-        best_i[k] = -1;
-    }
+    topk_list_clear<KP>(best_s, best_i);
     for (int c = 0; c < n_cand; c++)
         if (slot[c] >= 0)
             topk_offer<KP>(best_s, best_i, score[c], slot[c]);

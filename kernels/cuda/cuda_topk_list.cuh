@@ -1,6 +1,7 @@
 // The sorted top-K lists the slot selection kernels keep per token (cuda_slot_topk.cu,
 // cuda_slot_topk_tc.cu): the ranking rule and the register-list insertion.
 #pragma once
+#include <math.h> // INFINITY
 #include <stdint.h>
 
 // Does (score a, slot ia) rank before (score b, slot ib)? Slot -1 (padding) compares as the
@@ -9,6 +10,16 @@ __device__ __forceinline__ bool ranks_before(float a, int32_t ia, float b, int32
     if (a != b)
         return a > b;
     return (uint32_t)ia < (uint32_t)ib;
+}
+
+// An empty list: every place padding, (-inf, -1).
+template <int KP>
+__device__ __forceinline__ void topk_list_clear(float (&s)[KP], int32_t (&ids)[KP]) {
+#pragma unroll
+    for (int k = 0; k < KP; k++) {
+        s[k] = -INFINITY;
+        ids[k] = -1;
+    }
 }
 
 // Offer (score, slot) to the sorted register list (s, ids) [KP]; returns whether it entered.
