@@ -63,15 +63,16 @@ static void carve_slot_rows(const Model *m, LayerActs *a, Carver *cv) {
     a->vrows = carve_floats(cv, NK * c->d_model);
 }
 
-// One layer's activations. `shared` holds the buffers the ModelOptions let every layer
+// One layer's activations. `shared` holds the buffers the options `opt` let every layer
 // share (the layer points at them: the backward makes its own again before using them);
 // the rest are the layer's own.
-static void carve_layer_acts(const Model *m, LayerActs *a, const LayerActs *shared, Carver *cv) {
+static void carve_layer_acts(const Model *m, const ModelOptions *opt, LayerActs *a,
+                             const LayerActs *shared, Carver *cv) {
     const ModelConfig *c = &m->cfg;
     const size_t N = (size_t)m->B * m->T, H = c->d_model, mH = (size_t)c->mlp_mult * H;
     const size_t kv = (size_t)c->n_kv_heads * model_head_dim(c);
     const size_t Mq = (size_t)block_query_capacity(m), K = c->top_k, R = c->ptr_dim;
-    if (m->opt.recompute_elementwise) {
+    if (opt->recompute_elementwise) {
         a->u = shared->u;
         a->c = shared->c;
         a->act = shared->act;
@@ -101,7 +102,7 @@ static void carve_layer_acts(const Model *m, LayerActs *a, const LayerActs *shar
         a->top_s = carve_floats(cv, N * K);
         a->top_i = carve_ints(cv, N * K);
         a->w = carve_floats(cv, N * K);
-        if (m->opt.refetch_slot_rows) {
+        if (opt->refetch_slot_rows) {
             a->krows = shared->krows;
             a->vrows = shared->vrows;
         } else {
@@ -113,17 +114,18 @@ static void carve_layer_acts(const Model *m, LayerActs *a, const LayerActs *shar
     }
 }
 
-// Every activation, in one allocation (Model.activation_arena, which model_free frees).
-static void carve_activations(Model *m, Carver *cv) {
+// Every activation with memory options `opt`, in one allocation (Model.activation_arena,
+// which model_free frees).
+static void carve_activations(Model *m, const ModelOptions *opt, Carver *cv) {
     const ModelConfig *c = &m->cfg;
     const size_t N = (size_t)m->B * m->T, H = c->d_model;
     LayerActs shared = {0};
-    if (m->opt.recompute_elementwise)
+    if (opt->recompute_elementwise)
         carve_recomputable(m, &shared, cv);
-    if (m->opt.refetch_slot_rows && c->ffn == FFN_MEMORY)
+    if (opt->refetch_slot_rows && c->ffn == FFN_MEMORY)
         carve_slot_rows(m, &shared, cv);
     for (int l = 0; l < c->n_layers; l++)
-        carve_layer_acts(m, &m->acts[l], &shared, cv);
+        carve_layer_acts(m, opt, &m->acts[l], &shared, cv);
     m->embed_out = m->acts[0].x;
     m->y_final = carve_floats(cv, N * H);
     m->yn = carve_floats(cv, N * H);
@@ -173,13 +175,11 @@ const int32_t *model_token_positions(const Model *m) {
 
 // ---- build / free / init -----------------------------------------------------------------
 
-// Bytes of the activation arena with memory options `opt`.
-static size_t activation_bytes(Model *m, ModelOptions opt) {
-    const ModelOptions kept = m->opt;
-    m->opt = opt;
+// Bytes of the activation arena with memory options `opt` (a measuring pass: it leaves
+// every activation pointer NULL until alloc_activations assigns them).
+static size_t activation_bytes(Model *m, const ModelOptions *opt) {
     Carver measure = {NULL, 0};
-    carve_activations(m, &measure);
-    m->opt = kept;
+    carve_activations(m, opt, &measure);
     return measure.used;
 }
 
@@ -195,8 +195,8 @@ static void check_activations_fit(Model *m, size_t bytes) {
     ModelOptions refetch = m->opt, recompute = m->opt;
     refetch.refetch_slot_rows = 1;
     recompute.recompute_elementwise = 1;
-    const size_t with_refetch = activation_bytes(m, refetch);
-    const size_t with_recompute = activation_bytes(m, recompute);
+    const size_t with_refetch = activation_bytes(m, &refetch);
+    const size_t with_recompute = activation_bytes(m, &recompute);
     hs_fatal("model_build: the activations of %d sequences of %d tokens need %.0f MiB, but the "
              "%s backend has %.0f MiB free: lower --micro_batch, or let the backward redo work "
              "(--refetch_slot_rows 1 saves %.0f MiB, --recompute_elementwise 1 saves %.0f MiB)",
@@ -205,12 +205,11 @@ static void check_activations_fit(Model *m, size_t bytes) {
 }
 
 static void alloc_activations(Model *m) {
-    Carver measure = {NULL, 0};
-    carve_activations(m, &measure);
-    check_activations_fit(m, measure.used);
-    m->activation_arena = m->ops->alloc(measure.used);
+    const size_t bytes = activation_bytes(m, &m->opt);
+    check_activations_fit(m, bytes);
+    m->activation_arena = m->ops->alloc(bytes);
     Carver assign = {m->activation_arena, 0};
-    carve_activations(m, &assign);
+    carve_activations(m, &m->opt, &assign);
 }
 
 static void alloc_scratch(Model *m) {
