@@ -307,13 +307,36 @@ END_TEST
 
 // ---- column sums (through rmsnorm_backward's dw: a, b and row_scale) ---------------------
 
-// dw[h] += sum_n dout[n, h] x[n, h] rstd[n] on a backend, from host inputs.
-static float *rmsnorm_dw_run(const Ops *ops, const float *dout, const float *x, const float *w,
-                             const float *rstd, const float *dw_start, int N, int H) {
+// Host inputs of rmsnorm_backward's dw: dout, x [N, H], w, dw_start [H], rstd [N].
+typedef struct RmsnormDwCase {
+    int N, H;
+    float *dout, *x, *w, *dw_start, *rstd;
+} RmsnormDwCase;
+
+static RmsnormDwCase rmsnorm_dw_case(TestRng *rng, int N, int H) {
     const size_t n = (size_t)N * H;
-    float *d_dout = to_backend(ops, dout, n), *d_x = to_backend(ops, x, n);
-    float *d_w = to_backend(ops, w, H), *d_rstd = to_backend(ops, rstd, N);
-    float *d_dw = to_backend(ops, dw_start, H);
+    RmsnormDwCase c = {.N = N, .H = H};
+    c.dout = random_host(rng, n, 1.0f);
+    c.x = random_host(rng, n, 1.0f);
+    c.w = random_host(rng, H, 1.0f);
+    c.dw_start = random_host(rng, H, 1.0f);
+    c.rstd = hs_malloc(N * sizeof(float));
+    for (int i = 0; i < N; i++)
+        c.rstd[i] = 0.5f + test_uniform(rng);
+    return c;
+}
+
+static void rmsnorm_dw_case_free(RmsnormDwCase *c) {
+    free(c->dout), free(c->x), free(c->w), free(c->dw_start), free(c->rstd);
+}
+
+// dw[h] = dw_start[h] + sum_n dout[n, h] x[n, h] rstd[n] on a backend (host result).
+static float *rmsnorm_dw_run(const Ops *ops, const RmsnormDwCase *c) {
+    const int N = c->N, H = c->H;
+    const size_t n = (size_t)N * H;
+    float *d_dout = to_backend(ops, c->dout, n), *d_x = to_backend(ops, c->x, n);
+    float *d_w = to_backend(ops, c->w, H), *d_rstd = to_backend(ops, c->rstd, N);
+    float *d_dw = to_backend(ops, c->dw_start, H);
     ops->rmsnorm_backward(NULL, d_dw, d_dout, d_x, d_w, d_rstd, N, H);
     float *dw = to_host(ops, d_dw, H);
     ops->free(d_dout), ops->free(d_x), ops->free(d_w), ops->free(d_rstd), ops->free(d_dw);
@@ -337,20 +360,16 @@ START_TEST(test_column_sums) {
     TestRng rng = test_rng(104);
     for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
         const int N = shapes[s].N, H = shapes[s].H;
-        const size_t n = (size_t)N * H;
-        float *dout = random_host(&rng, n, 1.0f), *x = random_host(&rng, n, 1.0f);
-        float *w = random_host(&rng, H, 1.0f), *dw_start = random_host(&rng, H, 1.0f);
-        float *rstd = hs_malloc(N * sizeof(float));
-        for (int i = 0; i < N; i++)
-            rstd[i] = 0.5f + test_uniform(&rng);
-        float *want = rmsnorm_dw_run(cpu, dout, x, w, rstd, dw_start, N, H);
-        float *got = rmsnorm_dw_run(gpu, dout, x, w, rstd, dw_start, N, H);
+        RmsnormDwCase c = rmsnorm_dw_case(&rng, N, H);
+        float *want = rmsnorm_dw_run(cpu, &c);
+        float *got = rmsnorm_dw_run(gpu, &c);
         char what[96];
         snprintf(what, sizeof(what), "column sum (rmsnorm dw) N %d C %d", N, H);
         // sums of N terms of size ~1: fp32 against the cpu's double
         double atol = 2e-6 * sqrt((double)N) * 16.0;
         ck_assert_msg(elementwise_fails(what, got, want, H, atol, 1e-4) == 0, "%s differs", what);
-        free(dout), free(x), free(w), free(dw_start), free(rstd), free(want), free(got);
+        rmsnorm_dw_case_free(&c);
+        free(want), free(got);
     }
 }
 END_TEST
@@ -362,19 +381,15 @@ START_TEST(test_column_sums_deterministic) {
     const int N = 16384, H = 512;
     const size_t n = (size_t)N * H;
     TestRng rng = test_rng(105);
-    float *dout = random_host(&rng, n, 1.0f), *x = random_host(&rng, n, 1.0f);
-    float *w = random_host(&rng, H, 1.0f), *dw_start = random_host(&rng, H, 1.0f);
-    float *rstd = hs_malloc(N * sizeof(float));
-    for (int i = 0; i < N; i++)
-        rstd[i] = 0.5f + test_uniform(&rng);
-    float *aligned = rmsnorm_dw_run(gpu, dout, x, w, rstd, dw_start, N, H);
-    float *again = rmsnorm_dw_run(gpu, dout, x, w, rstd, dw_start, N, H);
+    RmsnormDwCase c = rmsnorm_dw_case(&rng, N, H);
+    float *aligned = rmsnorm_dw_run(gpu, &c);
+    float *again = rmsnorm_dw_run(gpu, &c);
 
     float *d_dout = gpu->alloc((n + 1) * sizeof(float)), *d_x = gpu->alloc((n + 1) * sizeof(float));
-    gpu->copy_from_host(d_dout + 1, dout, n * sizeof(float));
-    gpu->copy_from_host(d_x + 1, x, n * sizeof(float));
-    float *d_w = to_backend(gpu, w, H), *d_rstd = to_backend(gpu, rstd, N);
-    float *d_dw = to_backend(gpu, dw_start, H);
+    gpu->copy_from_host(d_dout + 1, c.dout, n * sizeof(float));
+    gpu->copy_from_host(d_x + 1, c.x, n * sizeof(float));
+    float *d_w = to_backend(gpu, c.w, H), *d_rstd = to_backend(gpu, c.rstd, N);
+    float *d_dw = to_backend(gpu, c.dw_start, H);
     gpu->rmsnorm_backward(NULL, d_dw, d_dout + 1, d_x + 1, d_w, d_rstd, N, H);
     float *shifted = to_host(gpu, d_dw, H);
     int differ_again = 0, differ_shifted = 0;
@@ -383,7 +398,7 @@ START_TEST(test_column_sums_deterministic) {
         differ_shifted += memcmp(&aligned[h], &shifted[h], sizeof(float)) != 0;
     }
     gpu->free(d_dout), gpu->free(d_x), gpu->free(d_w), gpu->free(d_rstd), gpu->free(d_dw);
-    free(dout), free(x), free(w), free(dw_start), free(rstd);
+    rmsnorm_dw_case_free(&c);
     free(aligned), free(again), free(shifted);
     ck_assert_msg(differ_again == 0, "column sum: %d of %d columns changed on a second run",
                   differ_again, H);
