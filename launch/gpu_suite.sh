@@ -36,18 +36,20 @@ mpirun -np 1 build-gpu/hspmn_dist train --preset seed --device cuda --steps "$st
 train_rc=$?
 kill $smi 2>/dev/null
 
-# The benchmark: the seed configuration and its variants (attn=dense, ffn=dense, T sweep).
+# The benchmark: the seed configuration and its variants (attn=dense, ffn=dense, T sweep),
+# with the defaults (--matmul bf16 on cuda, --refetch_slot_rows 1).
 mpirun -np 1 build-gpu/hspmn_dist bench --preset seed --device cuda --micro_batch 4 \
     --bench_steps 5 --bench_warmup 2 ${BENCH_SWEEP---bench_sweep} >"$out/bench.log" 2>&1
 bench_rc=$?
-# The same base variant with bf16 tensor-core GEMMs (--matmul bf16), for comparison.
+# The base variant with fp32 matmuls (the cpu oracle's precision), for comparison.
 mpirun -np 1 build-gpu/hspmn_dist bench --preset seed --device cuda --micro_batch 4 \
-    --bench_steps 5 --bench_warmup 2 --matmul bf16 >"$out/bench_bf16.log" 2>&1
-# The same with both memory options (--refetch_slot_rows 1 --recompute_elementwise 1): what
-# they save in peak memory and cost in step time, against the run above.
+    --bench_steps 5 --bench_warmup 2 --matmul fp32 >"$out/bench_fp32.log" 2>&1
+# The memory options both off and both on: what they save in peak memory and cost in step
+# time, against each other.
 mpirun -np 1 build-gpu/hspmn_dist bench --preset seed --device cuda --micro_batch 4 \
-    --bench_steps 5 --bench_warmup 2 --matmul bf16 --refetch_slot_rows 1 \
-    --recompute_elementwise 1 >"$out/bench_bf16_lean.log" 2>&1
+    --bench_steps 5 --bench_warmup 2 --refetch_slot_rows 0 >"$out/bench_kept.log" 2>&1
+mpirun -np 1 build-gpu/hspmn_dist bench --preset seed --device cuda --micro_batch 4 \
+    --bench_steps 5 --bench_warmup 2 --recompute_elementwise 1 >"$out/bench_lean.log" 2>&1
 # Each main op alone at the seed shapes against its ceiling, in both modes
 # (BENCH_KERNELS= skips them).
 if [ -n "${BENCH_KERNELS-1}" ]; then
@@ -72,10 +74,12 @@ peak=$(sort -n "$out/gpu_mem.csv" 2>/dev/null | tail -1)
 echo "=== bench (base variant, then the sweep) ==="
 sed -n '/^== bench base/,/^$/p' "$out/bench.log" | grep -vE "^(model:|batch:)"
 sed -n '/^== sweep summary/,$p' "$out/bench.log"
-echo "=== bench, --matmul bf16 ==="
-grep -E "^(step time|tokens/s|MFU|memory)|^  (reflexive|attention|slot_memory|head_loss) " "$out/bench_bf16.log"
-echo "=== bench, --matmul bf16 --refetch_slot_rows 1 --recompute_elementwise 1 ==="
-grep -E "^(step time|tokens/s|memory)|^  (reflexive|slot_memory) " "$out/bench_bf16_lean.log"
+echo "=== bench, --matmul fp32 ==="
+grep -E "^(step time|tokens/s|MFU|memory)|^  (reflexive|attention|slot_memory|head_loss) " "$out/bench_fp32.log"
+echo "=== bench, --refetch_slot_rows 0 (every activation kept) ==="
+grep -E "^(step time|tokens/s|memory)|^  (reflexive|slot_memory) " "$out/bench_kept.log"
+echo "=== bench, --refetch_slot_rows 1 --recompute_elementwise 1 ==="
+grep -E "^(step time|tokens/s|memory)|^  (reflexive|slot_memory) " "$out/bench_lean.log"
 if [ -f "$out/torch_reference_mb4.log" ]; then
     echo "=== PyTorch reference (issue 6's baseline), micro-batch 4 ==="
     sed -n '/^result/,$p' "$out/torch_reference_mb4.log"

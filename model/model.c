@@ -192,16 +192,33 @@ static void check_activations_fit(Model *m, size_t bytes) {
     if (free_bytes == 0 || bytes <= free_bytes) // 0: unknown, the allocation will tell
         return;
     const double mib = 1024.0 * 1024.0;
-    ModelOptions refetch = m->opt, recompute = m->opt;
-    refetch.refetch_slot_rows = 1;
-    recompute.recompute_elementwise = 1;
-    const size_t with_refetch = activation_bytes(m, &refetch);
-    const size_t with_recompute = activation_bytes(m, &recompute);
+    // What each memory option that is still off would save.
+    char advice[256] = "";
+    size_t used = 0;
+    if (!m->opt.refetch_slot_rows) {
+        ModelOptions refetch = m->opt;
+        refetch.refetch_slot_rows = 1;
+        used += (size_t)snprintf(advice + used, sizeof(advice) - used,
+                                 ", or let the backward redo work (--refetch_slot_rows 1 saves "
+                                 "%.0f MiB",
+                                 (double)(bytes - activation_bytes(m, &refetch)) / mib);
+    }
+    if (!m->opt.recompute_elementwise && used < sizeof(advice)) {
+        ModelOptions recompute = m->opt;
+        recompute.recompute_elementwise = 1;
+        used += (size_t)snprintf(advice + used, sizeof(advice) - used,
+                                 "%s--recompute_elementwise 1 saves %.0f MiB",
+                                 used ? ", " : ", or let the backward redo work (",
+                                 (double)(bytes - activation_bytes(m, &recompute)) / mib);
+    }
+    if (used && used < sizeof(advice))
+        snprintf(advice + used, sizeof(advice) - used, ")");
+    else if (!used)
+        snprintf(advice, sizeof(advice), " (both memory options, --refetch_slot_rows and "
+                                         "--recompute_elementwise, are on already)");
     hs_fatal("model_build: the activations of %d sequences of %d tokens need %.0f MiB, but the "
-             "%s backend has %.0f MiB free: lower --micro_batch, or let the backward redo work "
-             "(--refetch_slot_rows 1 saves %.0f MiB, --recompute_elementwise 1 saves %.0f MiB)",
-             m->B, m->T, bytes / mib, m->ops->name, free_bytes / mib,
-             (double)(bytes - with_refetch) / mib, (double)(bytes - with_recompute) / mib);
+             "%s backend has %.0f MiB free: lower --micro_batch%s",
+             m->B, m->T, bytes / mib, m->ops->name, free_bytes / mib, advice);
 }
 
 static void alloc_activations(Model *m) {

@@ -27,6 +27,9 @@ void options_defaults(Options *opt) {
     memset(opt, 0, sizeof(*opt));
     opt->mode = MODE_TRAIN;
     snprintf(opt->preset, sizeof(opt->preset), "small");
+    // Measured on the H100 (docs/PERFORMANCE.md, sixth measurement): 1.9 GB less at the seed
+    // shape for 1.2% of the step, so on; --recompute_elementwise (1.2 GB for 2.8%) stays off.
+    opt->refetch_slot_rows = 1;
     opt->micro_batch = 8;
     opt->batch = 16;
     opt->steps = 3000;
@@ -37,7 +40,7 @@ void options_defaults(Options *opt) {
     opt->grad_clip = 1.0;
     opt->slot_value_lr_mult = 1.0;
     opt->seed = 1234;
-    snprintf(opt->matmul, sizeof(opt->matmul), "fp32");
+    opt->matmul[0] = '\0'; // bf16 on cuda, fp32 on cpu: chosen with the backend (session.c)
     snprintf(opt->data, sizeof(opt->data), "tasks");
     opt->ckpt_every = 500;
     opt->keep = 2;
@@ -430,9 +433,10 @@ void options_print_help(FILE *out) {
     fprintf(out, "  --%-20s nccl on cuda, mpi on cpu  (mpi|nccl)\n", "comm");
     fprintf(out, "  --%-20s $OMP_NUM_THREADS, else cores / ranks on the node\n", "threads");
     fprintf(out,
-            "  --%-20s %s  tensor work on cuda: fp32|tf32 (GEMMs)|bf16 (GEMMs, attention, top-K "
-            "search; fastest); the cpu is always fp32\n",
-            "matmul", d.matmul);
+            "  --%-20s bf16 on cuda, fp32 on cpu  tensor work on cuda: fp32|tf32 (GEMMs)|bf16 "
+            "(GEMMs, attention, top-K search: bf16 products, fp32 accumulation and master "
+            "weights; fastest); the cpu is always fp32\n",
+            "matmul");
     fprintf(out,
             "  --%-20s %d  1: the backward fetches the slot rows each token read again instead "
             "of keeping them (saves (L-1) N K (R+H) floats: 2 GB at the seed shape, micro_batch "

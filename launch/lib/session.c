@@ -99,6 +99,10 @@ static MatmulPrecision matmul_precision_of(const char *name) {
 
 void session_open_backend(Session *s) {
     s->ops = choose_backend(s);
+    // --matmul unset: the GPU's fast mixed precision; the cpu backend is fp32 whatever it says.
+    if (s->opt.matmul[0] == '\0')
+        snprintf(s->opt.matmul, sizeof(s->opt.matmul), "%s",
+                 s->ops->kind == BACKEND_CUDA ? "bf16" : "fp32");
     // Each rank takes GPU local_rank % visible devices. NCCL refuses two ranks on one GPU,
     // so nccl is the default only when no two ranks of a node got the same physical GPU
     // (compared by PCI bus id: with one visible GPU per rank, as Slurm's --gpus-per-task=1

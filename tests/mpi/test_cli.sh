@@ -50,7 +50,13 @@ expect 1 2 "unknown command 'fly'" fly
 expect 1 2 "d_model=30 is not divisible by n_heads=4" --preset tiny --d_model 30
 # Activations that cannot fit the memory free (1.1 TB of them) are refused before anything
 # is allocated, with what each memory option would save.
-expect 1 1 "lower --micro_batch, or let the backward redo work (--refetch_slot_rows 1 saves" \
+# The advice names only the options that are off (--refetch_slot_rows is on by default).
+expect 1 1 "lower --micro_batch, or let the backward redo work (--recompute_elementwise 1 saves" \
+    --preset tiny --device cpu --micro_batch 4000000 --batch 4000000 --steps 1
+expect 1 1 "(--refetch_slot_rows 1 saves" --refetch_slot_rows 0 \
+    --preset tiny --device cpu --micro_batch 4000000 --batch 4000000 --steps 1
+expect 1 1 "lower --micro_batch (both memory options, --refetch_slot_rows and" \
+    --refetch_slot_rows 1 --recompute_elementwise 1 \
     --preset tiny --device cpu --micro_batch 4000000 --batch 4000000 --steps 1
 # batch = micro_batch x ranks x accumulation must hold exactly
 expect 2 2 "--batch 8 is not divisible by --micro_batch 3 x 2 ranks" --preset tiny \

@@ -18,7 +18,8 @@ if ! run_mpi 1 "$bin" --device cuda --preset tiny --steps 0 --resume none \
 fi
 
 common=(--preset tiny --batch 8 --micro_batch 4 --lr 3e-3 --warmup 0 --min_lr_frac 1
-        --log_every 5 --eval_every 0 --eval_batches 2 --ckpt_every 10 --keep 0 --seed 5)
+        --log_every 5 --eval_every 0 --eval_batches 2 --ckpt_every 10 --keep 0 --seed 5
+        --matmul fp32) # the cuda default is bf16; the comparison with the cpu wants fp32
 
 echo "== 10 steps on each backend"
 run_mpi 1 "$bin" "${common[@]}" --device cuda --steps 10 --run_dir "$work/gpu" | grep -E '^step'
