@@ -234,7 +234,7 @@ typedef struct Ops {
     // ---- shape limits ----------------------------------------------------------------------
     // The largest shapes this backend's kernels take (0 = no limit), so a configuration can
     // be refused at start-up, before anything is allocated, rather than at the first op.
-    int max_seq_len;  // select_topn sorts one sequence per block in shared memory
+    int max_seq_len;  // select_topn holds one sequence per block
     int max_head_dim; // attention
     int max_top_k;    // slot_topk, slot_read
     int max_ptr_dim;  // slot_topk

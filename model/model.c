@@ -214,8 +214,9 @@ static void check_activations_fit(Model *m, size_t bytes) {
     if (used && used < sizeof(advice))
         snprintf(advice + used, sizeof(advice) - used, ")");
     else if (!used)
-        snprintf(advice, sizeof(advice), " (both memory options, --refetch_slot_rows and "
-                                         "--recompute_elementwise, are on already)");
+        snprintf(advice, sizeof(advice),
+                 " (both memory options, --refetch_slot_rows and "
+                 "--recompute_elementwise, are on already)");
     hs_fatal("model_build: the activations of %d sequences of %d tokens need %.0f MiB, but the "
              "%s backend has %.0f MiB free: lower --micro_batch%s",
              m->B, m->T, bytes / mib, m->ops->name, free_bytes / mib, advice);

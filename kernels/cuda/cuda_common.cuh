@@ -17,7 +17,7 @@ extern "C" {
 
 // The largest shapes the kernels take: each kernel checks its own at every call, and the op
 // table publishes them (Ops.max_*) so a configuration is refused before anything is built.
-#define CUDA_MAX_SEQ_LEN  16384 // select_topn sorts a sequence in shared memory: 8 B a position
+#define CUDA_MAX_SEQ_LEN  16384 // select_topn holds a sequence in a block: 16 positions a thread
 #define CUDA_MAX_HEAD_DIM 128   // attention: a head's dimensions spread over a warp's lanes
 #define CUDA_MAX_TOP_K    32    // slot_topk lists and slot_read weights
 #define CUDA_MAX_PTR_DIM  64    // slot_topk keeps a pointer in registers

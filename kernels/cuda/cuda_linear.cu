@@ -45,12 +45,44 @@ static const size_t LINEAR_BF16_CHUNK_BYTES = (size_t)256 << 20; // x and dout c
 static const int LINEAR_CHUNK_ROW_ALIGN = 128;                   // chunk rows: GEMM tiles
 
 // out[n, o] = b[o]   out [N, O]: the gemm then accumulates with beta = 1. Walked flat over
-// the N O cells (O may be as small as the compressor's 32).
-__global__ void broadcast_bias_kernel(float *out, const float *b, int N, int O) {
-    const size_t cells = (size_t)N * O;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < cells;
-         i += (size_t)gridDim.x * blockDim.x)
-        out[i] = b[i % (size_t)O];
+// the N O / VEC cells of VEC floats (O may be as small as the compressor's 32, so a row per
+// block would leave threads idle): float4 stores when VEC = 4, whatever b's alignment (b is a
+// view into the parameter buffer; its four values are read one by one, from cache). Index:
+// 32-bit where the cells fit, since a 64-bit modulo per cell cost more than the store (the
+// profile had this kernel at 0.64 TB/s).
+template <typename Index, int VEC>
+__global__ void broadcast_bias_kernel(float *out, const float *b, Index cells, Index row_cells) {
+    for (Index i = blockIdx.x * (Index)blockDim.x + threadIdx.x; i < cells;
+         i += (Index)gridDim.x * blockDim.x) {
+        const float *cell_b = b + VEC * (i % row_cells);
+        if constexpr (VEC == 4)
+            reinterpret_cast<float4 *>(out)[i] =
+                make_float4(cell_b[0], cell_b[1], cell_b[2], cell_b[3]);
+        else
+            out[i] = cell_b[0];
+    }
+}
+
+// out [N, O] = b [O] on every row.
+static void broadcast_bias(float *out, const float *b, int N, int O) {
+    const bool vec4 = O % 4 == 0 && ((uintptr_t)out & 15u) == 0;
+    const int vec = vec4 ? 4 : 1;
+    const size_t cells = (size_t)N * O / vec, row_cells = (size_t)O / vec;
+    const int grid = cuda_grid(cells, BIAS_THREADS);
+    cudaStream_t stream = cuda_stream();
+    if (cells <= UINT32_MAX && vec4)
+        broadcast_bias_kernel<uint32_t, 4>
+            <<<grid, BIAS_THREADS, 0, stream>>>(out, b, (uint32_t)cells, (uint32_t)row_cells);
+    else if (cells <= UINT32_MAX)
+        broadcast_bias_kernel<uint32_t, 1>
+            <<<grid, BIAS_THREADS, 0, stream>>>(out, b, (uint32_t)cells, (uint32_t)row_cells);
+    else if (vec4)
+        broadcast_bias_kernel<size_t, 4>
+            <<<grid, BIAS_THREADS, 0, stream>>>(out, b, cells, row_cells);
+    else
+        broadcast_bias_kernel<size_t, 1>
+            <<<grid, BIAS_THREADS, 0, stream>>>(out, b, cells, row_cells);
+    CUDA_CHECK_LAUNCH("broadcast_bias_kernel");
 }
 
 // Eight bf16 values: one 16-byte store.
@@ -77,18 +109,21 @@ __global__ void to_bf16_packed_kernel(__nv_bfloat16 *dst, const float *src, size
 // dst [rows, ld] bf16 = src [rows, cols] fp32 rounded to nearest, columns [cols, ld) zero.
 // ld is even, so each thread writes one aligned pair. The (row, pair) cells are numbered
 // row-major and walked flat: the rows here are short (a head's 64 values, a key's 32), and a
-// block per row would leave most of its threads idle.
-__global__ void to_bf16_padded_kernel(__nv_bfloat16 *dst, int ld, const float *src, int rows,
+// block per row would leave most of its threads idle. Index: 32-bit where the cells fit (a
+// 64-bit division per cell cost more than the copy).
+template <typename Index>
+__global__ void to_bf16_padded_kernel(__nv_bfloat16 *dst, int ld, const float *src, Index rows,
                                       int cols) {
-    const size_t pairs = (size_t)(ld / 2), cells = (size_t)rows * pairs;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < cells;
-         i += (size_t)gridDim.x * blockDim.x) {
-        const size_t r = i / pairs;
+    const Index pairs = (Index)(ld / 2), cells = rows * pairs;
+    for (Index i = blockIdx.x * (Index)blockDim.x + threadIdx.x; i < cells;
+         i += (Index)gridDim.x * blockDim.x) {
+        const Index r = i / pairs;
         const int c = 2 * (int)(i - r * pairs);
-        const float *row = src + r * cols;
+        const float *row = src + (size_t)r * cols;
         const float v0 = c < cols ? row[c] : 0.0f;
         const float v1 = c + 1 < cols ? row[c + 1] : 0.0f;
-        reinterpret_cast<__nv_bfloat162 *>(dst + r * ld)[c / 2] = __floats2bfloat162_rn(v0, v1);
+        reinterpret_cast<__nv_bfloat162 *>(dst + (size_t)r * ld)[c / 2] =
+            __floats2bfloat162_rn(v0, v1);
     }
 }
 
@@ -127,8 +162,13 @@ void cuda_to_bf16_padded(__nv_bfloat16 *dst, int ld, const float *src, int rows,
     if (rows == 0)
         return;
     const size_t cells = (size_t)rows * (size_t)(ld / 2);
-    to_bf16_padded_kernel<<<cuda_grid(cells, CONVERT_THREADS), CONVERT_THREADS, 0, cuda_stream()>>>(
-        dst, ld, src, rows, cols);
+    const int grid = cuda_grid(cells, CONVERT_THREADS);
+    if (cells <= UINT32_MAX)
+        to_bf16_padded_kernel<uint32_t>
+            <<<grid, CONVERT_THREADS, 0, cuda_stream()>>>(dst, ld, src, (uint32_t)rows, cols);
+    else
+        to_bf16_padded_kernel<size_t>
+            <<<grid, CONVERT_THREADS, 0, cuda_stream()>>>(dst, ld, src, (size_t)rows, cols);
     CUDA_CHECK_LAUNCH("to_bf16_padded_kernel");
 }
 
@@ -236,9 +276,7 @@ void cuda_linear_forward(float *out, const float *x, const float *w, const float
         return;
     float beta = 0.0f;
     if (b) {
-        broadcast_bias_kernel<<<cuda_grid((size_t)N * O, BIAS_THREADS), BIAS_THREADS, 0,
-                                cuda_stream()>>>(out, b, N, O);
-        CUDA_CHECK_LAUNCH("broadcast_bias_kernel");
+        broadcast_bias(out, b, N, O);
         beta = 1.0f;
     }
     if (cuda_linear_uses_bf16(N, I, O))

@@ -3,17 +3,21 @@
 // column sums of the weight gradients (two passes over the whole GPU, see below).
 #include "kernels/cuda/cuda_common.cuh"
 
-static const int REDUCE_THREADS = 256;
-
-// loss[0] += scale * sum(values[0..n))
-__global__ void add_scaled_sum_kernel(float *loss, const float *values, int n, float scale) {
-    __shared__ double partial[REDUCE_THREADS];
+// loss[0] += scale * sum(values[0..n)), in double, in a fixed order (thread i takes
+// i, i + SUM_THREADS, ... in turn, then a tree over the threads). One block: n is a chunk's or
+// a micro-batch's per-token losses (at most tens of thousands). The loop is unrolled so
+// several loads are in flight at once; the additions keep their order.
+static const int SUM_THREADS = 1024;
+__global__ void __launch_bounds__(SUM_THREADS)
+    add_scaled_sum_kernel(float *loss, const float *values, int n, float scale) {
+    __shared__ double partial[SUM_THREADS];
     double acc = 0.0;
-    for (int i = threadIdx.x; i < n; i += blockDim.x)
+#pragma unroll 8
+    for (int i = threadIdx.x; i < n; i += SUM_THREADS)
         acc += (double)values[i];
     partial[threadIdx.x] = acc;
     __syncthreads();
-    for (int stride = blockDim.x / 2; stride > 0; stride >>= 1) {
+    for (int stride = SUM_THREADS / 2; stride > 0; stride >>= 1) {
         if (threadIdx.x < stride)
             partial[threadIdx.x] += partial[threadIdx.x + stride];
         __syncthreads();
@@ -23,7 +27,7 @@ __global__ void add_scaled_sum_kernel(float *loss, const float *values, int n, f
 }
 
 void cuda_add_scaled_sum(float *loss, const float *values, int n, float scale) {
-    add_scaled_sum_kernel<<<1, REDUCE_THREADS, 0, cuda_stream()>>>(loss, values, n, scale);
+    add_scaled_sum_kernel<<<1, SUM_THREADS, 0, cuda_stream()>>>(loss, values, n, scale);
     CUDA_CHECK_LAUNCH("add_scaled_sum_kernel");
 }
 

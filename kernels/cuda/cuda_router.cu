@@ -4,11 +4,14 @@
 #include "kernels/cuda/cuda_philox.cuh"
 
 static const int GUMBEL_THREADS = 256;
-static const int SELECT_THREADS = 1024;
+#define SELECT_THREADS 1024 // select_topn_kernel assumes it (32 warps; SELECT_PER_THREAD)
 static const int THRESHOLD_THREADS = 1024;
-// select_topn sorts one sequence in shared memory: 8 bytes per position, padded to a power
-// of two. 16384 positions = 128 KiB, within an H100 block's 227 KiB.
+// select_topn: one block of SELECT_THREADS per sequence, each thread holding up to
+// SELECT_PER_THREAD consecutive positions in registers.
 static const int SELECT_MAX_T = CUDA_MAX_SEQ_LEN;
+#define SELECT_PER_THREAD (CUDA_MAX_SEQ_LEN / SELECT_THREADS)
+static_assert(SELECT_PER_THREAD * SELECT_THREADS == CUDA_MAX_SEQ_LEN && SELECT_PER_THREAD <= 32,
+              "select_topn marks a thread's positions in 32 bits");
 
 // out [B, T]
 __global__ void gumbel_noise_kernel(float *out, uint64_t seed, uint32_t step, uint32_t layer,
@@ -34,45 +37,128 @@ __device__ inline uint32_t descending_key(float z) {
     return ~ascending;
 }
 
-// Bitonic sort, ascending, of n (a power of two) 64-bit keys in shared memory.
-__device__ void bitonic_sort_shared(unsigned long long *keys, int n) {
-    for (int size = 2; size <= n; size <<= 1) {
-        for (int stride = size >> 1; stride > 0; stride >>= 1) {
-            __syncthreads();
-            for (int i = threadIdx.x; i < n; i += blockDim.x) {
-                int partner = i ^ stride;
-                if (partner > i) {
-                    bool ascending = (i & size) == 0;
-                    unsigned long long a = keys[i], b = keys[partner];
-                    if ((a > b) == ascending) {
-                        keys[i] = b;
-                        keys[partner] = a;
+// Exclusive prefix sum over the block (blockDim.x = SELECT_THREADS = 32 warps) of one count
+// per thread, in thread order; *total gets the sum. warp_sums [32] is shared scratch. Every
+// thread calls it.
+__device__ int block_exclusive_scan(int count, int *warp_sums, int *total) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int inclusive = count;
+    for (int offset = 1; offset < 32; offset <<= 1) {
+        int up = __shfl_up_sync(0xffffffffu, inclusive, offset);
+        if (lane >= offset)
+            inclusive += up;
+    }
+    if (lane == 31)
+        warp_sums[warp] = inclusive;
+    __syncthreads();
+    if (warp == 0) {
+        int w = warp_sums[lane];
+        for (int offset = 1; offset < 32; offset <<= 1) {
+            int up = __shfl_up_sync(0xffffffffu, w, offset);
+            if (lane >= offset)
+                w += up;
+        }
+        warp_sums[lane] = w; // inclusive over the warps
+    }
+    __syncthreads();
+    const int before = (warp > 0 ? warp_sums[warp - 1] : 0) + inclusive - count;
+    *total = warp_sums[31];
+    __syncthreads(); // warp_sums may be reused
+    return before;
+}
+
+// One block per sequence. The selection is the n_sel smallest (descending_key(z), position)
+// pairs: the n_sel largest z, ties to the lower position. Found without sorting:
+//   1. radix select, 8 bits at a time from the top, of tau = the n_sel-th smallest key
+//      (a shared histogram of the keys that match the digits found so far, one pass each);
+//   2. every key below tau is in, and of the keys equal to tau the `need` at the lowest
+//      positions (a prefix count over the block, in position order);
+//   3. a prefix count of the chosen positions gives each its place in sel, ascending.
+// Thread i holds positions [i E, i E + E), E = ceil(T / blockDim.x), so the prefix counts in
+// thread order are in position order.   sel [B, n_sel], z [B, T]
+__global__ void __launch_bounds__(SELECT_THREADS)
+    select_topn_kernel(int32_t *sel, const float *z, int T, int n_sel) {
+    __shared__ int histogram[256];
+    __shared__ int warp_sums[32];
+    __shared__ uint32_t chosen_digit;
+    __shared__ int rank_in_digit;
+    const int b = blockIdx.x;
+    const int per_thread = (T + SELECT_THREADS - 1) / SELECT_THREADS;
+    const int first = threadIdx.x * per_thread;
+    uint32_t key[SELECT_PER_THREAD];
+#pragma unroll
+    for (int e = 0; e < SELECT_PER_THREAD; e++)
+        key[e] = e < per_thread && first + e < T ? descending_key(z[(size_t)b * T + first + e]) : 0;
+    auto owns = [&](int e) { return e < per_thread && first + e < T; };
+
+    // 1. tau, digit by digit; `rank` is tau's 0-based rank among the keys with the prefix.
+    uint32_t prefix = 0, prefix_mask = 0;
+    int rank = n_sel - 1;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        if (threadIdx.x < 256)
+            histogram[threadIdx.x] = 0;
+        __syncthreads();
+#pragma unroll
+        for (int e = 0; e < SELECT_PER_THREAD; e++)
+            if (owns(e) && (key[e] & prefix_mask) == prefix)
+                atomicAdd(&histogram[(key[e] >> shift) & 255u], 1);
+        __syncthreads();
+        if (threadIdx.x < 32) { // lane l: digits [8 l, 8 l + 8)
+            const int lane = threadIdx.x;
+            int sum = 0;
+            for (int d = 0; d < 8; d++)
+                sum += histogram[8 * lane + d];
+            int inclusive = sum;
+            for (int offset = 1; offset < 32; offset <<= 1) {
+                int up = __shfl_up_sync(0xffffffffu, inclusive, offset);
+                if (lane >= offset)
+                    inclusive += up;
+            }
+            int below = inclusive - sum;
+            if (below <= rank && rank < inclusive) {
+                for (int d = 8 * lane;; d++) {
+                    if (rank < below + histogram[d]) {
+                        chosen_digit = (uint32_t)d;
+                        rank_in_digit = rank - below;
+                        break;
                     }
+                    below += histogram[d];
                 }
             }
         }
+        __syncthreads();
+        prefix |= chosen_digit << shift;
+        prefix_mask |= 255u << shift;
+        rank = rank_in_digit;
     }
-    __syncthreads();
-}
+    const uint32_t tau = prefix;
+    const int need = rank + 1; // keys equal to tau that are chosen: the lowest positions
 
-// One block per sequence. Sort (descending z, ascending position) packed into one 64-bit key
-// so ties go to the lower position; the first n_sel entries are the selection. A second
-// sort of their positions writes them ascending.   sel [B, n_sel], z [B, T]
-__global__ void select_topn_kernel(int32_t *sel, const float *z, int T, int n_sel, int padded_T) {
-    extern __shared__ unsigned long long sort_keys[]; // [padded_T]
-    int b = blockIdx.x;
-    const float *zrow = z + (size_t)b * T;
-    for (int t = threadIdx.x; t < padded_T; t += blockDim.x)
-        sort_keys[t] =
-            t < T ? ((unsigned long long)descending_key(zrow[t]) << 32) | (unsigned long long)t
-                  : ~0ull;
-    bitonic_sort_shared(sort_keys, padded_T);
-    // Keep the chosen positions, push the rest past them, and sort again by position.
-    for (int i = threadIdx.x; i < padded_T; i += blockDim.x)
-        sort_keys[i] = i < n_sel ? (sort_keys[i] & 0xFFFFFFFFull) : ~0ull;
-    bitonic_sort_shared(sort_keys, padded_T);
-    for (int i = threadIdx.x; i < n_sel; i += blockDim.x)
-        sel[(size_t)b * n_sel + i] = (int32_t)((size_t)b * T + (sort_keys[i] & 0xFFFFFFFFull));
+    // 2. the rank among the keys equal to tau, in position order.
+    int equal = 0;
+#pragma unroll
+    for (int e = 0; e < SELECT_PER_THREAD; e++)
+        equal += owns(e) && key[e] == tau;
+    int total;
+    int equal_before = block_exclusive_scan(equal, warp_sums, &total);
+    uint32_t chosen = 0; // bit e: position first + e is selected
+#pragma unroll
+    for (int e = 0; e < SELECT_PER_THREAD; e++) {
+        if (!owns(e))
+            continue;
+        if (key[e] < tau)
+            chosen |= 1u << e;
+        else if (key[e] == tau)
+            chosen |= (uint32_t)(equal_before++ < need) << e;
+    }
+
+    // 3. the chosen positions, ascending.
+    int at = block_exclusive_scan(__popc(chosen), warp_sums, &total);
+    int32_t *out = sel + (size_t)b * n_sel;
+#pragma unroll
+    for (int e = 0; e < SELECT_PER_THREAD; e++)
+        if (chosen >> e & 1u)
+            out[at++] = (int32_t)((size_t)b * T + first + e);
 }
 
 // One block: a running prefix count over chunks of blockDim.x tokens writes the indices of
@@ -123,21 +209,11 @@ void cuda_select_topn(int32_t *sel, const float *z, int B, int T, int n_sel) {
                     T);
     if (T > SELECT_MAX_T)
         hs_fatal_at(__FILE__, __LINE__,
-                    "select_topn: T = %d exceeds the %d positions one block sorts in shared "
-                    "memory",
-                    T, SELECT_MAX_T);
+                    "select_topn: T = %d exceeds the %d positions one block holds in registers", T,
+                    SELECT_MAX_T);
     if (B == 0)
         return;
-    int padded_T = 1;
-    while (padded_T < T)
-        padded_T <<= 1;
-    size_t shared_bytes = (size_t)padded_T * sizeof(unsigned long long);
-    // Ask only for what this T needs: GPUs with less shared memory per block than the
-    // 128 KiB of T = 16384 (sm_86/89: 99 KiB) still run the usual lengths.
-    CUDA_CHECK(cudaFuncSetAttribute(select_topn_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    (int)shared_bytes));
-    select_topn_kernel<<<B, SELECT_THREADS, shared_bytes, cuda_stream()>>>(sel, z, T, n_sel,
-                                                                           padded_T);
+    select_topn_kernel<<<B, SELECT_THREADS, 0, cuda_stream()>>>(sel, z, T, n_sel);
     CUDA_CHECK_LAUNCH("select_topn_kernel");
 }
 

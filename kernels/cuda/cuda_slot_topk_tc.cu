@@ -174,7 +174,7 @@ __global__ void __launch_bounds__(TCK_THREADS)
 // that score are written. cand_i [lists, N, CP] (shard rows, -1 padding); top_s, top_i
 // [N, K] (global slots: row + row_offset); p [N, R]; keys [rows, R] fp32.
 #define RESCORE_WARPS 4
-template <int KP, int CP>
+template <int CP>
 __global__ void __launch_bounds__(RESCORE_WARPS * 32)
     slot_rescore_kernel(float *top_s, int32_t *top_i, const int32_t *cand_i, const float *p,
                         const float *keys, int N, int R, int lists, int row_offset, int K,
@@ -217,20 +217,37 @@ __global__ void __launch_bounds__(RESCORE_WARPS * 32)
         slot[c] = row >= 0 ? row + row_offset : -1;
     }
     __syncwarp();
-    if (lane != 0)
-        return;
-    float best_s[KP];
-    int32_t best_i[KP];
-    topk_list_clear<KP>(best_s, best_i);
-    for (int c = 0; c < n_cand; c++)
-        if (slot[c] >= 0)
-            topk_offer<KP>(best_s, best_i, score[c], slot[c]);
-#pragma unroll
-    for (int k = 0; k < KP; k++) {
-        if (k < K) {
-            top_s[(size_t)token * K + k] = best_s[k];
-            top_i[(size_t)token * K + k] = best_i[k];
+    // The K best in K rounds: each lane brings the best of its candidates (c = lane, +32, ...)
+    // not yet taken, the warp keeps the best of those by the ranking rule, and its lane marks
+    // it taken. A slot lies in one list only, so no slot is taken twice. Padding (-1) and NaN
+    // scores never enter, as in topk_offer; places past the candidates stay (-inf, -1).
+    for (int k = 0; k < K; k++) {
+        float best_s = -INFINITY;
+        int32_t best_i = -1, best_c = -1;
+        for (int c = lane; c < n_cand; c += 32)
+            if (slot[c] >= 0 && !isnan(score[c]) &&
+                ranks_before(score[c], slot[c], best_s, best_i)) {
+                best_s = score[c];
+                best_i = slot[c];
+                best_c = c;
+            }
+        for (int offset = 16; offset > 0; offset >>= 1) {
+            const float other_s = __shfl_xor_sync(0xffffffffu, best_s, offset);
+            const int32_t other_i = __shfl_xor_sync(0xffffffffu, best_i, offset);
+            const int32_t other_c = __shfl_xor_sync(0xffffffffu, best_c, offset);
+            if (ranks_before(other_s, other_i, best_s, best_i)) {
+                best_s = other_s;
+                best_i = other_i;
+                best_c = other_c;
+            }
         }
+        if (best_c >= 0 && best_c % 32 == lane)
+            slot[best_c] = -1; // taken
+        if (lane == 0) {
+            top_s[(size_t)token * K + k] = best_s;
+            top_i[(size_t)token * K + k] = best_i;
+        }
+        __syncwarp();
     }
 }
 
@@ -289,7 +306,7 @@ static void launch_topk_tc(float *top_s, int32_t *top_i, const float *p, const f
     CUDA_CHECK_LAUNCH("slot_search_tc_kernel");
     float inv_sqrt_r = (float)(1.0 / sqrt((double)R));
     size_t rescore_shared = RESCORE_WARPS * ((size_t)R + 2 * (size_t)lists * CP) * sizeof(float);
-    auto rescore = slot_rescore_kernel<KP, CP>;
+    auto rescore = slot_rescore_kernel<CP>;
     CUDA_CHECK(cudaFuncSetAttribute(rescore, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     (int)rescore_shared));
     rescore<<<(N + RESCORE_WARPS - 1) / RESCORE_WARPS, RESCORE_WARPS * 32, rescore_shared,

@@ -363,17 +363,16 @@ START_TEST(test_linear) {
 }
 END_TEST
 
-START_TEST(test_conv) {
-    TestRng rng = test_rng(4);
-    const int B = 2, T = 512, H = 512, Kc = 4;
+// One conv shape, forward and backward, against the cpu.
+static void check_conv(TestRng *rng, int B, int T, int H, int Kc) {
     const size_t n = (size_t)B * T * H;
-    Buf x = buf_random(&rng, n, 1.0f), w = buf_random(&rng, (size_t)H * Kc, 0.5f);
-    Buf bias = buf_random(&rng, H, 1.0f), out = buf_zeros(n);
+    Buf x = buf_random(rng, n, 1.0f), w = buf_random(rng, (size_t)H * Kc, 0.5f);
+    Buf bias = buf_random(rng, H, 1.0f), out = buf_zeros(n);
     cpu->conv_forward(out.cpu, x.cpu, w.cpu, bias.cpu, B, T, H, Kc);
     gpu->conv_forward(out.gpu, x.gpu, w.gpu, bias.gpu, B, T, H, Kc);
     expect_close("conv_forward", out, 1e-5, 1e-5);
-    Buf dout = buf_random(&rng, n, 1.0f), dx = buf_random(&rng, n, 1.0f);
-    Buf dw = buf_random(&rng, (size_t)H * Kc, 1.0f), dbias = buf_random(&rng, H, 1.0f);
+    Buf dout = buf_random(rng, n, 1.0f), dx = buf_random(rng, n, 1.0f);
+    Buf dw = buf_random(rng, (size_t)H * Kc, 1.0f), dbias = buf_random(rng, H, 1.0f);
     cpu->conv_backward(dx.cpu, dw.cpu, dbias.cpu, dout.cpu, x.cpu, w.cpu, B, T, H, Kc);
     gpu->conv_backward(dx.gpu, dw.gpu, dbias.gpu, dout.gpu, x.gpu, w.gpu, B, T, H, Kc);
     expect_close("conv_backward dx", dx, 1e-5, 1e-5);
@@ -381,6 +380,13 @@ START_TEST(test_conv) {
     expect_close("conv_backward dbias", dbias, 1e-3, 1e-4);
     buf_free(&x), buf_free(&w), buf_free(&bias), buf_free(&out), buf_free(&dout), buf_free(&dx);
     buf_free(&dw), buf_free(&dbias);
+}
+
+START_TEST(test_conv) {
+    TestRng rng = test_rng(4);
+    check_conv(&rng, 2, 512, 512, 4); // float4 channels
+    check_conv(&rng, 3, 37, 30, 3);   // H not a multiple of 4: one channel a thread
+    check_conv(&rng, 2, 5, 64, 8);    // more taps than some sequences' positions
 }
 END_TEST
 
@@ -412,6 +418,43 @@ START_TEST(test_router) {
     cpu->select_topn(sel_ties.cpu, z_ties.cpu, 2, T_odd, n_odd);
     gpu->select_topn(sel_ties.gpu, z_ties.gpu, 2, T_odd, n_odd);
     expect_equal("select_topn (ties, odd T)", sel_ties);
+
+    // The longest sequence the kernel takes, one query and every position, and the values a
+    // radix select must order right: -0 and +0 equal, infinities, NaN below every number,
+    // and many values sharing their top bits (differing only in the lowest byte).
+    const int T_max = gpu->max_seq_len;
+    float *edge = hs_malloc((size_t)T_max * sizeof(float));
+    for (int t = 0; t < T_max; t++) {
+        switch (t % 7) {
+        case 0:
+            edge[t] = (t & 1) ? -0.0f : 0.0f;
+            break;
+        case 1:
+            edge[t] = (t % 3 == 0) ? NAN : 1.0f;
+            break;
+        case 2:
+            edge[t] = (t % 5 == 0) ? INFINITY : -INFINITY;
+            break;
+        default: {
+            uint32_t bits = 0x3F800000u + (uint32_t)(t % 256); // 1 + a few ulps
+            memcpy(&edge[t], &bits, sizeof(bits));
+        }
+        }
+    }
+    Buf z_edge = buf_from_host(edge, T_max);
+    const int n_edge[] = {1, 2, T_max / 5, T_max / 2, T_max - 1, T_max};
+    for (size_t i = 0; i < sizeof(n_edge) / sizeof(n_edge[0]); i++) {
+        IBuf sel_edge = ibuf_zeros((size_t)n_edge[i]);
+        cpu->select_topn(sel_edge.cpu, z_edge.cpu, 1, T_max, n_edge[i]);
+        gpu->select_topn(sel_edge.gpu, z_edge.gpu, 1, T_max, n_edge[i]);
+        char what[96];
+        snprintf(what, sizeof(what), "select_topn (T %d, n_sel %d, zeros, inf, NaN, near ties)",
+                 T_max, n_edge[i]);
+        expect_equal(what, sel_edge);
+        ibuf_free(&sel_edge);
+    }
+    buf_free(&z_edge);
+    free(edge);
 
     const int N = B * T;
     IBuf thr = ibuf_zeros(N), count = ibuf_zeros(1);
