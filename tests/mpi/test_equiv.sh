@@ -9,8 +9,8 @@
 # These runs use the cpu backend, whatever the machine: it sums in a fixed order, so the
 # rank counts differ only by the order of the gradient sums.
 # Where a GPU is present, -np 1 and -np 2 --comm mpi (two ranks sharing the one GPU) run on
-# it too (in fp32 and in bf16), and their losses must agree within 1e-4 (bf16: 1e-3) relative. Parameters are not compared
-# there: the GPU's atomic adds and fp32 top-K scores let a rounding-level difference flip a
+# it too (in fp32 and in bf16), and their losses must agree within 1e-4 (bf16: 3e-3)
+# relative. Parameters are not compared there: the GPU's atomic adds and fp32 top-K scores let a rounding-level difference flip a
 # near-tie slot selection, which moves that slot's row by a whole update (seen on the H100:
 # losses within 4e-5, one values row 23x the element tolerance).
 set -euo pipefail
@@ -88,8 +88,10 @@ if ! (command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1); t
     echo "no GPU: the one-GPU check (-np 2 --comm mpi sharing it) is skipped"
     exit 0
 fi
-# Twice: --matmul fp32 (held to 1e-4, as the cpu runs) and the cuda default, bf16, whose
-# rounded operands let an order difference in the gradient sums grow further (1e-3).
+# Twice: --matmul fp32 (held to 1e-4, as the cpu runs) and the cuda default, bf16 (3e-3):
+# there the slot tables are searched shard by shard in bf16 at -np 2, so a near tie can pick
+# another slot than at -np 1 and the curves drift apart further (5.4e-4 after 20 steps on the
+# H100; a broken exchange or all-reduce moves the loss by far more).
 for mm in fp32 bf16; do
     for np in 1 2; do
         echo "== cuda -np $np --comm mpi --matmul $mm"
@@ -104,7 +106,7 @@ def losses(name):
     with h5py.File(f"{work}/{name}/metrics.h5", "r") as f:
         return f["step"][:], f["loss"][:]
 ok = True
-for mm, tol in (("fp32", 1e-4), ("bf16", 1e-3)):
+for mm, tol in (("fp32", 1e-4), ("bf16", 3e-3)):
     s1, l1 = losses(f"cuda_{mm}_1")
     s2, l2 = losses(f"cuda_{mm}_2")
     rel = np.abs(l2 - l1) / np.abs(l1)
