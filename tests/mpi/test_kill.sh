@@ -11,7 +11,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 common=(--preset tiny --batch 8 --micro_batch 2 --steps 12 --lr 3e-3 --warmup 2
-        --log_every 4 --eval_every 0 --eval_batches 0 --ckpt_every 4 --keep 2 --seed 5)
+        --log_every 4 --eval_every 0 --eval_batches 0 --ckpt_every 4 --keep 2 --seed 5
+        --matmul fp32) # on a GPU machine: fp32, the precision the tolerances are set for
 
 echo "== reference run"
 run_mpi 2 "$bin" "${common[@]}" --run_dir "$work/ref" | grep -E '^step'

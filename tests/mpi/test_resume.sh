@@ -11,7 +11,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 common=(--preset tiny --batch 8 --micro_batch 2 --lr 3e-3 --warmup 0 --min_lr_frac 1
-        --log_every 4 --eval_every 0 --eval_batches 0 --ckpt_every 4 --keep 0 --seed 11)
+        --log_every 4 --eval_every 0 --eval_batches 0 --ckpt_every 4 --keep 0 --seed 11
+        --matmul fp32) # on a GPU machine: fp32, the precision the tolerances are set for
 
 echo "== reference: -np 2, 16 steps without a stop"
 run_mpi 2 "$bin" "${common[@]}" --steps 16 --run_dir "$work/ref" | grep -E '^step'
