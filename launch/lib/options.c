@@ -28,7 +28,7 @@ void options_defaults(Options *opt) {
     opt->mode = MODE_TRAIN;
     snprintf(opt->preset, sizeof(opt->preset), "small");
     // Measured on the H100 (docs/PERFORMANCE.md, sixth measurement): 1.9 GB less at the seed
-    // shape for 1.2% of the step, so on; --recompute_elementwise (1.2 GB for 2.8%) stays off.
+    // shape for 1.3% of the step, so on; --recompute_elementwise (1.2 GB for 2.7%) stays off.
     opt->refetch_slot_rows = 1;
     opt->micro_batch = 8;
     opt->batch = 16;
