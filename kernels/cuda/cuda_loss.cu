@@ -5,7 +5,7 @@
 #include "kernels/cuda/cuda_common.cuh"
 
 #define CE_THREADS    512
-#define ROUTE_THREADS 256
+#define ROUTE_THREADS 1024 // one block a sequence (B blocks): as many threads as a block takes
 
 // One block per row: ce[n] = logsumexp(logits[n]) - logits[n, target] (0 when ignored).
 // logits [N, V]; targets [N]; ce [N]
