@@ -50,65 +50,42 @@ __device__ void load_conv_taps(float *taps, float *bias_tile, const float *w, co
     __syncthreads();
 }
 
-// out, x [B, T, H]; w [H, Kc]; bias [H].
-template <int VEC>
-__global__ void conv_forward_kernel(float *out, const float *x, const float *w, const float *bias,
-                                    int rows, int T, int H, int Kc) {
+// The forward and the backward's dx are the same walk over the taps, in opposite directions:
+//   forward  (BACKWARD false): out[b,t,c] = bias[c] + sum_j w[c,j] in[b, t-Kc+1+j, c]
+//            (in = x; rows before the sequence's start are zeros);
+//   backward (BACKWARD true):  out[b,s,c] += sum_j w[c,j] in[b, s+Kc-1-j, c]
+//            (out = dx, in = dout: the taps that read x[b,s,c]; no rows past the end).
+// out, in [B, T, H]; w [H, Kc]; bias [H] (forward only).
+template <int VEC, bool BACKWARD>
+__global__ void conv_taps_kernel(float *out, const float *in, const float *w, const float *bias,
+                                 int rows, int T, int H, int Kc) {
     extern __shared__ float4 conv_smem[];
     float *taps = (float *)conv_smem;                  // [Kc][CONV_BLOCK_X VEC]
-    float *bias_tile = taps + Kc * CONV_BLOCK_X * VEC; // [CONV_BLOCK_X VEC]
+    float *bias_tile = taps + Kc * CONV_BLOCK_X * VEC; // [CONV_BLOCK_X VEC] (forward)
     const int c0 = blockIdx.x * CONV_BLOCK_X * VEC;
-    load_conv_taps<VEC>(taps, bias_tile, w, bias, c0, H, Kc);
+    load_conv_taps<VEC>(taps, bias_tile, w, BACKWARD ? NULL : bias, c0, H, Kc);
     const int local = VEC * threadIdx.x, c = c0 + local;
     if (c >= H)
         return; // after the only barrier
     for (int n = blockIdx.y * blockDim.y + threadIdx.y; n < rows; n += gridDim.y * blockDim.y) {
-        const int t = n % T;
-        ConvCell<VEC> acc = load_cell<VEC>(bias_tile + local);
-        for (int j = 0; j < Kc; j++) {
-            const int s = t - Kc + 1 + j; // x = 0 before the sequence starts
-            if (s < 0)
-                continue;
-            const ConvCell<VEC> in = load_cell<VEC>(x + (size_t)(n - t + s) * H + c);
-            const ConvCell<VEC> tap = load_cell<VEC>(taps + j * CONV_BLOCK_X * VEC + local);
-#pragma unroll
-            for (int e = 0; e < VEC; e++)
-                acc.v[e] += tap.v[e] * in.v[e];
-        }
-        store_cell<VEC>(out + (size_t)n * H + c, acc);
-    }
-}
-
-// dx[b,s,c] += sum_j w[c,j] dout[b, s+Kc-1-j, c]   (the taps that read x[b,s,c]); the same
-// walk as the forward.
-template <int VEC>
-__global__ void conv_backward_dx_kernel(float *dx, const float *dout, const float *w, int rows,
-                                        int T, int H, int Kc) {
-    extern __shared__ float4 conv_smem[];
-    float *taps = (float *)conv_smem; // [Kc][CONV_BLOCK_X VEC]
-    const int c0 = blockIdx.x * CONV_BLOCK_X * VEC;
-    load_conv_taps<VEC>(taps, NULL, w, NULL, c0, H, Kc);
-    const int local = VEC * threadIdx.x, c = c0 + local;
-    if (c >= H)
-        return; // after the only barrier
-    for (int n = blockIdx.y * blockDim.y + threadIdx.y; n < rows; n += gridDim.y * blockDim.y) {
-        const int s = n % T;
+        const int pos = n % T; // n's position in its sequence
         ConvCell<VEC> acc = {};
         for (int j = 0; j < Kc; j++) {
-            const int t = s + Kc - 1 - j; // no dout past the sequence's end
-            if (t >= T)
+            const int other = BACKWARD ? pos + Kc - 1 - j : pos - Kc + 1 + j;
+            if (other < 0 || other >= T)
                 continue;
-            const ConvCell<VEC> d = load_cell<VEC>(dout + (size_t)(n - s + t) * H + c);
+            const ConvCell<VEC> v = load_cell<VEC>(in + (size_t)(n - pos + other) * H + c);
             const ConvCell<VEC> tap = load_cell<VEC>(taps + j * CONV_BLOCK_X * VEC + local);
 #pragma unroll
             for (int e = 0; e < VEC; e++)
-                acc.v[e] += tap.v[e] * d.v[e];
+                acc.v[e] += tap.v[e] * v.v[e];
         }
-        ConvCell<VEC> sum = load_cell<VEC>(dx + (size_t)n * H + c);
+        ConvCell<VEC> result =
+            load_cell<VEC>((BACKWARD ? out + (size_t)n * H : bias_tile) + (BACKWARD ? c : local));
 #pragma unroll
         for (int e = 0; e < VEC; e++)
-            sum.v[e] += acc.v[e];
-        store_cell<VEC>(dx + (size_t)n * H + c, sum);
+            result.v[e] += acc.v[e];
+        store_cell<VEC>(out + (size_t)n * H + c, result);
     }
 }
 
@@ -139,40 +116,34 @@ static size_t conv_shared_bytes(int Kc, int vec) {
     return bytes;
 }
 
+// conv_taps_kernel over rows x H: float4 channels where out's and in's rows allow.
+template <bool BACKWARD>
+static void conv_taps(float *out, const float *in, const float *w, const float *bias, int rows,
+                      int T, int H, int Kc) {
+    const dim3 block(CONV_BLOCK_X, CONV_BLOCK_Y);
+    if (conv_rows_16b(H, out, in))
+        conv_taps_kernel<4, BACKWARD>
+            <<<conv_grid(H, 4, rows), block, conv_shared_bytes(Kc, 4), cuda_stream()>>>(
+                out, in, w, bias, rows, T, H, Kc);
+    else
+        conv_taps_kernel<1, BACKWARD>
+            <<<conv_grid(H, 1, rows), block, conv_shared_bytes(Kc, 1), cuda_stream()>>>(
+                out, in, w, bias, rows, T, H, Kc);
+    CUDA_CHECK_LAUNCH("conv_taps_kernel");
+}
+
 void cuda_conv_forward(float *out, const float *x, const float *w, const float *bias, int B, int T,
                        int H, int Kc) {
-    const int rows = B * T;
-    if (rows == 0 || H == 0)
-        return;
-    const dim3 block(CONV_BLOCK_X, CONV_BLOCK_Y);
-    if (conv_rows_16b(H, out, x))
-        conv_forward_kernel<4>
-            <<<conv_grid(H, 4, rows), block, conv_shared_bytes(Kc, 4), cuda_stream()>>>(
-                out, x, w, bias, rows, T, H, Kc);
-    else
-        conv_forward_kernel<1>
-            <<<conv_grid(H, 1, rows), block, conv_shared_bytes(Kc, 1), cuda_stream()>>>(
-                out, x, w, bias, rows, T, H, Kc);
-    CUDA_CHECK_LAUNCH("conv_forward_kernel");
+    if (B * T > 0 && H > 0)
+        conv_taps<false>(out, x, w, bias, B * T, T, H, Kc);
 }
 
 void cuda_conv_backward(float *dx, float *dw, float *dbias, const float *dout, const float *x,
                         const float *w, int B, int T, int H, int Kc) {
-    const int rows = B * T;
-    if (rows == 0 || H == 0)
+    if (B * T == 0 || H == 0)
         return;
-    if (dx) {
-        const dim3 block(CONV_BLOCK_X, CONV_BLOCK_Y);
-        if (conv_rows_16b(H, dx, dout))
-            conv_backward_dx_kernel<4>
-                <<<conv_grid(H, 4, rows), block, conv_shared_bytes(Kc, 4), cuda_stream()>>>(
-                    dx, dout, w, rows, T, H, Kc);
-        else
-            conv_backward_dx_kernel<1>
-                <<<conv_grid(H, 1, rows), block, conv_shared_bytes(Kc, 1), cuda_stream()>>>(
-                    dx, dout, w, rows, T, H, Kc);
-        CUDA_CHECK_LAUNCH("conv_backward_dx_kernel");
-    }
+    if (dx)
+        conv_taps<true>(dx, dout, w, NULL, B * T, T, H, Kc);
     // dw[c,j] += sum_{b,t} dout[b,t,c] x[b, t-Kc+1+j, c]: tap j pairs each row of dout with
     // the row of x lag = Kc-1-j steps earlier in the same sequence, so this is a column sum
     // of lagged products over the B*T rows, lags 0 .. Kc-1 in one launch; lag l lands in
