@@ -51,6 +51,7 @@ check_table() {
                 peak = gbps
             }
             sub(/%$/, "", pct)
+            pct += 0 # numeric again: after sub() awk would compare it as a string
             want_pct = 100 * rate / peak
             if (pct < 0.99 * want_pct || pct > 1.01 * want_pct) {
                 print "FAIL: " $1 " is " pct "% of its ceiling, expected " want_pct; bad = 1
