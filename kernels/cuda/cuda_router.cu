@@ -37,32 +37,29 @@ __device__ inline uint32_t descending_key(float z) {
     return ~ascending;
 }
 
-// Exclusive prefix sum over the block (blockDim.x = SELECT_THREADS = 32 warps) of one count
-// per thread, in thread order; *total gets the sum. warp_sums [32] is shared scratch. Every
-// thread calls it.
-__device__ int block_exclusive_scan(int count, int *warp_sums, int *total) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    int inclusive = count;
+// The sum of `value` over lanes 0..lane of the warp (every lane of the warp calls it).
+__device__ int warp_inclusive_scan(int value) {
+    const int lane = threadIdx.x & 31;
     for (int offset = 1; offset < 32; offset <<= 1) {
-        int up = __shfl_up_sync(0xffffffffu, inclusive, offset);
+        int up = __shfl_up_sync(0xffffffffu, value, offset);
         if (lane >= offset)
-            inclusive += up;
+            value += up;
     }
+    return value;
+}
+
+// Exclusive prefix sum over the block (blockDim.x = SELECT_THREADS = 32 warps) of one count
+// per thread, in thread order. warp_sums [32] is shared scratch. Every thread calls it.
+__device__ int block_exclusive_scan(int count, int *warp_sums) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int inclusive = warp_inclusive_scan(count);
     if (lane == 31)
         warp_sums[warp] = inclusive;
     __syncthreads();
-    if (warp == 0) {
-        int w = warp_sums[lane];
-        for (int offset = 1; offset < 32; offset <<= 1) {
-            int up = __shfl_up_sync(0xffffffffu, w, offset);
-            if (lane >= offset)
-                w += up;
-        }
-        warp_sums[lane] = w; // inclusive over the warps
-    }
+    if (warp == 0)
+        warp_sums[lane] = warp_inclusive_scan(warp_sums[lane]); // inclusive over the warps
     __syncthreads();
     const int before = (warp > 0 ? warp_sums[warp - 1] : 0) + inclusive - count;
-    *total = warp_sums[31];
     __syncthreads(); // warp_sums may be reused
     return before;
 }
@@ -108,12 +105,7 @@ __global__ void __launch_bounds__(SELECT_THREADS)
             int sum = 0;
             for (int d = 0; d < 8; d++)
                 sum += histogram[8 * lane + d];
-            int inclusive = sum;
-            for (int offset = 1; offset < 32; offset <<= 1) {
-                int up = __shfl_up_sync(0xffffffffu, inclusive, offset);
-                if (lane >= offset)
-                    inclusive += up;
-            }
+            const int inclusive = warp_inclusive_scan(sum);
             int below = inclusive - sum;
             if (below <= rank && rank < inclusive) {
                 for (int d = 8 * lane;; d++) {
@@ -139,8 +131,7 @@ __global__ void __launch_bounds__(SELECT_THREADS)
 #pragma unroll
     for (int e = 0; e < SELECT_PER_THREAD; e++)
         equal += owns(e) && key[e] == tau;
-    int total;
-    int equal_before = block_exclusive_scan(equal, warp_sums, &total);
+    int equal_before = block_exclusive_scan(equal, warp_sums);
     uint32_t chosen = 0; // bit e: position first + e is selected
 #pragma unroll
     for (int e = 0; e < SELECT_PER_THREAD; e++) {
@@ -153,7 +144,7 @@ __global__ void __launch_bounds__(SELECT_THREADS)
     }
 
     // 3. the chosen positions, ascending.
-    int at = block_exclusive_scan(__popc(chosen), warp_sums, &total);
+    int at = block_exclusive_scan(__popc(chosen), warp_sums);
     int32_t *out = sel + (size_t)b * n_sel;
 #pragma unroll
     for (int e = 0; e < SELECT_PER_THREAD; e++)
