@@ -374,6 +374,12 @@ void session_print_config(const Session *s, int accum_steps) {
     snprintf(v, sizeof(v), "%.1f MiB (params, grads, m, v)",
              4.0 * 4.0 * (double)layout->n_local / (1024.0 * 1024.0));
     print_row("state per rank", v);
+    snprintf(v, sizeof(v), "%s; norm, conv and GELU outputs %s",
+             s->cfg.ffn != FFN_MEMORY ? "no slot rows (ffn=dense)"
+             : o->refetch_slot_rows   ? "slot rows fetched again"
+                                      : "slot rows kept",
+             o->recompute_elementwise ? "recomputed" : "kept");
+    print_row("backward memory", v);
     if (o->mode == MODE_TRAIN) {
         printf("-- training ---------------------------------------\n");
         snprintf(v, sizeof(v), "%d sequences = %d per rank x %d ranks x %d accumulation", o->batch,

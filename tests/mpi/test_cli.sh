@@ -32,6 +32,18 @@ for flag in --d_model --n_slots --capacity --attn --ffn --preset --micro_batch -
     grep -q -- "$flag " "$work/help" || { echo "FAIL: --help does not list $flag"; failures=$((failures + 1)); }
 done
 grep -q -- "--steps *3000" "$work/help" || { echo "FAIL: --help shows no default for --steps"; failures=$((failures + 1)); }
+grep -q -- "--matmul *bf16 on cuda, fp32 on cpu" "$work/help" ||
+    { echo "FAIL: --help does not give --matmul's per-device default"; failures=$((failures + 1)); }
+grep -q -- "--refetch_slot_rows *1 " "$work/help" ||
+    { echo "FAIL: --help does not show --refetch_slot_rows on by default"; failures=$((failures + 1)); }
+# The run's configuration names the precision the backend chose (fp32 on the cpu when
+# --matmul is not given) and what the backward keeps.
+run_mpi 1 "$bin" --preset tiny --device cpu --steps 0 --resume none --run_dir "$work/cfg" >"$work/cfg.log" 2>&1 ||
+    { echo "FAIL: a 0-step cpu run failed:"; sed 's/^/    /' "$work/cfg.log" | head; failures=$((failures + 1)); }
+grep -qE "^ *matmul +fp32$" "$work/cfg.log" ||
+    { echo "FAIL: the cpu run's configuration does not say matmul fp32:"; grep -i matmul "$work/cfg.log"; failures=$((failures + 1)); }
+grep -qE "^ *backward memory +slot rows fetched again; norm, conv and GELU outputs kept$" "$work/cfg.log" ||
+    { echo "FAIL: the configuration does not name the default memory options:"; grep -i "backward memory" "$work/cfg.log"; failures=$((failures + 1)); }
 
 expect 1 2 "--steps: '12x'" --steps 12x
 expect 2 2 "--steps: '12x'" --steps 12x
