@@ -129,10 +129,11 @@ sys.exit(0 if abs(loss[20] - loss[19]) < 0.15 and loss[20] < loss[0] - 0.2 else 
 
 echo "== job 3: SIGUSR1 before the time limit requeues the job; the next start resumes"
 # --time=1 with --signal=B:USR1@55: Slurm signals the script within its first minute
-# (when slurmctld next checks time limits), while the 2000 steps are still running. The
-# signal may come after a few seconds; checkpoints every 2 steps let the first start leave
-# some. Resuming from the newest one, whichever it is, is what is checked.
-job3=$(submit srun "${common/--ckpt_every 10/--ckpt_every 2} --steps 2000" --time=1 --signal=B:USR1@55) || fail "sbatch refused job 3"
+# (when slurmctld next checks time limits), while the 20000 steps are still running (more
+# than a minute holds, however fast the machine). The signal may come after a few seconds;
+# checkpoints every 2 steps let the first start leave some. Resuming from the newest one,
+# whichever it is, is what is checked.
+job3=$(submit srun "${common/--ckpt_every 10/--ckpt_every 2} --steps 20000" --time=1 --signal=B:USR1@55) || fail "sbatch refused job 3"
 out3=$work/$job_name-$job3.out
 deadline=$((SECONDS + 100))
 until [[ $(slurm_job_field "$job3" Restarts) -ge 1 ]]; do
