@@ -193,8 +193,7 @@ static void bench_run_open(BenchRun *run, Session *s, const BenchVariant *v) {
     memset(run, 0, sizeof(*run));
     run->s = s;
     session_check_backend_limits(s, &v->cfg);
-    const ModelOptions mo = {.refetch_slot_rows = s->opt.refetch_slot_rows,
-                             .recompute_elementwise = s->opt.recompute_elementwise};
+    const ModelOptions mo = session_model_options(s);
     model_build_with(&run->model, &v->cfg, ops, s->comm, B, T, &mo);
     model_init(&run->model, s->opt.seed);
     OptimConfig oc = optim_config_default();

@@ -290,10 +290,15 @@ void session_resolve_config(Session *s, int from_checkpoint) {
                             s->cfg.n_slots, s->info.world);
 }
 
-void session_build_model(Session *s, int B) {
-    session_check_backend_limits(s, &s->cfg);
+ModelOptions session_model_options(const Session *s) {
     const ModelOptions mo = {.refetch_slot_rows = s->opt.refetch_slot_rows,
                              .recompute_elementwise = s->opt.recompute_elementwise};
+    return mo;
+}
+
+void session_build_model(Session *s, int B) {
+    session_check_backend_limits(s, &s->cfg);
+    const ModelOptions mo = session_model_options(s);
     model_build_with(&s->model, &s->cfg, s->ops, s->comm, B, s->cfg.seq_len, &mo);
     s->model_built = 1;
 }

@@ -56,6 +56,9 @@ void session_resolve_config(Session *s, int from_checkpoint);
 
 // Build the model for micro-batches of B sequences (T = cfg.seq_len).
 void session_build_model(Session *s, int B);
+// The model's memory options (model.h ModelOptions) as --refetch_slot_rows and
+// --recompute_elementwise ask.
+ModelOptions session_model_options(const Session *s);
 
 // Load s->ckpt_path into the model's parameters (every rank its own rows). m_host, v_host:
 // host [layout.n_local] buffers for the AdamW moments, or NULL to discard them. state and
