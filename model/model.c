@@ -193,27 +193,22 @@ static void check_activations_fit(Model *m, size_t bytes) {
         return;
     const double mib = 1024.0 * 1024.0;
     // What each memory option that is still off would save.
-    char advice[256] = "";
-    size_t used = 0;
-    if (!m->opt.refetch_slot_rows) {
-        ModelOptions refetch = m->opt;
-        refetch.refetch_slot_rows = 1;
-        used += (size_t)snprintf(advice + used, sizeof(advice) - used,
-                                 ", or let the backward redo work (--refetch_slot_rows 1 saves "
-                                 "%.0f MiB",
-                                 (double)(bytes - activation_bytes(m, &refetch)) / mib);
-    }
-    if (!m->opt.recompute_elementwise && used < sizeof(advice)) {
-        ModelOptions recompute = m->opt;
-        recompute.recompute_elementwise = 1;
-        used += (size_t)snprintf(advice + used, sizeof(advice) - used,
-                                 "%s--recompute_elementwise 1 saves %.0f MiB",
-                                 used ? ", " : ", or let the backward redo work (",
-                                 (double)(bytes - activation_bytes(m, &recompute)) / mib);
-    }
-    if (used && used < sizeof(advice))
-        snprintf(advice + used, sizeof(advice) - used, ")");
-    else if (!used)
+    ModelOptions refetch = m->opt, recompute = m->opt;
+    refetch.refetch_slot_rows = 1;
+    recompute.recompute_elementwise = 1;
+    char refetch_saves[64] = "", recompute_saves[64] = "";
+    if (!m->opt.refetch_slot_rows)
+        snprintf(refetch_saves, sizeof(refetch_saves), "--refetch_slot_rows 1 saves %.0f MiB",
+                 (double)(bytes - activation_bytes(m, &refetch)) / mib);
+    if (!m->opt.recompute_elementwise)
+        snprintf(recompute_saves, sizeof(recompute_saves),
+                 "--recompute_elementwise 1 saves %.0f MiB",
+                 (double)(bytes - activation_bytes(m, &recompute)) / mib);
+    char advice[256];
+    if (refetch_saves[0] || recompute_saves[0])
+        snprintf(advice, sizeof(advice), ", or let the backward redo work (%s%s%s)", refetch_saves,
+                 refetch_saves[0] && recompute_saves[0] ? ", " : "", recompute_saves);
+    else
         snprintf(advice, sizeof(advice),
                  " (both memory options, --refetch_slot_rows and "
                  "--recompute_elementwise, are on already)");
