@@ -68,6 +68,16 @@ static inline int cuda_grid(size_t n, int threads) {
     return blocks == 0 ? 1 : (int)blocks;
 }
 
+// Calls f.template operator()<Index>() with Index = uint32_t when a flat walk's `cells` fit in
+// 32 bits, else size_t: kernels that divide a cell index per cell (to find its row) pay far
+// less for a 32-bit division than for a 64-bit one.
+template <typename F> void with_cell_index(size_t cells, F &&f) {
+    if (cells <= UINT32_MAX)
+        f.template operator()<uint32_t>();
+    else
+        f.template operator()<size_t>();
+}
+
 // ---- reductions (deterministic: a fixed tree for a given blockDim) -------------------------
 __device__ inline float warp_sum(float v) {
     for (int offset = 16; offset > 0; offset >>= 1)

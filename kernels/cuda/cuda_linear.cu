@@ -69,19 +69,14 @@ static void broadcast_bias(float *out, const float *b, int N, int O) {
     const int vec = vec4 ? 4 : 1;
     const size_t cells = (size_t)N * O / vec, row_cells = (size_t)O / vec;
     const int grid = cuda_grid(cells, BIAS_THREADS);
-    cudaStream_t stream = cuda_stream();
-    if (cells <= UINT32_MAX && vec4)
-        broadcast_bias_kernel<uint32_t, 4>
-            <<<grid, BIAS_THREADS, 0, stream>>>(out, b, (uint32_t)cells, (uint32_t)row_cells);
-    else if (cells <= UINT32_MAX)
-        broadcast_bias_kernel<uint32_t, 1>
-            <<<grid, BIAS_THREADS, 0, stream>>>(out, b, (uint32_t)cells, (uint32_t)row_cells);
-    else if (vec4)
-        broadcast_bias_kernel<size_t, 4>
-            <<<grid, BIAS_THREADS, 0, stream>>>(out, b, cells, row_cells);
-    else
-        broadcast_bias_kernel<size_t, 1>
-            <<<grid, BIAS_THREADS, 0, stream>>>(out, b, cells, row_cells);
+    with_cell_index(cells, [&]<typename Index>() {
+        if (vec4)
+            broadcast_bias_kernel<Index, 4>
+                <<<grid, BIAS_THREADS, 0, cuda_stream()>>>(out, b, (Index)cells, (Index)row_cells);
+        else
+            broadcast_bias_kernel<Index, 1>
+                <<<grid, BIAS_THREADS, 0, cuda_stream()>>>(out, b, (Index)cells, (Index)row_cells);
+    });
     CUDA_CHECK_LAUNCH("broadcast_bias_kernel");
 }
 
@@ -176,19 +171,14 @@ void cuda_to_bf16_padded(__nv_bfloat16 *dst, int ld, const float *src, int rows,
     const bool vec4 = cols % 4 == 0 && ld % 4 == 0 && ((uintptr_t)src & 15u) == 0;
     const size_t cells = (size_t)rows * (size_t)(ld / (vec4 ? 4 : 2));
     const int grid = cuda_grid(cells, CONVERT_THREADS);
-    cudaStream_t stream = cuda_stream();
-    if (cells <= UINT32_MAX && vec4)
-        to_bf16_padded_kernel<uint32_t, 4>
-            <<<grid, CONVERT_THREADS, 0, stream>>>(dst, ld, src, (uint32_t)rows, cols);
-    else if (cells <= UINT32_MAX)
-        to_bf16_padded_kernel<uint32_t, 2>
-            <<<grid, CONVERT_THREADS, 0, stream>>>(dst, ld, src, (uint32_t)rows, cols);
-    else if (vec4)
-        to_bf16_padded_kernel<size_t, 4>
-            <<<grid, CONVERT_THREADS, 0, stream>>>(dst, ld, src, (size_t)rows, cols);
-    else
-        to_bf16_padded_kernel<size_t, 2>
-            <<<grid, CONVERT_THREADS, 0, stream>>>(dst, ld, src, (size_t)rows, cols);
+    with_cell_index(cells, [&]<typename Index>() {
+        if (vec4)
+            to_bf16_padded_kernel<Index, 4>
+                <<<grid, CONVERT_THREADS, 0, cuda_stream()>>>(dst, ld, src, (Index)rows, cols);
+        else
+            to_bf16_padded_kernel<Index, 2>
+                <<<grid, CONVERT_THREADS, 0, cuda_stream()>>>(dst, ld, src, (Index)rows, cols);
+    });
     CUDA_CHECK_LAUNCH("to_bf16_padded_kernel");
 }
 
