@@ -61,6 +61,14 @@ typedef struct Ops {
     void (*gelu_forward)(float *out, const float *x, size_t n);
     void (*gelu_backward)(float *dx, const float *dout, const float *x, size_t n);
 
+    // ---- bf16 storage: the activations a bf16 model keeps for its backward (model.h) -----
+    // A bf16 value is held as its 16 bits (uint16_t): the upper half of an fp32.
+    // dst[i] = src[i] rounded to bf16, to nearest, ties to even; a NaN stays a NaN.
+    // dst [n] bf16 bits, src [n]
+    void (*to_bf16)(uint16_t *dst, const float *src, size_t n);
+    // dst[i] = src[i] widened to fp32 (exact).                 dst [n], src [n] bf16 bits
+    void (*from_bf16)(float *dst, const uint16_t *src, size_t n);
+
     // ---- RMSNorm: out = x / sqrt(mean(x^2) + 1e-6) * w ---------------------------------
     // out, x [N, H]; w [H]; rstd [N] saved for the backward (1 / sqrt(mean(x^2) + eps))
     void (*rmsnorm_forward)(float *out, float *rstd, const float *x, const float *w, int N, int H);

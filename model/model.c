@@ -43,16 +43,79 @@ static int32_t *carve_ints(Carver *cv, size_t count) {
     return carve(cv, count, sizeof(int32_t));
 }
 
-// The activations recompute_elementwise lets the layers share (model.h ModelOptions).
-static void carve_recomputable(const Model *m, LayerActs *a, Carver *cv) {
+// A buffer of `count` floats the backward reads. Without bf16 activations (group == NULL)
+// it is the layer's own. With them the layer computes in the shared working buffer `work`
+// and keeps a bf16 copy of its own, listed in `group` for the forward to fill
+// (model_keep_group) and the backward to read back.
+static float *carve_saved(Carver *cv, size_t count, float *work, KeptGroup *group) {
+    if (!group)
+        return carve_floats(cv, count);
+    if (group->n == MODEL_MAX_KEPT)
+        hs_fatal("carve_saved: more than %d kept activations in one group", MODEL_MAX_KEPT);
+    KeptTensor *t = &group->t[group->n++];
+    t->work = work;
+    t->kept = carve(cv, count, sizeof(uint16_t));
+    t->count = count;
+    return work;
+}
+
+// The activations recompute_elementwise lets the layers share: u, c, GELU(pre), u_sel, hn.
+// `work` and `kept` as carve_saved (kept NULL: fp32 buffers of a's own).
+static void carve_recomputable(const Model *m, LayerActs *a, const LayerActs *work, LayerKept *kept,
+                               Carver *cv) {
     const ModelConfig *c = &m->cfg;
     const size_t N = (size_t)m->B * m->T, H = c->d_model, mH = (size_t)c->mlp_mult * H;
     const size_t Mq = (size_t)block_query_capacity(m);
-    a->u = carve_floats(cv, N * H);
-    a->c = carve_floats(cv, N * H);
-    a->act = carve_floats(cv, N * mH);
-    a->u_sel = carve_floats(cv, Mq * H);
-    a->hn = carve_floats(cv, N * H);
+    KeptGroup *mix = kept ? &kept->mix : NULL, *memory = kept ? &kept->memory : NULL;
+    a->u = carve_saved(cv, N * H, work->u, mix);
+    a->c = carve_saved(cv, N * H, work->c, mix);
+    a->act = carve_saved(cv, N * mH, work->act, mix);
+    a->u_sel = carve_saved(cv, Mq * H, work->u_sel, mix);
+    a->hn = carve_saved(cv, N * H, work->hn, memory);
+}
+
+// The other activations bf16_activations keeps in bf16 (as carve_recomputable).
+static void carve_keepable(const Model *m, LayerActs *a, const LayerActs *work, LayerKept *kept,
+                           Carver *cv) {
+    const ModelConfig *c = &m->cfg;
+    const size_t N = (size_t)m->B * m->T, H = c->d_model, mH = (size_t)c->mlp_mult * H;
+    const size_t kv = (size_t)c->n_kv_heads * model_head_dim(c);
+    const size_t Mq = (size_t)block_query_capacity(m);
+    KeptGroup *mix = kept ? &kept->mix : NULL, *memory = kept ? &kept->memory : NULL;
+    a->x = carve_saved(cv, N * H, work->x, mix);
+    a->pre = carve_saved(cv, N * mH, work->pre, mix);
+    a->q = carve_saved(cv, Mq * H, work->q, mix);
+    a->k = carve_saved(cv, N * kv, work->k, mix);
+    a->v = carve_saved(cv, N * kv, work->v, mix);
+    a->o = carve_saved(cv, Mq * H, work->o, mix);
+    a->ao = carve_saved(cv, Mq * H, work->ao, mix);
+    a->h = carve_saved(cv, N * H, work->h, mix);
+    if (c->ffn == FFN_MEMORY) {
+        a->p = carve_saved(cv, N * c->ptr_dim, work->p, memory);
+    } else {
+        a->ffn_pre = carve_saved(cv, N * 4 * H, work->ffn_pre, memory);
+        a->ffn_act = carve_saved(cv, N * 4 * H, work->ffn_act, memory);
+    }
+}
+
+// The small per-token values and indices: always fp32 (int32) and the layer's own.
+static void carve_own(const Model *m, LayerActs *a, Carver *cv) {
+    const ModelConfig *c = &m->cfg;
+    const size_t N = (size_t)m->B * m->T, K = c->top_k;
+    const size_t Mq = (size_t)block_query_capacity(m);
+    a->rstd_a = carve_floats(cv, N);
+    a->r = carve_floats(cv, N);
+    a->z = carve_floats(cv, N);
+    // One extra entry: route=threshold writes its query count after the indices.
+    a->sel = carve_ints(cv, Mq + 1);
+    a->qpos = carve_ints(cv, Mq);
+    a->lse = carve_floats(cv, Mq * c->n_heads);
+    a->rstd_m = carve_floats(cv, N);
+    if (c->ffn == FFN_MEMORY) {
+        a->top_s = carve_floats(cv, N * K);
+        a->top_i = carve_ints(cv, N * K);
+        a->w = carve_floats(cv, N * K);
+    }
 }
 
 // The slot rows refetch_slot_rows lets the layers share.
@@ -64,14 +127,12 @@ static void carve_slot_rows(const Model *m, LayerActs *a, Carver *cv) {
 }
 
 // One layer's activations. `shared` holds the buffers the options `opt` let every layer
-// share (the layer points at them: the backward makes its own again before using them);
-// the rest are the layer's own.
+// share (the recomputed ones, the refetched slot rows, the working set of the kept ones);
+// the rest are the layer's own, and `kept` lists the layer's bf16 copies.
 static void carve_layer_acts(const Model *m, const ModelOptions *opt, LayerActs *a,
-                             const LayerActs *shared, Carver *cv) {
-    const ModelConfig *c = &m->cfg;
-    const size_t N = (size_t)m->B * m->T, H = c->d_model, mH = (size_t)c->mlp_mult * H;
-    const size_t kv = (size_t)c->n_kv_heads * model_head_dim(c);
-    const size_t Mq = (size_t)block_query_capacity(m), K = c->top_k, R = c->ptr_dim;
+                             const LayerActs *shared, LayerKept *kept, Carver *cv) {
+    memset(kept, 0, sizeof(*kept));
+    LayerKept *bf16 = opt->bf16_activations ? kept : NULL;
     if (opt->recompute_elementwise) {
         a->u = shared->u;
         a->c = shared->c;
@@ -79,38 +140,17 @@ static void carve_layer_acts(const Model *m, const ModelOptions *opt, LayerActs 
         a->u_sel = shared->u_sel;
         a->hn = shared->hn;
     } else {
-        carve_recomputable(m, a, cv);
+        carve_recomputable(m, a, shared, bf16, cv);
     }
-    a->x = carve_floats(cv, N * H);
-    a->rstd_a = carve_floats(cv, N);
-    a->pre = carve_floats(cv, N * mH);
-    a->r = carve_floats(cv, N);
-    a->z = carve_floats(cv, N);
-    // One extra entry: route=threshold writes its query count after the indices.
-    a->sel = carve_ints(cv, Mq + 1);
-    a->qpos = carve_ints(cv, Mq);
-    a->q = carve_floats(cv, Mq * H);
-    a->k = carve_floats(cv, N * kv);
-    a->v = carve_floats(cv, N * kv);
-    a->o = carve_floats(cv, Mq * H);
-    a->lse = carve_floats(cv, Mq * c->n_heads);
-    a->ao = carve_floats(cv, Mq * H);
-    a->h = carve_floats(cv, N * H);
-    a->rstd_m = carve_floats(cv, N);
-    if (c->ffn == FFN_MEMORY) {
-        a->p = carve_floats(cv, N * R);
-        a->top_s = carve_floats(cv, N * K);
-        a->top_i = carve_ints(cv, N * K);
-        a->w = carve_floats(cv, N * K);
+    carve_keepable(m, a, shared, bf16, cv);
+    carve_own(m, a, cv);
+    if (m->cfg.ffn == FFN_MEMORY) {
         if (opt->refetch_slot_rows) {
             a->krows = shared->krows;
             a->vrows = shared->vrows;
         } else {
             carve_slot_rows(m, a, cv);
         }
-    } else {
-        a->ffn_pre = carve_floats(cv, N * 4 * H);
-        a->ffn_act = carve_floats(cv, N * 4 * H);
     }
 }
 
@@ -120,12 +160,15 @@ static void carve_activations(Model *m, const ModelOptions *opt, Carver *cv) {
     const ModelConfig *c = &m->cfg;
     const size_t N = (size_t)m->B * m->T, H = c->d_model;
     LayerActs shared = {0};
-    if (opt->recompute_elementwise)
-        carve_recomputable(m, &shared, cv);
+    const LayerActs none = {0};
+    if (opt->recompute_elementwise || opt->bf16_activations)
+        carve_recomputable(m, &shared, &none, NULL, cv);
+    if (opt->bf16_activations)
+        carve_keepable(m, &shared, &none, NULL, cv);
     if (opt->refetch_slot_rows && c->ffn == FFN_MEMORY)
         carve_slot_rows(m, &shared, cv);
     for (int l = 0; l < c->n_layers; l++)
-        carve_layer_acts(m, opt, &m->acts[l], &shared, cv);
+        carve_layer_acts(m, opt, &m->acts[l], &shared, &m->kept[l], cv);
     m->embed_out = m->acts[0].x;
     m->y_final = carve_floats(cv, N * H);
     m->yn = carve_floats(cv, N * H);
@@ -185,36 +228,39 @@ static size_t activation_bytes(Model *m, const ModelOptions *opt) {
 
 // A clear refusal, before the allocation fails (or, on the host, overcommits and the job is
 // killed later), when the activations cannot fit the memory the device has free: it says
-// what each memory option would save.
+// what each memory option still off would save.
 static void check_activations_fit(Model *m, size_t bytes) {
     size_t free_bytes = 0, total_bytes = 0;
     m->ops->memory_device_info(&free_bytes, &total_bytes);
     if (free_bytes == 0 || bytes <= free_bytes) // 0: unknown, the allocation will tell
         return;
     const double mib = 1024.0 * 1024.0;
-    // What each memory option that is still off would save.
-    ModelOptions refetch = m->opt, recompute = m->opt;
-    refetch.refetch_slot_rows = 1;
-    recompute.recompute_elementwise = 1;
-    char refetch_saves[64] = "", recompute_saves[64] = "";
-    if (!m->opt.refetch_slot_rows)
-        snprintf(refetch_saves, sizeof(refetch_saves), "--refetch_slot_rows 1 saves %.0f MiB",
-                 (double)(bytes - activation_bytes(m, &refetch)) / mib);
-    if (!m->opt.recompute_elementwise)
-        snprintf(recompute_saves, sizeof(recompute_saves),
-                 "--recompute_elementwise 1 saves %.0f MiB",
-                 (double)(bytes - activation_bytes(m, &recompute)) / mib);
-    char advice[256];
-    if (refetch_saves[0] || recompute_saves[0])
-        snprintf(advice, sizeof(advice), ", or let the backward redo work (%s%s%s)", refetch_saves,
-                 refetch_saves[0] && recompute_saves[0] ? ", " : "", recompute_saves);
-    else
-        snprintf(advice, sizeof(advice),
-                 " (both memory options, --refetch_slot_rows and "
-                 "--recompute_elementwise, are on already)");
+    ModelOptions with[3] = {m->opt, m->opt, m->opt};
+    with[0].refetch_slot_rows = 1;
+    with[1].recompute_elementwise = 1;
+    with[2].bf16_activations = 1;
+    const int off[3] = {!m->opt.refetch_slot_rows, !m->opt.recompute_elementwise,
+                        !m->opt.bf16_activations};
+    const char *flags[3] = {"--refetch_slot_rows 1", "--recompute_elementwise 1",
+                            "--activations bf16"};
+    char advice[384] = "", item[96];
+    for (int i = 0; i < 3; i++) {
+        if (!off[i])
+            continue;
+        snprintf(item, sizeof(item), "%s%s saves %.0f MiB", advice[0] ? ", " : "", flags[i],
+                 (double)(bytes - activation_bytes(m, &with[i])) / mib);
+        strncat(advice, item, sizeof(advice) - strlen(advice) - 1);
+    }
     hs_fatal("model_build: the activations of %d sequences of %d tokens need %.0f MiB, but the "
-             "%s backend has %.0f MiB free: lower --micro_batch%s",
-             m->B, m->T, bytes / mib, m->ops->name, free_bytes / mib, advice);
+             "%s backend has %.0f MiB free: lower --micro_batch%s%s%s",
+             m->B, m->T, bytes / mib, m->ops->name, free_bytes / mib,
+             advice[0] ? ", or keep less for the backward ("
+                       : " (the memory options "
+                         "--refetch_slot_rows, "
+                         "--recompute_elementwise and "
+                         "--activations bf16 are on "
+                         "already)",
+             advice, advice[0] ? ")" : "");
 }
 
 static void alloc_activations(Model *m) {
@@ -223,6 +269,26 @@ static void alloc_activations(Model *m) {
     m->activation_arena = m->ops->alloc(bytes);
     Carver assign = {m->activation_arena, 0};
     carve_activations(m, &m->opt, &assign);
+}
+
+size_t model_memory_bytes(const ModelConfig *cfg, int B, int T, const ModelOptions *opt) {
+    Model m;
+    memset(&m, 0, sizeof(m));
+    m.cfg = *cfg;
+    m.B = B;
+    m.T = T;
+    m.n_sel = model_n_selected(cfg, T);
+    m.acts = hs_calloc((size_t)cfg->n_layers, sizeof(LayerActs));
+    m.kept = hs_calloc((size_t)cfg->n_layers, sizeof(LayerKept));
+    const ModelOptions none = {0};
+    size_t bytes = activation_bytes(&m, opt ? opt : &none);
+    int32_t *positions;
+    BlockGrads unused;
+    Carver measure = {NULL, 0};
+    carve_scratch(&m, &measure, &positions, &unused);
+    free(m.acts);
+    free(m.kept);
+    return bytes + measure.used;
 }
 
 static void alloc_scratch(Model *m) {
@@ -305,6 +371,7 @@ void model_build_with(Model *m, const ModelConfig *cfg, const Ops *ops, Comm *co
     model_view_build(&m->p, &m->layout, cfg, m->params);
     model_view_build(&m->g, &m->layout, cfg, m->grads);
     m->acts = hs_calloc((size_t)cfg->n_layers, sizeof(LayerActs));
+    m->kept = hs_calloc((size_t)cfg->n_layers, sizeof(LayerKept));
     alloc_activations(m);
     alloc_scratch(m);
     model_set_head_chunk(m, model_default_head_chunk(cfg->vocab_size, B * T));
@@ -324,6 +391,7 @@ void model_free(Model *m) {
     model_view_free(&m->p);
     model_view_free(&m->g);
     free(m->acts);
+    free(m->kept);
     param_layout_free(&m->layout);
     memset(m, 0, sizeof(*m));
 }
@@ -371,6 +439,29 @@ static void head_chunks(Model *m, float *loss, int32_t *predictions, int with_gr
     profile_end(m->profiler);
 }
 
+// bf16_activations: round the working set's tensors of one group into this layer's bf16
+// copies (the forward), and widen a layer's copies back (the backward). Nothing, and no
+// profile marker, without the option (empty groups).
+static void keep_group(Model *m, const KeptGroup *group) {
+    if (group->n == 0)
+        return;
+    profile_begin(m->profiler, PHASE_STORAGE, PROFILE_FORWARD);
+    for (int i = 0; i < group->n; i++)
+        m->ops->to_bf16(group->t[i].kept, group->t[i].work, group->t[i].count);
+    profile_end(m->profiler);
+}
+
+static void restore_layer(Model *m, int layer) {
+    const KeptGroup *groups[2] = {&m->kept[layer].mix, &m->kept[layer].memory};
+    if (groups[0]->n + groups[1]->n == 0)
+        return;
+    profile_begin(m->profiler, PHASE_STORAGE, PROFILE_BACKWARD);
+    for (int g = 0; g < 2; g++)
+        for (int i = 0; i < groups[g]->n; i++)
+            m->ops->from_bf16(groups[g]->t[i].work, groups[g]->t[i].kept, groups[g]->t[i].count);
+    profile_end(m->profiler);
+}
+
 void model_forward(Model *m, const ForwardArgs *args) {
     const Ops *ops = m->ops;
     const ModelConfig *c = &m->cfg;
@@ -380,9 +471,18 @@ void model_forward(Model *m, const ForwardArgs *args) {
     ops->zero(m->losses, 3 * sizeof(float));
     ops->gather_rows(m->embed_out, m->p.embed, args->tokens, N, H, 0);
     profile_end(m->profiler);
+    // With bf16_activations the layers share one fp32 working set: each layer's results go
+    // into its bf16 copies before the next layer overwrites them (the mixing group before
+    // the memory stage writes the next layer's input over the shared x). A forward without
+    // targets has no backward, so it keeps nothing.
+    const int keep = args->targets != NULL;
     for (int l = 0; l < c->n_layers; l++) {
         block_mix_forward(m, l, args);
+        if (keep)
+            keep_group(m, &m->kept[l].mix);
         block_memory_forward(m, l, args, block_output(m, l));
+        if (keep)
+            keep_group(m, &m->kept[l].memory);
     }
     profile_begin(m->profiler, PHASE_HEAD_LOSS, PROFILE_FORWARD);
     ops->rmsnorm_forward(m->yn, m->rstd_f, m->y_final, m->p.norm_f, N, H);
@@ -422,6 +522,7 @@ void model_backward(Model *m) {
     ops->rmsnorm_backward(g.dy, m->g.norm_f, m->dyn, m->y_final, m->p.norm_f, m->rstd_f, N, H);
     profile_end(m->profiler);
     for (int l = c->n_layers - 1; l >= 0; l--) {
+        restore_layer(m, l);             // bf16_activations: this layer's working set again
         block_memory_backward(m, l, &g); // dy -> dh
         block_mix_backward(m, l, &g);    // dh -> dx
         float *next_dy = g.dx;           // the input gradient feeds the block below

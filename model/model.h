@@ -80,7 +80,36 @@ typedef struct ModelOptions {
     // floats (1.2 GB at the seed shape, micro-batch 4) for one RMSNorm pair, conv, GELU and
     // gather a layer in the backward. The gradients are bitwise the same.
     int recompute_elementwise;
+    // 1: the activations the backward reads (x, the norm, conv and MLP outputs, q, k, v, o,
+    // h, the pointers, ...) are kept in bf16 between the forward and the backward, halving
+    // them. A layer computes in one fp32 working set shared by the layers; the forward
+    // rounds each layer's results into the layer's bf16 copies (ops->to_bf16) and the
+    // backward widens them back into the working set (ops->from_bf16) before using them.
+    // The small per-token values (the norms' rstd, router logits, log-sum-exps, top-K
+    // scores and weights) stay fp32, as do the slot rows (parameters, not activations). The
+    // forward and its losses are bitwise the same; the gradients are those of the rounded
+    // activations (relative differences around 1e-3).
+    int bf16_activations;
 } ModelOptions;
+
+// One activation a bf16 model keeps in bf16 (ModelOptions.bf16_activations).
+typedef struct KeptTensor {
+    float *work;    // [count] fp32 working buffer, shared by the layers
+    uint16_t *kept; // [count] bf16 bits: this layer's copy
+    size_t count;
+} KeptTensor;
+
+// The kept tensors of one layer, in two groups: those made by the token mixing (kept once
+// it is done, before the memory stage writes the next layer's input over the shared x) and
+// those made by the memory stage.
+enum { MODEL_MAX_KEPT = 16 };
+typedef struct KeptGroup {
+    KeptTensor t[MODEL_MAX_KEPT];
+    int n;
+} KeptGroup;
+typedef struct LayerKept {
+    KeptGroup mix, memory;
+} LayerKept;
 
 typedef struct Model {
     ModelConfig cfg;
@@ -92,6 +121,7 @@ typedef struct Model {
     ModelView p, g;
     int B, T, n_sel;        // micro-batch the activations are sized for
     LayerActs *acts;        // [L]
+    LayerKept *kept;        // [L] each layer's bf16 copies (empty without bf16_activations)
     void *activation_arena; // one backend allocation holding every activation buffer
     float *embed_out;       // [N, H]
     float *y_final;         // [N, H] output of the last block
@@ -120,6 +150,10 @@ void model_build(Model *m, const ModelConfig *cfg, const Ops *ops, Comm *comm, i
 void model_build_with(Model *m, const ModelConfig *cfg, const Ops *ops, Comm *comm, int B, int T,
                       const ModelOptions *opt);
 void model_free(Model *m);
+// The bytes model_build_with allocates in one arena for the activations and in another for
+// the backward's scratch, with memory options `opt` (NULL: none), measured without
+// allocating: what a benchmark checks against the free memory before building a variant.
+size_t model_memory_bytes(const ModelConfig *cfg, int B, int T, const ModelOptions *opt);
 // MODEL.md init from `seed` (identical global tensors for every rank count).
 void model_init(Model *m, uint64_t seed);
 // Forward pass; with targets, the loss parts are computed into m->losses.

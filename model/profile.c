@@ -8,7 +8,8 @@
 #include "kernels/error.h"
 
 static const char *const phase_names[PHASE_COUNT] = {
-    "embed", "reflexive", "router", "attention", "slot_memory", "head_loss", "optimizer", "comm",
+    "embed",     "reflexive", "router",    "attention", "slot_memory",
+    "head_loss", "storage",   "optimizer", "comm",
 };
 
 const char *profile_phase_name(ProfilePhase phase) {

@@ -21,6 +21,7 @@ typedef enum ProfilePhase {
     PHASE_ATTENTION,   // q/k/v/o projections, RoPE, attention, gate
     PHASE_SLOT_MEMORY, // norm_m, compressor, slot exchange, slot read (or the dense FFN)
     PHASE_HEAD_LOSS,   // norm_f, LM head, cross-entropy
+    PHASE_STORAGE,     // bf16_activations: keeping activations in bf16, widening them back
     PHASE_OPTIMIZER,   // zeroing the gradients, grad norm, AdamW
     PHASE_COMM,        // all-reduce of the dense gradients
     PHASE_COUNT
@@ -73,5 +74,6 @@ static inline void profile_end(Profiler *p) {
 // or -1 for both together. 0 before any step has ended.
 double profiler_phase_mean_ms(const Profiler *p, ProfilePhase phase, int direction);
 double profiler_step_mean_ms(const Profiler *p);
-// "embed", "reflexive", "router", "attention", "slot_memory", "head_loss", "optimizer", "comm"
+// "embed", "reflexive", "router", "attention", "slot_memory", "head_loss", "storage",
+// "optimizer", "comm"
 const char *profile_phase_name(ProfilePhase phase);

@@ -1,7 +1,9 @@
-// Elementwise ops: add, axpy, scale, and GELU (tanh approximation) with its backward.
+// Elementwise ops: add, axpy, scale, GELU (tanh approximation) with its backward, and the
+// conversions to and from bf16 storage.
 #include "kernels/cpu/cpu_ops.h"
 
 #include <math.h>
+#include <string.h>
 
 void cpu_add(float *out, const float *a, const float *b, size_t n) {
     for (size_t i = 0; i < n; i++)
@@ -38,5 +40,30 @@ void cpu_gelu_backward(float *dx, const float *dout, const float *x, size_t n) {
         double dinner = GELU_C * (1.0 + 3.0 * GELU_A * xi * xi);
         double local = 0.5 * (1.0 + th) + 0.5 * xi * (1.0 - th * th) * dinner;
         dx[i] += (float)(local * dout[i]);
+    }
+}
+
+// Round to nearest, ties to even, by adding just under half a bf16 unit (plus the kept
+// bit's parity) to the fp32 bits and truncating; a carry into the exponent is the correct
+// rounding up (to infinity at the top). NaN is kept a NaN: the add could carry its payload
+// into the sign or turn it into infinity.
+static uint16_t bf16_round(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof(bits));
+    if ((bits & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((bits >> 16) | 0x0040u); // quiet NaN, same sign
+    bits += 0x7fffu + ((bits >> 16) & 1u);
+    return (uint16_t)(bits >> 16);
+}
+
+void cpu_to_bf16(uint16_t *dst, const float *src, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        dst[i] = bf16_round(src[i]);
+}
+
+void cpu_from_bf16(float *dst, const uint16_t *src, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t bits = (uint32_t)src[i] << 16;
+        memcpy(&dst[i], &bits, sizeof(bits));
     }
 }

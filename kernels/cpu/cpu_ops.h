@@ -25,6 +25,8 @@ void cpu_axpy(float *y, float alpha, const float *x, size_t n);
 void cpu_scale(float *x, float alpha, size_t n);
 void cpu_gelu_forward(float *out, const float *x, size_t n);
 void cpu_gelu_backward(float *dx, const float *dout, const float *x, size_t n);
+void cpu_to_bf16(uint16_t *dst, const float *src, size_t n);
+void cpu_from_bf16(float *dst, const uint16_t *src, size_t n);
 
 // cpu_rmsnorm.c
 void cpu_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N, int H);

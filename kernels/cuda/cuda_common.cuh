@@ -177,6 +177,9 @@ void cuda_axpy(float *y, float alpha, const float *x, size_t n);
 void cuda_scale(float *x, float alpha, size_t n);
 void cuda_gelu_forward(float *out, const float *x, size_t n);
 void cuda_gelu_backward(float *dx, const float *dout, const float *x, size_t n);
+// cuda_linear.cu (next to the bf16 copies of the matmul operands)
+void cuda_to_bf16_op(uint16_t *dst, const float *src, size_t n);
+void cuda_from_bf16_op(float *dst, const uint16_t *src, size_t n);
 // cuda_rmsnorm.cu
 void cuda_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N, int H);
 void cuda_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,

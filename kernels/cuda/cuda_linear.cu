@@ -101,6 +101,72 @@ __global__ void to_bf16_packed_kernel(__nv_bfloat16 *dst, const float *src, size
     }
 }
 
+// dst [n] bf16 = src [n] rounded to nearest, one element a thread (the tail and unaligned
+// buffers of the flat conversions).
+__global__ void to_bf16_scalar_kernel(__nv_bfloat16 *dst, const float *src, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+// dst [n8 * 8] fp32 = src [n8 * 8] bf16 widened; both 16-byte aligned.
+__global__ void from_bf16_packed_kernel(float *dst, const __nv_bfloat16 *src, size_t n8) {
+    const Bf16x8 *src8 = reinterpret_cast<const Bf16x8 *>(src);
+    float4 *dst4 = reinterpret_cast<float4 *>(dst);
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n8;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const Bf16x8 in = src8[i];
+        const float2 a = __bfloat1622float2(in.pair[0]), b = __bfloat1622float2(in.pair[1]);
+        const float2 c = __bfloat1622float2(in.pair[2]), d = __bfloat1622float2(in.pair[3]);
+        dst4[2 * i] = make_float4(a.x, a.y, b.x, b.y);
+        dst4[2 * i + 1] = make_float4(c.x, c.y, d.x, d.y);
+    }
+}
+
+__global__ void from_bf16_scalar_kernel(float *dst, const __nv_bfloat16 *src, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = __bfloat162float(src[i]);
+}
+
+// Whether a flat conversion of n elements can go 8 at a time (16-byte bf16 groups).
+static bool flat_vectorizable(const void *a, const void *b, size_t n) {
+    return n % 8 == 0 && (((uintptr_t)a | (uintptr_t)b) & 15u) == 0;
+}
+
+// ops->to_bf16: dst [n] bf16 bits = src [n] rounded to nearest even (__float2bfloat16_rn, the
+// cpu backend's rounding; a NaN stays a NaN).
+void cuda_to_bf16_op(uint16_t *dst, const float *src, size_t n) {
+    if (n == 0)
+        return;
+    __nv_bfloat16 *out = reinterpret_cast<__nv_bfloat16 *>(dst);
+    if (flat_vectorizable(dst, src, n)) {
+        to_bf16_packed_kernel<<<cuda_grid(n / 8, CONVERT_THREADS), CONVERT_THREADS, 0,
+                                cuda_stream()>>>(out, src, n / 8);
+        CUDA_CHECK_LAUNCH("to_bf16_packed_kernel");
+        return;
+    }
+    to_bf16_scalar_kernel<<<cuda_grid(n, CONVERT_THREADS), CONVERT_THREADS, 0, cuda_stream()>>>(
+        out, src, n);
+    CUDA_CHECK_LAUNCH("to_bf16_scalar_kernel");
+}
+
+// ops->from_bf16: dst [n] = src [n] bf16 bits widened (exact).
+void cuda_from_bf16_op(float *dst, const uint16_t *src, size_t n) {
+    if (n == 0)
+        return;
+    const __nv_bfloat16 *in = reinterpret_cast<const __nv_bfloat16 *>(src);
+    if (flat_vectorizable(dst, src, n)) {
+        from_bf16_packed_kernel<<<cuda_grid(n / 8, CONVERT_THREADS), CONVERT_THREADS, 0,
+                                  cuda_stream()>>>(dst, in, n / 8);
+        CUDA_CHECK_LAUNCH("from_bf16_packed_kernel");
+        return;
+    }
+    from_bf16_scalar_kernel<<<cuda_grid(n, CONVERT_THREADS), CONVERT_THREADS, 0, cuda_stream()>>>(
+        dst, in, n);
+    CUDA_CHECK_LAUNCH("from_bf16_scalar_kernel");
+}
+
 // dst [rows, ld] bf16 = src [rows, cols] fp32 rounded to nearest, columns [cols, ld) zero.
 // A thread writes VEC adjacent values of a row: VEC = 4 (a float4 in, 8 bytes out) when cols
 // and ld are multiples of 4 and src is 16-byte aligned, else an aligned pair (ld is even).

@@ -125,30 +125,20 @@ static void upload_random_batch(const Ops *ops, int32_t *tokens, int32_t *target
 // ---- memory estimate (the sweep skips a variant that cannot fit) ----------------------------
 
 // Bytes one rank will allocate for a variant: parameters, gradients and both AdamW moments,
-// the activation arena and backward scratch of model/model.c, the slot exchange's buffers
-// and the token buffers, plus a margin for what this sum leaves out (optimizer scalars,
-// library workspaces). An estimate: it errs on the large side.
-static double estimate_bytes(const BenchVariant *v, int rank, int world, int bf16,
-                             const Options *opt) {
+// the model's activation arena and backward scratch (as model_build_with measures them), the
+// slot exchange's buffers, one chunk of the LM head's logits, plus a margin for what this sum
+// leaves out (optimizer scalars, library workspaces). An estimate: it errs on the large side.
+static double estimate_bytes(Session *s, const BenchVariant *v, int bf16) {
     const ModelConfig *c = &v->cfg;
     ParamLayout layout;
-    param_layout_build(&layout, c, rank, world);
+    param_layout_build(&layout, c, s->info.rank, s->info.world);
     double state = 4.0 * 4.0 * (double)layout.n_local;
     param_layout_free(&layout);
-    const double H = c->d_model, mH = (double)c->mlp_mult * H, R = c->ptr_dim, K = c->top_k;
-    const double kv = (double)c->n_kv_heads * model_head_dim(c), nh = c->n_heads;
-    const double rho = (double)model_n_selected(c, c->seq_len) / c->seq_len;
-    const double memory = c->ffn == FFN_MEMORY ? R + 3 * K + K * R + K * H : 8 * H;
-    // floats per token
-    double layer_acts = 5 * H + 2 * mH + 5 + 2 * kv + rho * (4 * H + 2 + nh) + memory;
-    double layer_scratch = 6 * H + 2 * mH + 1 + 2 * kv + rho * 4 * H + memory;
+    const ModelOptions mo = session_model_options(s);
+    const double model = (double)model_memory_bytes(c, v->B, c->seq_len, &mo);
+    const double H = c->d_model, R = c->ptr_dim, K = c->top_k;
+    // floats per token of the slot exchange (dist/slot_exchange.c)
     double exchange = c->ffn == FFN_MEMORY ? 4 * K * (R + H) + 2 * R : 0.0;
-    double head = 2 * H + 2; // yn, y_final, rstd_f, predictions (d yn lives in the scratch)
-    double per_token = c->n_layers * layer_acts + layer_scratch + exchange + head + 3;
-    if (c->ffn == FFN_MEMORY && opt->refetch_slot_rows) // one layer's rows, not every layer's
-        per_token -= (c->n_layers - 1) * K * (R + H);
-    if (opt->recompute_elementwise) // u, c, act, u_sel, hn: one layer's
-        per_token -= (c->n_layers - 1) * (3 * H + mH + rho * H);
     double tokens = (double)v->B * c->seq_len;
     // The LM head's logits exist one chunk of tokens at a time.
     double logits =
@@ -158,7 +148,7 @@ static double estimate_bytes(const BenchVariant *v, int rank, int world, int bf1
     // grows by half again when it grows.
     double workspace =
         bf16 ? 1.5 * (2.0 * logits + 2.0 * c->vocab_size * H + 2.0 * tokens * H) : 0.0;
-    return 1.15 * (state + 4.0 * (per_token * tokens + logits) + workspace) + 256.0 * MIB;
+    return 1.15 * (state + model + 4.0 * (exchange * tokens + logits) + workspace) + 256.0 * MIB;
 }
 
 // 1 on every rank when every rank has room for the variant (by the estimate).
@@ -166,8 +156,7 @@ static int variant_fits(Session *s, const BenchVariant *v, BenchResult *r) {
     size_t free_bytes = 0, total_bytes = 0;
     s->ops->memory_device_info(&free_bytes, &total_bytes);
     r->need_mib =
-        estimate_bytes(v, s->info.rank, s->info.world,
-                       s->ops->kind != BACKEND_CPU && strcmp(s->opt.matmul, "bf16") == 0, &s->opt) /
+        estimate_bytes(s, v, s->ops->kind != BACKEND_CPU && strcmp(s->opt.matmul, "bf16") == 0) /
         MIB;
     r->free_mib = (double)free_bytes / MIB;
     // An unknown free size (0) never blocks; the allocation itself is then the judge.
@@ -315,7 +304,7 @@ static void print_variant_header(const Session *s, const BenchVariant *v, const 
            s->ops->name, s->info.world, s->threads, s->comm_kind == COMM_NCCL ? "nccl" : "mpi",
            s->ops->kind == BACKEND_CPU ? "fp32 (cpu)" : s->opt.matmul);
     printf("model: L%d H%d nh%d nkv%d T%d V%d S%d R%d K%d capacity %g (n_sel %d), attn=%s "
-           "ffn=%s%s%s\n",
+           "ffn=%s%s%s%s\n",
            c->n_layers, c->d_model, c->n_heads, c->n_kv_heads, c->seq_len, c->vocab_size,
            c->n_slots, c->ptr_dim, c->top_k, c->capacity, model_n_selected(c, c->seq_len),
            c->attn == ATTN_DENSE ? "dense" : "sparse", c->ffn == FFN_DENSE ? "dense" : "memory",
@@ -324,6 +313,9 @@ static void print_variant_header(const Session *s, const BenchVariant *v, const 
                : "",
            s->opt.recompute_elementwise
                ? "; norms, conv, GELU recomputed in the backward (--recompute_elementwise 1)"
+               : "",
+           strcmp(s->opt.activations, "bf16") == 0
+               ? "; activations kept in bf16 for the backward (--activations bf16)"
                : "");
     printf("batch: %d sequences per rank x %d rank(s) = %lld tokens per step; warmup %d, "
            "timed %d steps\n",

@@ -60,7 +60,9 @@ typedef struct Options {
     char device[8]; // cpu | cuda | "" (choose)
     char comm[8];   // mpi | nccl | "" (choose)
     char matmul[8]; // fp32 | tf32 | bf16 (ops.h MatmulPrecision); "" until the backend is chosen
-    int threads;    // OpenMP threads per rank; 0 = choose
+    char activations[8];       // fp32 | bf16 (ModelOptions.bf16_activations); "" until --matmul is
+                               // resolved
+    int threads;               // OpenMP threads per rank; 0 = choose
     int refetch_slot_rows;     // 1: the backward fetches the slot rows again (ModelOptions)
     int recompute_elementwise; // 1: the backward recomputes norms, conv, GELU (ModelOptions)
 

@@ -103,6 +103,12 @@ void session_open_backend(Session *s) {
     if (s->opt.matmul[0] == '\0')
         snprintf(s->opt.matmul, sizeof(s->opt.matmul), "%s",
                  s->ops->kind == BACKEND_CUDA ? "bf16" : "fp32");
+    // --activations unset: bf16 storage goes with bf16 products (the GEMMs round their inputs
+    // to bf16 anyway); fp32 matmuls, chosen to compare with the oracle, keep fp32.
+    if (s->opt.activations[0] == '\0')
+        snprintf(s->opt.activations, sizeof(s->opt.activations), "%s",
+                 s->ops->kind == BACKEND_CUDA && strcmp(s->opt.matmul, "bf16") == 0 ? "bf16"
+                                                                                    : "fp32");
     // Each rank takes GPU local_rank % visible devices. NCCL refuses two ranks on one GPU,
     // so nccl is the default only when no two ranks of a node got the same physical GPU
     // (compared by PCI bus id: with one visible GPU per rank, as Slurm's --gpus-per-task=1
@@ -292,7 +298,8 @@ void session_resolve_config(Session *s, int from_checkpoint) {
 
 ModelOptions session_model_options(const Session *s) {
     const ModelOptions mo = {.refetch_slot_rows = s->opt.refetch_slot_rows,
-                             .recompute_elementwise = s->opt.recompute_elementwise};
+                             .recompute_elementwise = s->opt.recompute_elementwise,
+                             .bf16_activations = strcmp(s->opt.activations, "bf16") == 0};
     return mo;
 }
 
@@ -385,6 +392,9 @@ void session_print_config(const Session *s, int accum_steps) {
                                       : "slot rows kept",
              o->recompute_elementwise ? "recomputed" : "kept");
     print_row("backward memory", v);
+    print_row("activations", strcmp(o->activations, "bf16") == 0
+                                 ? "bf16 between forward and backward (one fp32 working layer)"
+                                 : "fp32");
     if (o->mode == MODE_TRAIN) {
         printf("-- training ---------------------------------------\n");
         snprintf(v, sizeof(v), "%d sequences = %d per rank x %d ranks x %d accumulation", o->batch,

@@ -65,12 +65,12 @@ static void expect_loss_close(const char *what, double got, double want, double 
 }
 
 // One forward + backward of the same model and batch on both backends; every loss part and
-// every gradient tensor must agree. gpu_opt: the GPU model's memory options (NULL: none; the
-// cpu model keeps everything).
+// every gradient tensor must agree. cpu_opt, gpu_opt: each model's memory options (NULL:
+// none).
 static void check_model_gradients(const ModelConfig *cfg, int B, int T, uint64_t seed,
-                                  const ModelOptions *gpu_opt) {
+                                  const ModelOptions *cpu_opt, const ModelOptions *gpu_opt) {
     Model mc, mg;
-    model_build(&mc, cfg, cpu, NULL, B, T);
+    model_build_with(&mc, cfg, cpu, NULL, B, T, cpu_opt);
     model_build_with(&mg, cfg, gpu, NULL, B, T, gpu_opt);
     model_init(&mc, seed);
     model_init(&mg, seed);
@@ -128,7 +128,7 @@ static void check_model_gradients(const ModelConfig *cfg, int B, int T, uint64_t
 
 START_TEST(test_tiny_model_gradients) {
     ModelConfig cfg = model_config_tiny();
-    check_model_gradients(&cfg, 2, cfg.seq_len, 101, NULL);
+    check_model_gradients(&cfg, 2, cfg.seq_len, 101, NULL, NULL);
 }
 END_TEST
 
@@ -139,7 +139,18 @@ START_TEST(test_tiny_model_gradients_memory_options) {
     ModelConfig cfg = model_config_tiny();
     cfg.n_layers = 3;
     const ModelOptions opt = {.refetch_slot_rows = 1, .recompute_elementwise = 1};
-    check_model_gradients(&cfg, 2, cfg.seq_len, 103, &opt);
+    check_model_gradients(&cfg, 2, cfg.seq_len, 103, NULL, &opt);
+}
+END_TEST
+
+// Both models keeping their activations in bf16 (--activations bf16, with the slot rows
+// refetched as by default): the GPU's rounded copies must give the cpu's gradients, under
+// the same tolerances (an fp32 difference can round one element to the neighbouring bf16).
+START_TEST(test_tiny_model_gradients_bf16_activations) {
+    ModelConfig cfg = model_config_tiny();
+    cfg.n_layers = 3;
+    const ModelOptions opt = {.refetch_slot_rows = 1, .bf16_activations = 1};
+    check_model_gradients(&cfg, 2, cfg.seq_len, 104, &opt, &opt);
 }
 END_TEST
 
@@ -155,7 +166,7 @@ START_TEST(test_small_model_gradients) {
     cfg.n_slots = 4096;
     cfg.ptr_dim = 32;
     cfg.top_k = 8;
-    check_model_gradients(&cfg, 2, cfg.seq_len, 202, NULL);
+    check_model_gradients(&cfg, 2, cfg.seq_len, 202, NULL, NULL);
 }
 END_TEST
 
@@ -231,6 +242,7 @@ static Suite *model_parity_suite(void) {
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_tiny_model_gradients);
     tcase_add_test(tc, test_tiny_model_gradients_memory_options);
+    tcase_add_test(tc, test_tiny_model_gradients_bf16_activations);
     tcase_add_test(tc, test_small_model_gradients);
     tcase_add_test(tc, test_tiny_training_tracks_cpu);
     suite_add_tcase(s, tc);

@@ -127,6 +127,65 @@ static void random_sorted_positions(TestRng *rng, int32_t *qpos, int B, int T, i
     free(taken);
 }
 
+// One bf16 conversion pair at n elements starting `offset` elements into the buffers (an
+// offset or an n that is not a multiple of 8 takes the kernels' scalar path): to_bf16 must
+// give the cpu's bits exactly (both round to nearest even), NaNs aside, which need only stay
+// NaNs; from_bf16 must give back the same floats.
+static void check_bf16_conversion(TestRng *rng, size_t n, size_t offset) {
+    const size_t total = n + offset;
+    float *host = hs_malloc(total * sizeof(float));
+    test_fill_normal(rng, host, total, 3.0f);
+    // Values whose rounding is delicate: exact ties (even and odd), just off them, zeros,
+    // infinities, a NaN, subnormals and the largest floats (which round to infinity).
+    const uint32_t special[] = {0x3f808000u, 0x3f818000u, 0x3f808001u, 0x3f807fffu,
+                                0x80000000u, 0x00000000u, 0x7f800000u, 0xff800000u,
+                                0x7fc00001u, 0x00018000u, 0x80008000u, 0x7f7fffffu};
+    const size_t n_special = sizeof(special) / sizeof(special[0]);
+    for (size_t i = 0; i < n_special && i < n; i++)
+        memcpy(&host[offset + i * (n / n_special)], &special[i], sizeof(float));
+    Buf x = buf_from_host(host, total);
+    uint16_t *bits_cpu = cpu->alloc(total * sizeof(uint16_t));
+    uint16_t *bits_gpu = gpu->alloc(total * sizeof(uint16_t));
+    cpu->to_bf16(bits_cpu + offset, x.cpu + offset, n);
+    gpu->to_bf16(bits_gpu + offset, x.gpu + offset, n);
+    uint16_t *got = hs_malloc(total * sizeof(uint16_t));
+    gpu->copy_to_host(got, bits_gpu, total * sizeof(uint16_t));
+    size_t mismatches = 0;
+    for (size_t i = offset; i < total; i++) {
+        int nan_cpu = (bits_cpu[i] & 0x7fffu) > 0x7f80u, nan_gpu = (got[i] & 0x7fffu) > 0x7f80u;
+        if (nan_cpu ? !nan_gpu : got[i] != bits_cpu[i]) {
+            if (mismatches++ == 0)
+                fprintf(stderr,
+                        "to_bf16 n=%zu offset %zu: first mismatch at %zu: x 0x%08x, "
+                        "cuda 0x%04x, cpu 0x%04x\n",
+                        n, offset, i, *(uint32_t *)&host[i], got[i], bits_cpu[i]);
+        }
+    }
+    ck_assert_msg(mismatches == 0, "to_bf16 n=%zu offset %zu: %zu of %zu differ", n, offset,
+                  mismatches, n);
+    // Widen the cpu's bits on both sides (so both read identical input).
+    gpu->copy_from_host(bits_gpu, bits_cpu, total * sizeof(uint16_t));
+    Buf wide = buf_zeros(total);
+    cpu->from_bf16(wide.cpu + offset, bits_cpu + offset, n);
+    gpu->from_bf16(wide.gpu + offset, bits_gpu + offset, n);
+    float *wide_gpu = hs_malloc(total * sizeof(float));
+    gpu->copy_to_host(wide_gpu, wide.gpu, total * sizeof(float));
+    ck_assert_msg(memcmp(wide_gpu + offset, wide.cpu + offset, n * sizeof(float)) == 0,
+                  "from_bf16 n=%zu offset %zu: cuda and cpu differ", n, offset);
+    free(host), free(got), free(wide_gpu);
+    cpu->free(bits_cpu), gpu->free(bits_gpu);
+    buf_free(&x), buf_free(&wide);
+}
+
+START_TEST(test_bf16_conversions) {
+    TestRng rng = test_rng(31);
+    check_bf16_conversion(&rng, (size_t)16384 * 512, 0); // a seed activation, 8 at a time
+    check_bf16_conversion(&rng, 1000003, 0);             // scalar path: n not a multiple of 8
+    check_bf16_conversion(&rng, 4096, 3);                // scalar path: unaligned buffers
+    check_bf16_conversion(&rng, 13, 0);
+}
+END_TEST
+
 START_TEST(test_elementwise_and_rows) {
     TestRng rng = test_rng(1);
     const size_t n = 1024 * 512;
@@ -1081,6 +1140,7 @@ static Suite *parity_suite(void) {
     TCase *tc = tcase_create("ops");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_elementwise_and_rows);
+    tcase_add_test(tc, test_bf16_conversions);
     tcase_add_test(tc, test_rmsnorm);
     tcase_add_test(tc, test_linear);
     tcase_add_test(tc, test_conv);

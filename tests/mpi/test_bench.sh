@@ -8,7 +8,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/run_mpi.sh"
 bin="$HSPMN_BUILD/hspmn_dist"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-phases="embed reflexive router attention slot_memory head_loss optimizer comm"
+phases="embed reflexive router attention slot_memory head_loss storage optimizer comm"
 
 check_single() { # log ranks
     local log=$1 ranks=$2
@@ -30,7 +30,7 @@ check_single() { # log ranks
         $1 == "tokens/s:" { tok = $2 }
         END {
             printf "phases sum to %.3f ms of a %.3f ms step; %s tok/s\n", sum, step, tok
-            if (seen != 8) { print "FAIL: " seen " phase rows"; exit 1 }
+            if (seen != n) { print "FAIL: " seen " phase rows of " n; exit 1 }
             if (!(step > 0) || !(tok > 0)) { print "FAIL: no step time or throughput"; exit 1 }
             if (sum < 0.8 * step || sum > 1.2 * step) { print "FAIL: phases do not add up"; exit 1 }
         }' "$log"
@@ -53,10 +53,26 @@ run_mpi 1 "$bin" bench --preset tiny --device cpu --bench_steps 1 --bench_warmup
 check_single "$work/lean.log" 1
 grep -q '^model: .*slot rows refetched in the backward.*recomputed in the backward' \
     "$work/lean.log" || { echo "FAIL: the header does not name the memory options"; exit 1; }
+# --activations bf16 on top: named in the header, a storage phase that takes time, and a
+# peak lower again. (With 4 layers: bf16 copies of L layers less one fp32 working set save
+# (L/2 - 1) layers' worth, nothing at the tiny preset's 2.)
+run_mpi 1 "$bin" bench --preset tiny --n_layers 4 --device cpu --bench_steps 1 --bench_warmup 0 \
+    --refetch_slot_rows 1 --recompute_elementwise 1 >"$work/lean4.log"
+run_mpi 1 "$bin" bench --preset tiny --n_layers 4 --device cpu --bench_steps 1 --bench_warmup 0 \
+    --refetch_slot_rows 1 --recompute_elementwise 1 --activations bf16 >"$work/bf16.log"
+check_single "$work/bf16.log" 1
+grep -q '^model: .*activations kept in bf16 for the backward' "$work/bf16.log" ||
+    { echo "FAIL: the header does not name --activations bf16"; exit 1; }
+awk '$1 == "storage" && !($4 > 0) { print "FAIL: no time in the storage phase"; bad = 1 }
+     END { exit bad }' "$work/bf16.log"
 peak() { sed -nE 's/^memory: peak ([0-9.]+) MiB.*/\1/p' "$1"; }
-awk -v kept="$(peak "$work/kept.log")" -v lean="$(peak "$work/lean.log")" 'BEGIN {
+awk -v kept="$(peak "$work/kept.log")" -v lean="$(peak "$work/lean.log")" \
+    -v lean4="$(peak "$work/lean4.log")" -v bf16="$(peak "$work/bf16.log")" 'BEGIN {
     printf "peak %s MiB keeping every activation, %s MiB with both memory options\n", kept, lean
+    printf "4 layers: peak %s MiB with both memory options, %s MiB with bf16 activations too\n",
+        lean4, bf16
     if (!(lean + 0.5 < kept + 0)) { print "FAIL: the memory options did not lower the peak"; exit 1 }
+    if (!(bf16 + 0.1 < lean4 + 0)) { print "FAIL: bf16 activations did not lower the peak"; exit 1 }
 }'
 
 # The sweep: base, attn=dense, ffn=dense and each sequence length, one row each.

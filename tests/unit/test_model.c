@@ -272,9 +272,14 @@ static LossParts loss_and_grads(const ModelConfig *c, float *grads_out, size_t *
     return parts;
 }
 
-// The bytes the model's carver gives a piece of n floats (model/model.c aligns to 256).
+// The bytes the model's carver gives a piece of n elements of `size` bytes (model/model.c
+// aligns to 256).
+static size_t carved_elems(size_t n, size_t size) {
+    return (n * size + 255) / 256 * 256;
+}
+
 static size_t carved_bytes(size_t n) {
-    return (n * sizeof(float) + 255) / 256 * 256;
+    return carved_elems(n, sizeof(float));
 }
 
 // Zero the gradients, then forward + backward of two micro-batches (they accumulate).
@@ -339,6 +344,89 @@ static void check_memory_options(const ModelConfig *c, const ModelOptions *opt, 
     model_free(&keep);
     model_free(&lean);
 }
+
+// What bf16_activations saves on top of the options `base`: every kept tensor of every
+// layer in bf16 instead of fp32, less one fp32 working set of them (model.h). The kept
+// tensors are listed here from MODEL.md's shapes, independently of model.c's carving.
+static size_t expected_bf16_saving(const ModelConfig *c, const ModelOptions *base) {
+    const size_t N = (size_t)B * T, H = c->d_model, mH = (size_t)c->mlp_mult * H;
+    const size_t kv = (size_t)c->n_kv_heads * (H / c->n_heads);
+    const size_t Mq = c->attn == ATTN_DENSE ? N : (size_t)B * model_n_selected(c, T);
+    size_t kept[16], n = 0;
+    if (!base->recompute_elementwise) { // u, c, GELU(pre), u_sel, hn
+        kept[n++] = N * H, kept[n++] = N * H, kept[n++] = N * mH;
+        kept[n++] = Mq * H, kept[n++] = N * H;
+    }
+    kept[n++] = N * H, kept[n++] = N * mH;                      // x, pre
+    kept[n++] = Mq * H, kept[n++] = N * kv, kept[n++] = N * kv; // q, k, v
+    kept[n++] = Mq * H, kept[n++] = Mq * H, kept[n++] = N * H;  // o, ao, h
+    if (c->ffn == FFN_MEMORY)
+        kept[n++] = N * c->ptr_dim; // p
+    else
+        kept[n++] = N * 4 * H, kept[n++] = N * 4 * H; // the dense FFN's pre and act
+    size_t per_layer = 0, work = 0;
+    for (size_t i = 0; i < n; i++) {
+        per_layer += carved_bytes(kept[i]) - carved_elems(kept[i], sizeof(uint16_t));
+        work += carved_bytes(kept[i]);
+    }
+    return (size_t)c->n_layers * per_layer - work;
+}
+
+// bf16_activations on top of the options `base`, against `base` alone: the losses of two
+// micro-batches bit for bit (the forward is untouched), the saving of expected_bf16_saving
+// to the byte, and gradients that differ (the backward did read the rounded copies) by
+// about bf16's rounding, relative to their norm.
+static void check_bf16_activations(const ModelConfig *c, const ModelOptions *base,
+                                   const char *what) {
+    const Ops *ops = ops_cpu();
+    ModelOptions bf16 = *base;
+    bf16.bf16_activations = 1;
+    Model keep, lean;
+    size_t before = ops->memory_in_use();
+    model_build_with(&keep, c, ops, NULL, B, T, base);
+    const size_t keep_bytes = ops->memory_in_use() - before;
+    before = ops->memory_in_use();
+    model_build_with(&lean, c, ops, NULL, B, T, &bf16);
+    const size_t lean_bytes = ops->memory_in_use() - before;
+    ck_assert_msg(keep_bytes - lean_bytes == expected_bf16_saving(c, base),
+                  "%s: %zu bytes saved, expected %zu", what, keep_bytes - lean_bytes,
+                  expected_bf16_saving(c, base));
+    model_init(&keep, 9);
+    model_init(&lean, 9);
+    scale_normal_params(&keep, 10.0f);
+    scale_normal_params(&lean, 10.0f);
+    LossParts lk = two_micro_batches(&keep, c), ll = two_micro_batches(&lean, c);
+    ck_assert_msg(lk.ce == ll.ce && lk.route == ll.route && lk.entropy == ll.entropy,
+                  "%s: losses differ", what);
+    double diff = 0.0, norm = 0.0;
+    for (size_t i = 0; i < keep.layout.n_local; i++) {
+        double d = (double)lean.grads[i] - keep.grads[i];
+        diff += d * d;
+        norm += (double)keep.grads[i] * keep.grads[i];
+    }
+    const double rel = sqrt(diff / norm);
+    ck_assert_msg(norm > 0.0 && rel > 0.0, "%s: the gradients did not change (rel %g)", what, rel);
+    ck_assert_msg(rel < 1e-2, "%s: gradients %g away from fp32 storage (relative L2)", what, rel);
+    model_free(&keep);
+    model_free(&lean);
+}
+
+// bf16_activations alone and with the other two memory options, on the routed model and
+// the attn=dense and ffn=dense variants.
+START_TEST(test_bf16_activations) {
+    ModelConfig base = model_config_tiny();
+    base.n_layers = 3;
+    ModelConfig dense_attn = base, dense_ffn = base;
+    dense_attn.attn = ATTN_DENSE;
+    dense_ffn.ffn = FFN_DENSE;
+    const ModelOptions none = {0};
+    const ModelOptions both = {.refetch_slot_rows = 1, .recompute_elementwise = 1};
+    check_bf16_activations(&base, &none, "bf16 activations");
+    check_bf16_activations(&base, &both, "bf16 activations with both options");
+    check_bf16_activations(&dense_attn, &none, "bf16 activations, attn=dense");
+    check_bf16_activations(&dense_ffn, &both, "bf16 activations with both options, ffn=dense");
+}
+END_TEST
 
 // refetch_slot_rows and recompute_elementwise (ModelOptions), alone and together, on the
 // routed model and on the attn=dense and ffn=dense variants (each recomputes other buffers).
@@ -511,6 +599,7 @@ int main(void) {
     tcase_add_test(tc, test_conv_is_identity_at_init);
     tcase_add_test(tc, test_full_capacity_fixed_gate_equals_dense_attention);
     tcase_add_test(tc, test_memory_options_same_gradients);
+    tcase_add_test(tc, test_bf16_activations);
     tcase_add_test(tc, test_router_noise_and_selection);
     tcase_add_test(tc, test_threshold_routing_is_causal);
     tcase_add_test(tc, test_loss_at_init_is_log_vocab);

@@ -155,6 +155,70 @@ START_TEST(test_gelu) {
 }
 END_TEST
 
+// ---- bf16 storage ---------------------------------------------------------------------------
+
+static float float_of_bits(uint32_t bits) {
+    float f;
+    memcpy(&f, &bits, sizeof(f));
+    return f;
+}
+
+// Rounding to nearest with ties to even, overflow to infinity, signed zeros, subnormals and
+// NaN, on fp32 bit patterns whose bf16 is known; then every bf16 widens back exactly.
+START_TEST(test_bf16_round_trip) {
+    const Ops *ops = ops_cpu();
+    const uint32_t in[] = {
+        0x3f800000u, // 1.0 -> 0x3f80
+        0x3f808000u, // 1 + 2^-8: a tie, the kept bit is even -> down, 0x3f80
+        0x3f818000u, // a tie with an odd kept bit -> up, 0x3f82
+        0x3f808001u, // just above the tie -> up, 0x3f81
+        0x3f807fffu, // just below the tie -> down, 0x3f80
+        0x7f7fffffu, // the largest float rounds up to infinity
+        0xff7fffffu, // and the most negative to -infinity
+        0x80000000u, // -0
+        0x00008000u, // a subnormal tie, even -> 0x0000
+        0x00018000u, // a subnormal tie, odd -> 0x0002
+        0x7f800000u, // infinity stays
+        0xc0490fdbu, // -pi -> 0xc049
+    };
+    const uint16_t want[] = {0x3f80, 0x3f80, 0x3f82, 0x3f81, 0x3f80, 0x7f80,
+                             0xff80, 0x8000, 0x0000, 0x0002, 0x7f80, 0xc049};
+    const size_t n = sizeof(in) / sizeof(in[0]);
+    float x[sizeof(in) / sizeof(in[0])];
+    uint16_t got[sizeof(in) / sizeof(in[0])];
+    for (size_t i = 0; i < n; i++)
+        x[i] = float_of_bits(in[i]);
+    ops->to_bf16(got, x, n);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_msg(got[i] == want[i], "to_bf16(0x%08x) = 0x%04x, want 0x%04x", in[i], got[i],
+                      want[i]);
+
+    float nan_in[2] = {float_of_bits(0x7fc00001u), float_of_bits(0xff800001u)};
+    uint16_t nan_out[2];
+    float nan_back[2];
+    ops->to_bf16(nan_out, nan_in, 2);
+    ops->from_bf16(nan_back, nan_out, 2);
+    ck_assert_msg(isnan(nan_back[0]) && isnan(nan_back[1]), "a NaN did not stay a NaN");
+
+    // Every one of the 65536 bf16 values widens to the fp32 with the same upper bits and
+    // rounds back to itself (NaNs aside: their payload may be quieted).
+    uint16_t *all = malloc(65536 * sizeof(uint16_t)), *again = malloc(65536 * sizeof(uint16_t));
+    float *wide = malloc(65536 * sizeof(float));
+    for (uint32_t b = 0; b < 65536; b++)
+        all[b] = (uint16_t)b;
+    ops->from_bf16(wide, all, 65536);
+    ops->to_bf16(again, wide, 65536);
+    for (uint32_t b = 0; b < 65536; b++) {
+        uint32_t bits;
+        memcpy(&bits, &wide[b], sizeof(bits));
+        ck_assert_msg(bits == b << 16, "from_bf16(0x%04x) = 0x%08x", b, bits);
+        if (!isnan(wide[b]))
+            ck_assert_msg(again[b] == b, "bf16 0x%04x did not round back to itself", b);
+    }
+    free(all), free(again), free(wide);
+}
+END_TEST
+
 // ---- RMSNorm -------------------------------------------------------------------------------
 
 typedef struct RmsCtx {
@@ -450,6 +514,7 @@ static Suite *dense_suite(void) {
     tcase_add_test(tc, test_add_axpy_scale);
     tcase_add_test(tc, test_axpy_grad);
     tcase_add_test(tc, test_gelu);
+    tcase_add_test(tc, test_bf16_round_trip);
     tcase_add_test(tc, test_rmsnorm);
     tcase_add_test(tc, test_linear);
     tcase_add_test(tc, test_conv);
