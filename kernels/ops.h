@@ -83,6 +83,11 @@ typedef struct Ops {
     // dx [N, I] (may be NULL), dw [O, I], db [O] (may be NULL)
     void (*linear_backward)(float *dx, float *dw, float *db, const float *dout, const float *x,
                             const float *w, int N, int I, int O);
+    // linear_backward with x held as bf16 bits (an activation a bf16 model keeps, model.h):
+    // the same results as linear_backward on from_bf16(x16). A bf16 GEMM reads the copy as
+    // its operand, with no widening pass and no rounding pass of its own.  x16 [N, I]
+    void (*linear_backward_bf16_input)(float *dx, float *dw, float *db, const float *dout,
+                                       const uint16_t *x16, const float *w, int N, int I, int O);
 
     // ---- causal depthwise conv over time, per sequence ---------------------------------
     // out[b,t,c] = bias[c] + sum_j w[c,j] * x[b, t-Kc+1+j, c]   (x = 0 before t = 0)

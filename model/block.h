@@ -43,6 +43,17 @@ const int32_t *model_token_positions(const Model *m);
 // 1 when the route loss applies (sparse attention, top-n selection).
 int block_has_route_loss(const ModelConfig *c);
 
+// linear_backward of a saved activation x: from the layer's bf16 copy x16 when the model
+// keeps one for the GEMMs (LayerActs.c16, ...; bf16_activations), else from x.
+static inline void saved_linear_backward(const Ops *ops, float *dx, float *dw, float *db,
+                                         const float *dout, const float *x, const uint16_t *x16,
+                                         const float *w, int N, int I, int O) {
+    if (x16)
+        ops->linear_backward_bf16_input(dx, dw, db, dout, x16, w, N, I, O);
+    else
+        ops->linear_backward(dx, dw, db, dout, x, w, N, I, O);
+}
+
 // ---- token mixing: norm, reflexive stream, router, sparse attention (block_mix.c) ----
 // Forward from acts->x to acts->h = x + f + a; adds the route loss (scaled) into
 // m->losses[1] when args->targets is set.

@@ -40,7 +40,8 @@ static void slot_memory_backward(Model *m, int layer, const LayerView *w, LayerV
     ops->zero(g->dp, (size_t)N * R * sizeof(float));
     ops->slot_score_backward(g->dp, g->dkrows, g->ds, a->p, a->krows, N, K, R);
     slot_exchange_backward(m->slots, layer, g->dkrows, g->dvrows, gw->keys, gw->values);
-    ops->linear_backward(g->dhn, gw->comp_w, gw->comp_b, g->dp, a->hn, w->comp_w, N, H, R);
+    saved_linear_backward(ops, g->dhn, gw->comp_w, gw->comp_b, g->dp, a->hn, a->hn16, w->comp_w, N,
+                          H, R);
 }
 
 // ---- dense FFN baseline --------------------------------------------------------------------
@@ -60,11 +61,12 @@ static void dense_ffn_backward(Model *m, const LayerView *w, LayerView *gw, cons
     const int N = m->B * m->T, H = m->cfg.d_model, H4 = 4 * H;
     ops->axpy(g->dh, 1.0f, g->dy, (size_t)N * H); // the residual
     ops->zero(g->dffn_act, (size_t)N * H4 * sizeof(float));
-    ops->linear_backward(g->dffn_act, gw->ffn_w2, gw->ffn_b2, g->dy, a->ffn_act, w->ffn_w2, N, H4,
-                         H);
+    saved_linear_backward(ops, g->dffn_act, gw->ffn_w2, gw->ffn_b2, g->dy, a->ffn_act, a->ffn_act16,
+                          w->ffn_w2, N, H4, H);
     ops->zero(g->dffn_pre, (size_t)N * H4 * sizeof(float));
     ops->gelu_backward(g->dffn_pre, g->dffn_act, a->ffn_pre, (size_t)N * H4);
-    ops->linear_backward(g->dhn, gw->ffn_w1, gw->ffn_b1, g->dffn_pre, a->hn, w->ffn_w1, N, H, H4);
+    saved_linear_backward(ops, g->dhn, gw->ffn_w1, gw->ffn_b1, g->dffn_pre, a->hn, a->hn16,
+                          w->ffn_w1, N, H, H4);
 }
 
 // ---- the block's second half ---------------------------------------------------------------

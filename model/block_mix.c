@@ -122,11 +122,13 @@ static void reflexive_backward(Model *m, const LayerView *w, LayerView *gw, cons
     const ModelConfig *c = &m->cfg;
     const int N = m->B * m->T, H = c->d_model, mH = c->mlp_mult * H;
     ops->zero(g->dact, (size_t)N * mH * sizeof(float));
-    ops->linear_backward(g->dact, gw->mlp_w2, gw->mlp_b2, g->dh, a->act, w->mlp_w2, N, mH, H);
+    saved_linear_backward(ops, g->dact, gw->mlp_w2, gw->mlp_b2, g->dh, a->act, a->act16, w->mlp_w2,
+                          N, mH, H);
     ops->zero(g->dpre, (size_t)N * mH * sizeof(float));
     ops->gelu_backward(g->dpre, g->dact, a->pre, (size_t)N * mH);
     ops->zero(g->dc, (size_t)N * H * sizeof(float));
-    ops->linear_backward(g->dc, gw->mlp_w1, gw->mlp_b1, g->dpre, a->c, w->mlp_w1, N, H, mH);
+    saved_linear_backward(ops, g->dc, gw->mlp_w1, gw->mlp_b1, g->dpre, a->c, a->c16, w->mlp_w1, N,
+                          H, mH);
     ops->conv_backward(g->du, gw->conv_w, gw->conv_b, g->dc, a->u, w->conv_w, m->B, m->T, H,
                        c->conv_kernel);
 }
@@ -253,7 +255,8 @@ static void attention_backward(Model *m, const LayerView *w, LayerView *gw, cons
         attention_call_backward(m, a, qs, g);
         ops->rope_backward(g->dq, a->qpos, M, c->n_heads, hd, theta);
         ops->zero(g->du_sel, (size_t)M * H * sizeof(float));
-        ops->linear_backward(g->du_sel, gw->wq, NULL, g->dq, a->u_sel, w->wq, M, H, H);
+        saved_linear_backward(ops, g->du_sel, gw->wq, NULL, g->dq, a->u_sel, a->u_sel16, w->wq, M,
+                              H, H);
         ops->scatter_add_rows(g->du, g->du_sel, a->sel, M, H, 0);
     }
     ops->rope_backward(g->dk, model_token_positions(m), N, c->n_kv_heads, hd, theta);

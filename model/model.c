@@ -46,8 +46,13 @@ static int32_t *carve_ints(Carver *cv, size_t count) {
 // A buffer of `count` floats the backward reads. Without bf16 activations (group == NULL)
 // it is the layer's own. With them the layer computes in the shared working buffer `work`
 // and keeps a bf16 copy of its own, listed in `group` for the forward to fill
-// (model_keep_group) and the backward to read back.
-static float *carve_saved(Carver *cv, size_t count, float *work, KeptGroup *group) {
+// (keep_group) and the backward to widen back (restore_layer), or, for an activation the
+// backward reads only as a GEMM input (gemm_copy != NULL), to hand to the GEMM as it is
+// (*gemm_copy: the copy, or NULL without bf16 activations).
+static float *carve_saved(Carver *cv, size_t count, float *work, KeptGroup *group,
+                          const uint16_t **gemm_copy) {
+    if (gemm_copy)
+        *gemm_copy = NULL;
     if (!group)
         return carve_floats(cv, count);
     if (group->n == MODEL_MAX_KEPT)
@@ -56,6 +61,9 @@ static float *carve_saved(Carver *cv, size_t count, float *work, KeptGroup *grou
     t->work = work;
     t->kept = carve(cv, count, sizeof(uint16_t));
     t->count = count;
+    t->widen = gemm_copy == NULL;
+    if (gemm_copy)
+        *gemm_copy = t->kept;
     return work;
 }
 
@@ -67,11 +75,11 @@ static void carve_recomputable(const Model *m, LayerActs *a, const LayerActs *wo
     const size_t N = (size_t)m->B * m->T, H = c->d_model, mH = (size_t)c->mlp_mult * H;
     const size_t Mq = (size_t)block_query_capacity(m);
     KeptGroup *mix = kept ? &kept->mix : NULL, *memory = kept ? &kept->memory : NULL;
-    a->u = carve_saved(cv, N * H, work->u, mix);
-    a->c = carve_saved(cv, N * H, work->c, mix);
-    a->act = carve_saved(cv, N * mH, work->act, mix);
-    a->u_sel = carve_saved(cv, Mq * H, work->u_sel, mix);
-    a->hn = carve_saved(cv, N * H, work->hn, memory);
+    a->u = carve_saved(cv, N * H, work->u, mix, NULL);
+    a->c = carve_saved(cv, N * H, work->c, mix, &a->c16);
+    a->act = carve_saved(cv, N * mH, work->act, mix, &a->act16);
+    a->u_sel = carve_saved(cv, Mq * H, work->u_sel, mix, &a->u_sel16);
+    a->hn = carve_saved(cv, N * H, work->hn, memory, &a->hn16);
 }
 
 // The other activations bf16_activations keeps in bf16 (as carve_recomputable).
@@ -82,19 +90,19 @@ static void carve_keepable(const Model *m, LayerActs *a, const LayerActs *work, 
     const size_t kv = (size_t)c->n_kv_heads * model_head_dim(c);
     const size_t Mq = (size_t)block_query_capacity(m);
     KeptGroup *mix = kept ? &kept->mix : NULL, *memory = kept ? &kept->memory : NULL;
-    a->x = carve_saved(cv, N * H, work->x, mix);
-    a->pre = carve_saved(cv, N * mH, work->pre, mix);
-    a->q = carve_saved(cv, Mq * H, work->q, mix);
-    a->k = carve_saved(cv, N * kv, work->k, mix);
-    a->v = carve_saved(cv, N * kv, work->v, mix);
-    a->o = carve_saved(cv, Mq * H, work->o, mix);
-    a->ao = carve_saved(cv, Mq * H, work->ao, mix);
-    a->h = carve_saved(cv, N * H, work->h, mix);
+    a->x = carve_saved(cv, N * H, work->x, mix, NULL);
+    a->pre = carve_saved(cv, N * mH, work->pre, mix, NULL);
+    a->q = carve_saved(cv, Mq * H, work->q, mix, NULL);
+    a->k = carve_saved(cv, N * kv, work->k, mix, NULL);
+    a->v = carve_saved(cv, N * kv, work->v, mix, NULL);
+    a->o = carve_saved(cv, Mq * H, work->o, mix, NULL);
+    a->ao = carve_saved(cv, Mq * H, work->ao, mix, NULL);
+    a->h = carve_saved(cv, N * H, work->h, mix, NULL);
     if (c->ffn == FFN_MEMORY) {
-        a->p = carve_saved(cv, N * c->ptr_dim, work->p, memory);
+        a->p = carve_saved(cv, N * c->ptr_dim, work->p, memory, NULL);
     } else {
-        a->ffn_pre = carve_saved(cv, N * 4 * H, work->ffn_pre, memory);
-        a->ffn_act = carve_saved(cv, N * 4 * H, work->ffn_act, memory);
+        a->ffn_pre = carve_saved(cv, N * 4 * H, work->ffn_pre, memory, NULL);
+        a->ffn_act = carve_saved(cv, N * 4 * H, work->ffn_act, memory, &a->ffn_act16);
     }
 }
 
@@ -139,6 +147,7 @@ static void carve_layer_acts(const Model *m, const ModelOptions *opt, LayerActs 
         a->act = shared->act;
         a->u_sel = shared->u_sel;
         a->hn = shared->hn;
+        a->c16 = a->act16 = a->u_sel16 = a->hn16 = NULL; // recomputed in fp32, never kept
     } else {
         carve_recomputable(m, a, shared, bf16, cv);
     }
@@ -458,7 +467,9 @@ static void restore_layer(Model *m, int layer) {
     profile_begin(m->profiler, PHASE_STORAGE, PROFILE_BACKWARD);
     for (int g = 0; g < 2; g++)
         for (int i = 0; i < groups[g]->n; i++)
-            m->ops->from_bf16(groups[g]->t[i].work, groups[g]->t[i].kept, groups[g]->t[i].count);
+            if (groups[g]->t[i].widen)
+                m->ops->from_bf16(groups[g]->t[i].work, groups[g]->t[i].kept,
+                                  groups[g]->t[i].count);
     profile_end(m->profiler);
 }
 

@@ -40,6 +40,10 @@ typedef struct LayerActs {
     float *vrows;   // [N, K, H]
     // ffn=dense
     float *ffn_pre, *ffn_act; // [N, 4H]
+    // bf16_activations: the layer's bf16 copies of the activations the backward reads only
+    // as GEMM inputs (linear_backward_bf16_input takes them as they are; they are never
+    // widened back); NULL otherwise. Shapes as above.
+    const uint16_t *c16, *act16, *u_sel16, *hn16, *ffn_act16;
 } LayerActs;
 
 // What one forward is asked to do.
@@ -97,6 +101,7 @@ typedef struct KeptTensor {
     float *work;    // [count] fp32 working buffer, shared by the layers
     uint16_t *kept; // [count] bf16 bits: this layer's copy
     size_t count;
+    int widen; // 1: the backward widens the copy back into work; 0: its GEMMs read the copy
 } KeptTensor;
 
 // The kept tensors of one layer, in two groups: those made by the token mixing (kept once

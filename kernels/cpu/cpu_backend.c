@@ -78,6 +78,7 @@ static const Ops cpu_ops_table = {
     .rmsnorm_backward = cpu_rmsnorm_backward,
     .linear_forward = cpu_linear_forward,
     .linear_backward = cpu_linear_backward,
+    .linear_backward_bf16_input = cpu_linear_backward_bf16_input,
     .conv_forward = cpu_conv_forward,
     .conv_backward = cpu_conv_backward,
     .gumbel_noise = cpu_gumbel_noise,

@@ -83,3 +83,12 @@ void cpu_linear_backward(float *dx, float *dw, float *db, const float *dout, con
         linear_backward_dx(dx, dout, w, N, I, O);
     linear_backward_dw(dw, db, dout, x, N, I, O);
 }
+
+// The oracle widens the copy and runs the fp32 backward: the definition of the op.
+void cpu_linear_backward_bf16_input(float *dx, float *dw, float *db, const float *dout,
+                                    const uint16_t *x16, const float *w, int N, int I, int O) {
+    float *x = hs_malloc((size_t)N * I * sizeof(float)); // [N, I]
+    cpu_from_bf16(x, x16, (size_t)N * I);
+    cpu_linear_backward(dx, dw, db, dout, x, w, N, I, O);
+    free(x);
+}

@@ -38,6 +38,8 @@ void cpu_linear_forward(float *out, const float *x, const float *w, const float 
                         int O);
 void cpu_linear_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
                          const float *w, int N, int I, int O);
+void cpu_linear_backward_bf16_input(float *dx, float *dw, float *db, const float *dout,
+                                    const uint16_t *x16, const float *w, int N, int I, int O);
 
 // cpu_conv.c
 void cpu_conv_forward(float *out, const float *x, const float *w, const float *bias, int B, int T,

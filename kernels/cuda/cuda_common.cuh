@@ -189,6 +189,8 @@ void cuda_linear_forward(float *out, const float *x, const float *w, const float
                          int O);
 void cuda_linear_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
                           const float *w, int N, int I, int O);
+void cuda_linear_backward_bf16_input(float *dx, float *dw, float *db, const float *dout,
+                                     const uint16_t *x16, const float *w, int N, int I, int O);
 // cuda_conv.cu
 void cuda_conv_forward(float *out, const float *x, const float *w, const float *bias, int B, int T,
                        int H, int Kc);

@@ -361,18 +361,21 @@ void cuda_linear_forward(float *out, const float *x, const float *w, const float
         gemm_f32(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, w, I, x, I, beta, out, O, f32_compute_type());
 }
 
-// dx [N, I] += dout . w (may be NULL); dw [O, I] += dout^T . x; bf16 products. The workspace
-// holds w's copy and one chunk of rows of x's and dout's, carved from one request.
+// dx [N, I] += dout . w (may be NULL); dw [O, I] += dout^T . x; bf16 products. x comes as
+// fp32 (x, rounded here chunk by chunk) or already as bf16 (x_in [N, I] with I a multiple of
+// 8, so its rows are the copy's padded rows; x is then NULL). The workspace holds w's copy
+// and one chunk of rows of x's (unless given) and dout's, carved from one request.
 static void linear_backward_bf16(float *dx, float *dw, const float *dout, const float *x,
-                                 const float *w, int N, int I, int O) {
+                                 const __nv_bfloat16 *x_in, const float *w, int N, int I, int O) {
     const int ld_in = cuda_bf16_ld(I), ld_out = cuda_bf16_ld(O);
-    const int chunk = bf16_chunk_rows(N, cuda_bf16_bytes(1, I) + cuda_bf16_bytes(1, O));
+    const size_t x_row_bytes = x_in ? 0 : cuda_bf16_bytes(1, I);
+    const int chunk = bf16_chunk_rows(N, x_row_bytes + cuda_bf16_bytes(1, O));
     const size_t w_bytes = dx ? cuda_bf16_bytes(ld_out, I) : 0; // zero rows O..ld_out-1
     char *cursor = (char *)cuda_workspace(cuda_workspace_part_bytes(w_bytes) +
-                                          cuda_workspace_part_bytes(cuda_bf16_bytes(chunk, I)) +
+                                          cuda_workspace_part_bytes(chunk * x_row_bytes) +
                                           cuda_workspace_part_bytes(cuda_bf16_bytes(chunk, O)));
     __nv_bfloat16 *w16 = (__nv_bfloat16 *)cuda_workspace_carve(&cursor, w_bytes);
-    __nv_bfloat16 *x16 = (__nv_bfloat16 *)cuda_workspace_carve(&cursor, cuda_bf16_bytes(chunk, I));
+    __nv_bfloat16 *x16 = (__nv_bfloat16 *)cuda_workspace_carve(&cursor, chunk * x_row_bytes);
     __nv_bfloat16 *dout16 =
         (__nv_bfloat16 *)cuda_workspace_carve(&cursor, cuda_bf16_bytes(chunk, O));
     if (dx)
@@ -380,14 +383,18 @@ static void linear_backward_bf16(float *dx, float *dw, const float *dout, const 
     for (int first = 0; first < N; first += chunk) {
         const int rows = N - first < chunk ? N - first : chunk;
         cuda_to_bf16(dout16, dout + (size_t)first * O, rows, O); // [rows, ld_out]
-        cuda_to_bf16(x16, x + (size_t)first * I, rows, I);       // [rows, ld_in]
+        const __nv_bfloat16 *x_rows = x16; // [rows, ld_in]
+        if (x_in)
+            x_rows = x_in + (size_t)first * I; // ld_in == I
+        else
+            cuda_to_bf16(x16, x + (size_t)first * I, rows, I);
         // dx sums over k = ld_out: dout's padding columns and w's padding rows are zeros,
         // and a multiple of 8 keeps cuBLAS on its aligned kernels when O is odd
         if (dx)
             cuda_gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_N, I, rows, ld_out, w16, ld_in, dout16, ld_out,
                            1.0f, dx + (size_t)first * I, I);
-        cuda_gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_T, I, O, rows, x16, ld_in, dout16, ld_out, 1.0f, dw,
-                       I);
+        cuda_gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_T, I, O, rows, x_rows, ld_in, dout16, ld_out, 1.0f,
+                       dw, I);
     }
 }
 
@@ -397,7 +404,7 @@ void cuda_linear_backward(float *dx, float *dw, float *db, const float *dout, co
     if (N == 0 || O == 0 || I == 0)
         return;
     if (cuda_linear_uses_bf16(N, I, O)) {
-        linear_backward_bf16(dx, dw, dout, x, w, N, I, O);
+        linear_backward_bf16(dx, dw, dout, x, NULL, w, N, I, O);
     } else {
         if (dx)
             gemm_f32(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, w, I, dout, O, 1.0f, dx, I,
@@ -406,6 +413,31 @@ void cuda_linear_backward(float *dx, float *dw, float *db, const float *dout, co
     }
     // After the GEMMs: the column sum takes the workspace for itself (the bf16 copies are
     // dead by then in stream order).
+    if (db)
+        cuda_column_sum(db, dout, NULL, NULL, N, O);
+}
+
+// x16 [N, I] bf16 bits. With bf16 products and rows of a multiple of 8 the GEMMs read x16 as
+// it is: it holds what linear_backward_bf16 would have rounded x to, so the results are
+// linear_backward's on the widened copy, bit for bit. Otherwise (fp32 or tf32 products, or
+// dimensions the bf16 path does not take) the copy is widened into the workspace and the
+// fp32 GEMMs run on it.
+void cuda_linear_backward_bf16_input(float *dx, float *dw, float *db, const float *dout,
+                                     const uint16_t *x16, const float *w, int N, int I, int O) {
+    if (N == 0 || O == 0 || I == 0)
+        return;
+    const __nv_bfloat16 *x_in = reinterpret_cast<const __nv_bfloat16 *>(x16);
+    if (cuda_linear_uses_bf16(N, I, O) && I % BF16_ROW_ALIGN == 0 && ((uintptr_t)x16 & 15u) == 0) {
+        linear_backward_bf16(dx, dw, dout, NULL, x_in, w, N, I, O);
+    } else {
+        float *x = (float *)cuda_workspace((size_t)N * I * sizeof(float)); // [N, I]
+        cuda_from_bf16_op(x, x16, (size_t)N * I);
+        if (dx)
+            gemm_f32(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, w, I, dout, O, 1.0f, dx, I,
+                     f32_compute_type());
+        gemm_f32(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, x, I, dout, O, 1.0f, dw, I, f32_compute_type());
+    }
+    // After the GEMMs, as in cuda_linear_backward (the workspace is free again by then).
     if (db)
         cuda_column_sum(db, dout, NULL, NULL, N, O);
 }

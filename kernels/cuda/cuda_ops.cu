@@ -28,6 +28,7 @@ static const Ops cuda_ops = {
     .rmsnorm_backward = cuda_rmsnorm_backward,
     .linear_forward = cuda_linear_forward,
     .linear_backward = cuda_linear_backward,
+    .linear_backward_bf16_input = cuda_linear_backward_bf16_input,
     .conv_forward = cuda_conv_forward,
     .conv_backward = cuda_conv_backward,
     .gumbel_noise = cuda_gumbel_noise,

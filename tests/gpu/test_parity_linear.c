@@ -305,6 +305,84 @@ START_TEST(test_linear_bf16_row_chunks) {
 }
 END_TEST
 
+// ---- linear_backward_bf16_input ---------------------------------------------------------
+
+// One shape: x rounded to bf16 bits (x16) on the GPU; linear_backward_bf16_input(x16) must
+// equal linear_backward(from_bf16(x16)) on the GPU bit for bit in `precision` (the bf16
+// GEMMs read x16 as the operand the fp32 path would round to), and in fp32 the cpu's
+// linear_backward_bf16_input within LINEAR_SUM_TOL. Returns the number of failed checks.
+static int check_bf16_input_backward(TestRng *rng, int N, int I, int O, MatmulPrecision precision) {
+    const size_t nx = (size_t)N * I, nw = (size_t)O * I, nout = (size_t)N * O;
+    float *x = random_host(rng, nx, 1.0f), *w = random_host(rng, nw, 0.05f);
+    float *dout = random_host(rng, nout, 1.0f), *dx0 = random_host(rng, nx, 1.0f);
+    float *dw0 = random_host(rng, nw, 1.0f), *db0 = random_host(rng, O, 1.0f);
+    float *x_g = to_backend(gpu, x, nx), *w_g = to_backend(gpu, w, nw);
+    float *dout_g = to_backend(gpu, dout, nout), *wide_g = gpu->alloc(nx * sizeof(float));
+    uint16_t *x16_g = gpu->alloc(nx * sizeof(uint16_t));
+    gpu->to_bf16(x16_g, x_g, nx);
+    gpu->from_bf16(wide_g, x16_g, nx);
+    float *out[2][3]; // [bf16 input, widened][dx, dw, db]
+    for (int run = 0; run < 2; run++) {
+        float *dx = to_backend(gpu, dx0, nx), *dw = to_backend(gpu, dw0, nw);
+        float *db = to_backend(gpu, db0, O);
+        gpu->set_matmul_precision(precision);
+        if (run == 0)
+            gpu->linear_backward_bf16_input(dx, dw, db, dout_g, x16_g, w_g, N, I, O);
+        else
+            gpu->linear_backward(dx, dw, db, dout_g, wide_g, w_g, N, I, O);
+        gpu->set_matmul_precision(MATMUL_FP32);
+        out[run][0] = to_host(gpu, dx, nx), out[run][1] = to_host(gpu, dw, nw);
+        out[run][2] = to_host(gpu, db, O);
+        gpu->free(dx), gpu->free(dw), gpu->free(db);
+    }
+    const char *mode = precision == MATMUL_BF16 ? "bf16" : "fp32";
+    const size_t sizes[3] = {nx, nw, (size_t)O};
+    const char *names[3] = {"dx", "dw", "db"};
+    int failures = 0;
+    for (int t = 0; t < 3; t++)
+        if (memcmp(out[0][t], out[1][t], sizes[t] * sizeof(float)) != 0) {
+            fprintf(stderr,
+                    "linear_backward_bf16_input %s N=%d I=%d O=%d: %s differs from "
+                    "linear_backward on the widened copy\n",
+                    mode, N, I, O, names[t]);
+            failures++;
+        }
+    if (precision == MATMUL_FP32) {
+        uint16_t *x16 = cpu->alloc(nx * sizeof(uint16_t));
+        float *dx = to_backend(cpu, dx0, nx), *dw = to_backend(cpu, dw0, nw);
+        float *db = to_backend(cpu, db0, O);
+        cpu->to_bf16(x16, x, nx);
+        cpu->linear_backward_bf16_input(dx, dw, db, dout, x16, w, N, I, O);
+        failures += norm_fails("bf16 input dx", out[0][0], dx, dx0, nx, LINEAR_SUM_TOL);
+        failures += norm_fails("bf16 input dw", out[0][1], dw, dw0, nw, LINEAR_SUM_TOL);
+        failures += norm_fails("bf16 input db", out[0][2], db, db0, O, LINEAR_SUM_TOL);
+        cpu->free(x16), cpu->free(dx), cpu->free(dw), cpu->free(db);
+    }
+    for (int run = 0; run < 2; run++)
+        for (int t = 0; t < 3; t++)
+            free(out[run][t]);
+    gpu->free(x_g), gpu->free(w_g), gpu->free(dout_g), gpu->free(wide_g), gpu->free(x16_g);
+    free(x), free(w), free(dout), free(dx0), free(dw0), free(db0);
+    return failures;
+}
+
+// The seed's GEMM inputs kept in bf16 (GELU output into w2, the norm output into the
+// compressor), a tiny product (fp32 GEMMs in either mode) and rows not a multiple of 8 (the
+// copy is widened first), in both precisions.
+START_TEST(test_linear_backward_bf16_input) {
+    TestRng rng = test_rng(107);
+    const int shapes[4][3] = {{2048, 1024, 512}, {2048, 512, 32}, {100, 24, 8}, {300, 20, 64}};
+    int failures = 0;
+    for (int s = 0; s < 4; s++) {
+        failures +=
+            check_bf16_input_backward(&rng, shapes[s][0], shapes[s][1], shapes[s][2], MATMUL_BF16);
+        failures +=
+            check_bf16_input_backward(&rng, shapes[s][0], shapes[s][1], shapes[s][2], MATMUL_FP32);
+    }
+    ck_assert_msg(failures == 0, "linear_backward_bf16_input: %d check(s) failed", failures);
+}
+END_TEST
+
 // ---- column sums (through rmsnorm_backward's dw: a, b and row_scale) ---------------------
 
 // Host inputs of rmsnorm_backward's dw: dout, x [N, H], w, dw_start [H], rstd [N].
@@ -637,6 +715,7 @@ static Suite *parity_linear_suite(void) {
     tcase_add_test(tc, test_linear_bf16_shapes);
     tcase_add_test(tc, test_linear_bf16_small_products);
     tcase_add_test(tc, test_linear_bf16_row_chunks);
+    tcase_add_test(tc, test_linear_backward_bf16_input);
     tcase_add_test(tc, test_column_sums);
     tcase_add_test(tc, test_column_sums_deterministic);
     tcase_add_test(tc, test_conv_backward_shapes);
