@@ -80,6 +80,11 @@ typedef struct Ops {
     // out [N, O] (overwritten), x [N, I], w [O, I], b [O] or NULL
     void (*linear_forward)(float *out, const float *x, const float *w, const float *b, int N, int I,
                            int O);
+    // linear_forward, and x16 [N, I] = to_bf16(x) as well: the bf16 copy a bf16 model keeps
+    // of a GEMM input for the backward (model.h). A bf16 GEMM rounds x to bf16 anyway; it
+    // writes that copy here instead of into its scratch, so keeping x costs no pass of its own.
+    void (*linear_forward_keep_bf16)(float *out, uint16_t *x16, const float *x, const float *w,
+                                     const float *b, int N, int I, int O);
     // dx [N, I] (may be NULL), dw [O, I], db [O] (may be NULL)
     void (*linear_backward)(float *dx, float *dw, float *db, const float *dout, const float *x,
                             const float *w, int N, int I, int O);

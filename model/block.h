@@ -43,6 +43,16 @@ const int32_t *model_token_positions(const Model *m);
 // 1 when the route loss applies (sparse attention, top-n selection).
 int block_has_route_loss(const ModelConfig *c);
 
+// linear_forward whose input x the model keeps for the backward: with a bf16 copy x16
+// (LayerActs.c16, ...; bf16_activations) the GEMM writes it on the way.
+static inline void saved_linear_forward(const Ops *ops, float *out, const float *x, uint16_t *x16,
+                                        const float *w, const float *b, int N, int I, int O) {
+    if (x16)
+        ops->linear_forward_keep_bf16(out, x16, x, w, b, N, I, O);
+    else
+        ops->linear_forward(out, x, w, b, N, I, O);
+}
+
 // linear_backward of a saved activation x: from the layer's bf16 copy x16 when the model
 // keeps one for the GEMMs (LayerActs.c16, ...; bf16_activations), else from x.
 static inline void saved_linear_backward(const Ops *ops, float *dx, float *dw, float *db,

@@ -18,7 +18,7 @@ static void slot_memory_forward(Model *m, int layer, const LayerView *w, LayerAc
     const Ops *ops = m->ops;
     const ModelConfig *c = &m->cfg;
     const int N = m->B * m->T, H = c->d_model;
-    ops->linear_forward(a->p, a->hn, w->comp_w, w->comp_b, N, H, c->ptr_dim);
+    saved_linear_forward(ops, a->p, a->hn, a->hn16, w->comp_w, w->comp_b, N, H, c->ptr_dim);
     slot_exchange_forward(m->slots, layer, a->p, w->keys, w->values, a->top_s, a->top_i, a->krows,
                           a->vrows);
     ops->slot_read_forward(y, a->w, m->losses + 2, a->h, a->top_s, a->vrows, entropy_scale(m, args),
@@ -49,9 +49,9 @@ static void slot_memory_backward(Model *m, int layer, const LayerView *w, LayerV
 static void dense_ffn_forward(Model *m, const LayerView *w, LayerActs *a, float *y) {
     const Ops *ops = m->ops;
     const int N = m->B * m->T, H = m->cfg.d_model, H4 = 4 * H;
-    ops->linear_forward(a->ffn_pre, a->hn, w->ffn_w1, w->ffn_b1, N, H, H4);
+    saved_linear_forward(ops, a->ffn_pre, a->hn, a->hn16, w->ffn_w1, w->ffn_b1, N, H, H4);
     ops->gelu_forward(a->ffn_act, a->ffn_pre, (size_t)N * H4);
-    ops->linear_forward(y, a->ffn_act, w->ffn_w2, w->ffn_b2, N, H4, H);
+    saved_linear_forward(ops, y, a->ffn_act, a->ffn_act16, w->ffn_w2, w->ffn_b2, N, H4, H);
     ops->axpy(y, 1.0f, a->h, (size_t)N * H);
 }
 

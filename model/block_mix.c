@@ -109,9 +109,9 @@ static void reflexive_forward(Model *m, const LayerView *w, LayerActs *a) {
     const ModelConfig *c = &m->cfg;
     const int N = m->B * m->T, H = c->d_model, mH = c->mlp_mult * H;
     ops->conv_forward(a->c, a->u, w->conv_w, w->conv_b, m->B, m->T, H, c->conv_kernel);
-    ops->linear_forward(a->pre, a->c, w->mlp_w1, w->mlp_b1, N, H, mH);
+    saved_linear_forward(ops, a->pre, a->c, a->c16, w->mlp_w1, w->mlp_b1, N, H, mH);
     ops->gelu_forward(a->act, a->pre, (size_t)N * mH);
-    ops->linear_forward(a->h, a->act, w->mlp_w2, w->mlp_b2, N, mH, H);
+    saved_linear_forward(ops, a->h, a->act, a->act16, w->mlp_w2, w->mlp_b2, N, mH, H);
     ops->axpy(a->h, 1.0f, a->x, (size_t)N * H);
 }
 
@@ -228,7 +228,7 @@ static void attention_forward(Model *m, const LayerView *w, LayerActs *a, const 
     if (M == 0)
         return;
     ops->gather_rows(a->u_sel, a->u, a->sel, M, H, 0);
-    ops->linear_forward(a->q, a->u_sel, w->wq, NULL, M, H, H);
+    saved_linear_forward(ops, a->q, a->u_sel, a->u_sel16, w->wq, NULL, M, H, H);
     ops->rope_forward(a->q, a->qpos, M, c->n_heads, hd, theta);
     attention_call_forward(m, a, qs);
     ops->linear_forward(a->ao, a->o, w->wo, NULL, M, H, H);

@@ -45,12 +45,12 @@ static int32_t *carve_ints(Carver *cv, size_t count) {
 
 // A buffer of `count` floats the backward reads. Without bf16 activations (group == NULL)
 // it is the layer's own. With them the layer computes in the shared working buffer `work`
-// and keeps a bf16 copy of its own, listed in `group` for the forward to fill
-// (keep_group) and the backward to widen back (restore_layer), or, for an activation the
-// backward reads only as a GEMM input (gemm_copy != NULL), to hand to the GEMM as it is
+// and keeps a bf16 copy of its own, listed in `group`: filled by keep_group and widened back
+// by restore_layer, or, for an activation the backward reads only as a GEMM input
+// (gemm_copy != NULL), written by the forward GEMM and read by the backward GEMM as it is
 // (*gemm_copy: the copy, or NULL without bf16 activations).
 static float *carve_saved(Carver *cv, size_t count, float *work, KeptGroup *group,
-                          const uint16_t **gemm_copy) {
+                          uint16_t **gemm_copy) {
     if (gemm_copy)
         *gemm_copy = NULL;
     if (!group)
@@ -61,7 +61,7 @@ static float *carve_saved(Carver *cv, size_t count, float *work, KeptGroup *grou
     t->work = work;
     t->kept = carve(cv, count, sizeof(uint16_t));
     t->count = count;
-    t->widen = gemm_copy == NULL;
+    t->gemm_input = gemm_copy != NULL;
     if (gemm_copy)
         *gemm_copy = t->kept;
     return work;
@@ -456,7 +456,8 @@ static void keep_group(Model *m, const KeptGroup *group) {
         return;
     profile_begin(m->profiler, PHASE_STORAGE, PROFILE_FORWARD);
     for (int i = 0; i < group->n; i++)
-        m->ops->to_bf16(group->t[i].kept, group->t[i].work, group->t[i].count);
+        if (!group->t[i].gemm_input) // a GEMM input's copy was written by its GEMM
+            m->ops->to_bf16(group->t[i].kept, group->t[i].work, group->t[i].count);
     profile_end(m->profiler);
 }
 
@@ -467,7 +468,7 @@ static void restore_layer(Model *m, int layer) {
     profile_begin(m->profiler, PHASE_STORAGE, PROFILE_BACKWARD);
     for (int g = 0; g < 2; g++)
         for (int i = 0; i < groups[g]->n; i++)
-            if (groups[g]->t[i].widen)
+            if (!groups[g]->t[i].gemm_input)
                 m->ops->from_bf16(groups[g]->t[i].work, groups[g]->t[i].kept,
                                   groups[g]->t[i].count);
     profile_end(m->profiler);

@@ -41,9 +41,10 @@ typedef struct LayerActs {
     // ffn=dense
     float *ffn_pre, *ffn_act; // [N, 4H]
     // bf16_activations: the layer's bf16 copies of the activations the backward reads only
-    // as GEMM inputs (linear_backward_bf16_input takes them as they are; they are never
-    // widened back); NULL otherwise. Shapes as above.
-    const uint16_t *c16, *act16, *u_sel16, *hn16, *ffn_act16;
+    // as GEMM inputs. The forward GEMM that reads each writes its copy
+    // (linear_forward_keep_bf16) and the backward GEMM reads it as it is
+    // (linear_backward_bf16_input): never widened back. NULL otherwise. Shapes as above.
+    uint16_t *c16, *act16, *u_sel16, *hn16, *ffn_act16;
 } LayerActs;
 
 // What one forward is asked to do.
@@ -101,7 +102,9 @@ typedef struct KeptTensor {
     float *work;    // [count] fp32 working buffer, shared by the layers
     uint16_t *kept; // [count] bf16 bits: this layer's copy
     size_t count;
-    int widen; // 1: the backward widens the copy back into work; 0: its GEMMs read the copy
+    // 1: a GEMM input: the forward GEMM writes the copy and the backward GEMM reads it
+    // (LayerActs.c16, ...); 0: keep_group writes it and restore_layer widens it back.
+    int gemm_input;
 } KeptTensor;
 
 // The kept tensors of one layer, in two groups: those made by the token mixing (kept once

@@ -77,6 +77,7 @@ static const Ops cpu_ops_table = {
     .rmsnorm_forward = cpu_rmsnorm_forward,
     .rmsnorm_backward = cpu_rmsnorm_backward,
     .linear_forward = cpu_linear_forward,
+    .linear_forward_keep_bf16 = cpu_linear_forward_keep_bf16,
     .linear_backward = cpu_linear_backward,
     .linear_backward_bf16_input = cpu_linear_backward_bf16_input,
     .conv_forward = cpu_conv_forward,

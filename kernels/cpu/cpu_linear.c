@@ -92,3 +92,9 @@ void cpu_linear_backward_bf16_input(float *dx, float *dw, float *db, const float
     cpu_linear_backward(dx, dw, db, dout, x, w, N, I, O);
     free(x);
 }
+
+void cpu_linear_forward_keep_bf16(float *out, uint16_t *x16, const float *x, const float *w,
+                                  const float *b, int N, int I, int O) {
+    cpu_linear_forward(out, x, w, b, N, I, O);
+    cpu_to_bf16(x16, x, (size_t)N * I);
+}

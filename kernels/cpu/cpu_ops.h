@@ -36,6 +36,8 @@ void cpu_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *
 // cpu_linear.c
 void cpu_linear_forward(float *out, const float *x, const float *w, const float *b, int N, int I,
                         int O);
+void cpu_linear_forward_keep_bf16(float *out, uint16_t *x16, const float *x, const float *w,
+                                  const float *b, int N, int I, int O);
 void cpu_linear_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
                          const float *w, int N, int I, int O);
 void cpu_linear_backward_bf16_input(float *dx, float *dw, float *db, const float *dout,

@@ -316,22 +316,25 @@ static int bf16_chunk_rows(int N, size_t bytes_per_row) {
 // falls back to its slow unaligned kernels (seen on the H100 for the LM head: sm75
 // "align1" kernels, about 70 TFLOP/s): the product then goes to an aligned fp32 scratch
 // [rows, o_pad] (o_pad output rows of the zero-padded weight) and a copy pass adds it to out.
-static void linear_forward_bf16(float *out, const float *x, const float *w, float beta, int N,
-                                int I, int O) {
+static void linear_forward_bf16(float *out, const float *x, __nv_bfloat16 *x_keep, const float *w,
+                                float beta, int N, int I, int O) {
     const int ld_in = cuda_bf16_ld(I), o_pad = cuda_bf16_ld(O);
     const bool padded = o_pad != O;
     const size_t tmp_row_bytes = padded ? (size_t)o_pad * sizeof(float) : 0;
-    const int chunk = bf16_chunk_rows(N, cuda_bf16_bytes(1, I) + tmp_row_bytes);
+    const size_t x_row_bytes = x_keep ? 0 : cuda_bf16_bytes(1, I);
+    const int chunk = bf16_chunk_rows(N, x_row_bytes + tmp_row_bytes);
     char *cursor = (char *)cuda_workspace(cuda_workspace_part_bytes(cuda_bf16_bytes(o_pad, I)) +
-                                          cuda_workspace_part_bytes(cuda_bf16_bytes(chunk, I)) +
+                                          cuda_workspace_part_bytes(chunk * x_row_bytes) +
                                           cuda_workspace_part_bytes(chunk * tmp_row_bytes));
     __nv_bfloat16 *w16 = (__nv_bfloat16 *)cuda_workspace_carve(&cursor, cuda_bf16_bytes(o_pad, I));
-    __nv_bfloat16 *x16 = (__nv_bfloat16 *)cuda_workspace_carve(&cursor, cuda_bf16_bytes(chunk, I));
+    __nv_bfloat16 *x_chunk = (__nv_bfloat16 *)cuda_workspace_carve(&cursor, chunk * x_row_bytes);
     float *tmp = (float *)cuda_workspace_carve(&cursor, chunk * tmp_row_bytes); // [chunk, o_pad]
     cuda_weight_to_bf16(w16, w, O, I, o_pad);                                   // [o_pad, ld_in]
     for (int first = 0; first < N; first += chunk) {
         const int rows = N - first < chunk ? N - first : chunk;
-        cuda_to_bf16(x16, x + (size_t)first * I, rows, I); // [rows, ld_in]
+        // [rows, ld_in]: the caller's kept copy (ld_in == I), or the workspace's chunk
+        __nv_bfloat16 *x16 = x_keep ? x_keep + (size_t)first * I : x_chunk;
+        cuda_to_bf16(x16, x + (size_t)first * I, rows, I);
         if (!padded) {
             cuda_gemm_bf16(CUBLAS_OP_T, CUBLAS_OP_N, O, rows, I, w16, ld_in, x16, ld_in, beta,
                            out + (size_t)first * O, O);
@@ -356,19 +359,56 @@ void cuda_linear_forward(float *out, const float *x, const float *w, const float
         beta = 1.0f;
     }
     if (cuda_linear_uses_bf16(N, I, O))
-        linear_forward_bf16(out, x, w, beta, N, I, O);
+        linear_forward_bf16(out, x, NULL, w, beta, N, I, O);
     else
         gemm_f32(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, w, I, x, I, beta, out, O, f32_compute_type());
 }
 
+// dst [rows, ld] = src [rows, cols] bf16 with columns [cols, ld) zero: a packed bf16 copy
+// given the padded rows the GEMMs want (only for rows whose length is not a multiple of 8).
+__global__ void pad_bf16_rows_kernel(__nv_bfloat16 *dst, int ld, const __nv_bfloat16 *src, int rows,
+                                     int cols) {
+    const size_t cells = (size_t)rows * ld;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < cells;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const size_t r = i / ld;
+        const int c = (int)(i - r * ld);
+        dst[i] = c < cols ? src[r * cols + c] : __float2bfloat16_rn(0.0f);
+    }
+}
+
+// out [N, O] as cuda_linear_forward; x16 [N, I] = x rounded to bf16. In bf16 mode with rows
+// of a multiple of 8 the GEMMs' own rounding of x goes into x16 instead of the workspace (the
+// same bits to_bf16 gives); otherwise x16 is one more conversion pass.
+void cuda_linear_forward_keep_bf16(float *out, uint16_t *x16, const float *x, const float *w,
+                                   const float *b, int N, int I, int O) {
+    if (N == 0 || O == 0) {
+        cuda_to_bf16_op(x16, x, (size_t)N * I);
+        return;
+    }
+    if (!cuda_linear_uses_bf16(N, I, O) || I % BF16_ROW_ALIGN != 0 || ((uintptr_t)x16 & 15u)) {
+        cuda_linear_forward(out, x, w, b, N, I, O);
+        cuda_to_bf16_op(x16, x, (size_t)N * I);
+        return;
+    }
+    float beta = 0.0f;
+    if (b) {
+        broadcast_bias(out, b, N, O);
+        beta = 1.0f;
+    }
+    linear_forward_bf16(out, x, reinterpret_cast<__nv_bfloat16 *>(x16), w, beta, N, I, O);
+}
+
 // dx [N, I] += dout . w (may be NULL); dw [O, I] += dout^T . x; bf16 products. x comes as
-// fp32 (x, rounded here chunk by chunk) or already as bf16 (x_in [N, I] with I a multiple of
-// 8, so its rows are the copy's padded rows; x is then NULL). The workspace holds w's copy
-// and one chunk of rows of x's (unless given) and dout's, carved from one request.
+// fp32 (x, rounded here chunk by chunk) or already as bf16 (x_in [N, I], packed; x is then
+// NULL), which the GEMMs read in place when its rows are 16-byte aligned (I a multiple of 8)
+// and otherwise copy into padded rows chunk by chunk. The workspace holds w's copy and one
+// chunk of rows of x's (unless read in place) and dout's, carved from one request.
 static void linear_backward_bf16(float *dx, float *dw, const float *dout, const float *x,
                                  const __nv_bfloat16 *x_in, const float *w, int N, int I, int O) {
     const int ld_in = cuda_bf16_ld(I), ld_out = cuda_bf16_ld(O);
-    const size_t x_row_bytes = x_in ? 0 : cuda_bf16_bytes(1, I);
+    const bool in_place = x_in && ld_in == I && ((uintptr_t)x_in & 15u) == 0;
+    const size_t x_row_bytes = in_place ? 0 : cuda_bf16_bytes(1, I);
     const int chunk = bf16_chunk_rows(N, x_row_bytes + cuda_bf16_bytes(1, O));
     const size_t w_bytes = dx ? cuda_bf16_bytes(ld_out, I) : 0; // zero rows O..ld_out-1
     char *cursor = (char *)cuda_workspace(cuda_workspace_part_bytes(w_bytes) +
@@ -383,11 +423,17 @@ static void linear_backward_bf16(float *dx, float *dw, const float *dout, const 
     for (int first = 0; first < N; first += chunk) {
         const int rows = N - first < chunk ? N - first : chunk;
         cuda_to_bf16(dout16, dout + (size_t)first * O, rows, O); // [rows, ld_out]
-        const __nv_bfloat16 *x_rows = x16; // [rows, ld_in]
-        if (x_in)
+        const __nv_bfloat16 *x_rows = x16;                       // [rows, ld_in]
+        if (in_place) {
             x_rows = x_in + (size_t)first * I; // ld_in == I
-        else
+        } else if (x_in) {
+            pad_bf16_rows_kernel<<<cuda_grid((size_t)rows * ld_in, CONVERT_THREADS),
+                                   CONVERT_THREADS, 0, cuda_stream()>>>(
+                x16, ld_in, x_in + (size_t)first * I, rows, I);
+            CUDA_CHECK_LAUNCH("pad_bf16_rows_kernel");
+        } else {
             cuda_to_bf16(x16, x + (size_t)first * I, rows, I);
+        }
         // dx sums over k = ld_out: dout's padding columns and w's padding rows are zeros,
         // and a multiple of 8 keeps cuBLAS on its aligned kernels when O is odd
         if (dx)
@@ -417,18 +463,18 @@ void cuda_linear_backward(float *dx, float *dw, float *db, const float *dout, co
         cuda_column_sum(db, dout, NULL, NULL, N, O);
 }
 
-// x16 [N, I] bf16 bits. With bf16 products and rows of a multiple of 8 the GEMMs read x16 as
-// it is: it holds what linear_backward_bf16 would have rounded x to, so the results are
-// linear_backward's on the widened copy, bit for bit. Otherwise (fp32 or tf32 products, or
-// dimensions the bf16 path does not take) the copy is widened into the workspace and the
-// fp32 GEMMs run on it.
+// x16 [N, I] bf16 bits. With bf16 products the GEMMs take x16 for the copy linear_backward
+// would round x to (in place, or padded when I is not a multiple of 8): the results are
+// linear_backward's on the widened copy, bit for bit. With fp32 or tf32 products, or for the
+// tiny products the bf16 mode runs in fp32, the copy is widened into the workspace and the
+// same fp32 GEMMs run on it.
 void cuda_linear_backward_bf16_input(float *dx, float *dw, float *db, const float *dout,
                                      const uint16_t *x16, const float *w, int N, int I, int O) {
     if (N == 0 || O == 0 || I == 0)
         return;
-    const __nv_bfloat16 *x_in = reinterpret_cast<const __nv_bfloat16 *>(x16);
-    if (cuda_linear_uses_bf16(N, I, O) && I % BF16_ROW_ALIGN == 0 && ((uintptr_t)x16 & 15u) == 0) {
-        linear_backward_bf16(dx, dw, dout, NULL, x_in, w, N, I, O);
+    if (cuda_linear_uses_bf16(N, I, O)) {
+        linear_backward_bf16(dx, dw, dout, NULL, reinterpret_cast<const __nv_bfloat16 *>(x16), w, N,
+                             I, O);
     } else {
         float *x = (float *)cuda_workspace((size_t)N * I * sizeof(float)); // [N, I]
         cuda_from_bf16_op(x, x16, (size_t)N * I);

@@ -27,6 +27,7 @@ static const Ops cuda_ops = {
     .rmsnorm_forward = cuda_rmsnorm_forward,
     .rmsnorm_backward = cuda_rmsnorm_backward,
     .linear_forward = cuda_linear_forward,
+    .linear_forward_keep_bf16 = cuda_linear_forward_keep_bf16,
     .linear_backward = cuda_linear_backward,
     .linear_backward_bf16_input = cuda_linear_backward_bf16_input,
     .conv_forward = cuda_conv_forward,

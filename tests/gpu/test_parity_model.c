@@ -66,9 +66,10 @@ static void expect_loss_close(const char *what, double got, double want, double 
 
 // One forward + backward of the same model and batch on both backends; every loss part and
 // every gradient tensor must agree. cpu_opt, gpu_opt: each model's memory options (NULL:
-// none).
+// none). tol_scale: the gradients' tolerance as a multiple of the fp32 one.
 static void check_model_gradients(const ModelConfig *cfg, int B, int T, uint64_t seed,
-                                  const ModelOptions *cpu_opt, const ModelOptions *gpu_opt) {
+                                  const ModelOptions *cpu_opt, const ModelOptions *gpu_opt,
+                                  double tol_scale) {
     Model mc, mg;
     model_build_with(&mc, cfg, cpu, NULL, B, T, cpu_opt);
     model_build_with(&mg, cfg, gpu, NULL, B, T, gpu_opt);
@@ -107,8 +108,8 @@ static void check_model_gradients(const ModelConfig *cfg, int B, int T, uint64_t
         double scale = 0.0;
         for (size_t j = 0; j < tensor->numel; j++)
             scale = fmax(scale, fabs((double)want[j]));
-        double err =
-            test_max_rel_err(tensor->name, got, want, tensor->numel, 1e-4 * scale + 1e-10, 2e-3);
+        double err = test_max_rel_err(tensor->name, got, want, tensor->numel,
+                                      tol_scale * 1e-4 * scale + 1e-10, tol_scale * 2e-3);
         if (err > 1.0) {
             fprintf(stderr, "gradient of %s differs: %.3g x the tolerance\n", tensor->name, err);
             failed++;
@@ -128,7 +129,7 @@ static void check_model_gradients(const ModelConfig *cfg, int B, int T, uint64_t
 
 START_TEST(test_tiny_model_gradients) {
     ModelConfig cfg = model_config_tiny();
-    check_model_gradients(&cfg, 2, cfg.seq_len, 101, NULL, NULL);
+    check_model_gradients(&cfg, 2, cfg.seq_len, 101, NULL, NULL, 1.0);
 }
 END_TEST
 
@@ -139,18 +140,21 @@ START_TEST(test_tiny_model_gradients_memory_options) {
     ModelConfig cfg = model_config_tiny();
     cfg.n_layers = 3;
     const ModelOptions opt = {.refetch_slot_rows = 1, .recompute_elementwise = 1};
-    check_model_gradients(&cfg, 2, cfg.seq_len, 103, NULL, &opt);
+    check_model_gradients(&cfg, 2, cfg.seq_len, 103, NULL, &opt, 1.0);
 }
 END_TEST
 
 // Both models keeping their activations in bf16 (--activations bf16, with the slot rows
-// refetched as by default): the GPU's rounded copies must give the cpu's gradients, under
-// the same tolerances (an fp32 difference can round one element to the neighbouring bf16).
+// refetched as by default): the GPU's rounded copies must give the cpu's gradients. The
+// tolerance is 20x the fp32 one: the two backends' fp32 activations differ in their last
+// bits, and where that difference straddles a bf16 rounding boundary one side keeps the
+// neighbouring bf16 value (3.9e-3 relative). Attention's q and k gradients show it most
+// (measured on the H200: up to 8.6x the fp32 tolerance); every other tensor stays within it.
 START_TEST(test_tiny_model_gradients_bf16_activations) {
     ModelConfig cfg = model_config_tiny();
     cfg.n_layers = 3;
     const ModelOptions opt = {.refetch_slot_rows = 1, .bf16_activations = 1};
-    check_model_gradients(&cfg, 2, cfg.seq_len, 104, &opt, &opt);
+    check_model_gradients(&cfg, 2, cfg.seq_len, 104, &opt, &opt, 20.0);
 }
 END_TEST
 
@@ -166,7 +170,7 @@ START_TEST(test_small_model_gradients) {
     cfg.n_slots = 4096;
     cfg.ptr_dim = 32;
     cfg.top_k = 8;
-    check_model_gradients(&cfg, 2, cfg.seq_len, 202, NULL, NULL);
+    check_model_gradients(&cfg, 2, cfg.seq_len, 202, NULL, NULL, 1.0);
 }
 END_TEST
 
