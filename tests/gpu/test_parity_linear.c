@@ -366,9 +366,47 @@ static int check_bf16_input_backward(TestRng *rng, int N, int I, int O, MatmulPr
     return failures;
 }
 
+// linear_forward_keep_bf16 on the GPU in `precision`: out bit for bit linear_forward's, and
+// x16 bit for bit to_bf16(x). Returns the number of failed checks.
+static int check_keep_bf16_forward(TestRng *rng, int N, int I, int O, MatmulPrecision precision) {
+    const size_t nx = (size_t)N * I, nw = (size_t)O * I, nout = (size_t)N * O;
+    float *x = random_host(rng, nx, 1.0f), *w = random_host(rng, nw, 0.05f);
+    float *b = random_host(rng, O, 1.0f);
+    float *x_g = to_backend(gpu, x, nx), *w_g = to_backend(gpu, w, nw),
+          *b_g = to_backend(gpu, b, O);
+    float *out_keep = gpu->alloc(nout * sizeof(float)),
+          *out_plain = gpu->alloc(nout * sizeof(float));
+    uint16_t *x16_keep = gpu->alloc(nx * sizeof(uint16_t)),
+             *x16_plain = gpu->alloc(nx * sizeof(uint16_t));
+    gpu->set_matmul_precision(precision);
+    gpu->linear_forward_keep_bf16(out_keep, x16_keep, x_g, w_g, b_g, N, I, O);
+    gpu->linear_forward(out_plain, x_g, w_g, b_g, N, I, O);
+    gpu->set_matmul_precision(MATMUL_FP32);
+    gpu->to_bf16(x16_plain, x_g, nx);
+    float *h_keep = to_host(gpu, out_keep, nout), *h_plain = to_host(gpu, out_plain, nout);
+    uint16_t *k16 = hs_malloc(nx * sizeof(uint16_t)), *p16 = hs_malloc(nx * sizeof(uint16_t));
+    gpu->copy_to_host(k16, x16_keep, nx * sizeof(uint16_t));
+    gpu->copy_to_host(p16, x16_plain, nx * sizeof(uint16_t));
+    const char *mode = precision == MATMUL_BF16 ? "bf16" : "fp32";
+    int failures = 0;
+    if (memcmp(h_keep, h_plain, nout * sizeof(float)) != 0) {
+        fprintf(stderr, "linear_forward_keep_bf16 %s N=%d I=%d O=%d: out differs\n", mode, N, I, O);
+        failures++;
+    }
+    if (memcmp(k16, p16, nx * sizeof(uint16_t)) != 0) {
+        fprintf(stderr, "linear_forward_keep_bf16 %s N=%d I=%d O=%d: x16 differs\n", mode, N, I, O);
+        failures++;
+    }
+    free(x), free(w), free(b), free(h_keep), free(h_plain), free(k16), free(p16);
+    gpu->free(x_g), gpu->free(w_g), gpu->free(b_g), gpu->free(out_keep), gpu->free(out_plain);
+    gpu->free(x16_keep), gpu->free(x16_plain);
+    return failures;
+}
+
 // The seed's GEMM inputs kept in bf16 (GELU output into w2, the norm output into the
 // compressor), a tiny product (fp32 GEMMs in either mode) and rows not a multiple of 8 (the
-// copy is widened first), in both precisions.
+// copy is padded, or widened), in both precisions: the backward from a kept copy and the
+// forward that keeps it.
 START_TEST(test_linear_backward_bf16_input) {
     TestRng rng = test_rng(107);
     const int shapes[4][3] = {{2048, 1024, 512}, {2048, 512, 32}, {100, 24, 8}, {300, 20, 64}};
@@ -378,6 +416,9 @@ START_TEST(test_linear_backward_bf16_input) {
             check_bf16_input_backward(&rng, shapes[s][0], shapes[s][1], shapes[s][2], MATMUL_BF16);
         failures +=
             check_bf16_input_backward(&rng, shapes[s][0], shapes[s][1], shapes[s][2], MATMUL_FP32);
+        for (int bf16 = 0; bf16 < 2; bf16++)
+            failures += check_keep_bf16_forward(&rng, shapes[s][0], shapes[s][1], shapes[s][2],
+                                                bf16 ? MATMUL_BF16 : MATMUL_FP32);
     }
     ck_assert_msg(failures == 0, "linear_backward_bf16_input: %d check(s) failed", failures);
 }
