@@ -303,7 +303,10 @@ static cublasComputeType_t f32_compute_type(void) {
 
 // Rows of x (and dout) converted at a time: at most LINEAR_BF16_CHUNK_BYTES of copies of
 // `bytes_per_row`, a multiple of LINEAR_CHUNK_ROW_ALIGN rows (at least that many), at most N.
+// No workspace per row (the forward writing x's copy into a kept buffer): one chunk of N.
 static int bf16_chunk_rows(int N, size_t bytes_per_row) {
+    if (bytes_per_row == 0)
+        return N;
     size_t rows = LINEAR_BF16_CHUNK_BYTES / bytes_per_row;
     rows -= rows % LINEAR_CHUNK_ROW_ALIGN;
     if (rows < (size_t)LINEAR_CHUNK_ROW_ALIGN)
