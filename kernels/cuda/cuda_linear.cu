@@ -134,37 +134,33 @@ static bool flat_vectorizable(const void *a, const void *b, size_t n) {
     return n % 8 == 0 && (((uintptr_t)a | (uintptr_t)b) & 15u) == 0;
 }
 
+// One flat conversion of n elements: `packed` (8 at a time, over n / 8 groups) when both
+// buffers allow it, else `scalar` (one at a time).
+template <typename Dst, typename Src>
+static void convert_flat(Dst *dst, const Src *src, size_t n,
+                         void (*packed)(Dst *, const Src *, size_t),
+                         void (*scalar)(Dst *, const Src *, size_t)) {
+    if (n == 0)
+        return;
+    const bool vec = flat_vectorizable(dst, src, n);
+    const size_t units = vec ? n / 8 : n;
+    void (*kernel)(Dst *, const Src *, size_t) = vec ? packed : scalar;
+    kernel<<<cuda_grid(units, CONVERT_THREADS), CONVERT_THREADS, 0, cuda_stream()>>>(dst, src,
+                                                                                     units);
+    CUDA_CHECK_LAUNCH("a flat bf16 conversion kernel");
+}
+
 // ops->to_bf16: dst [n] bf16 bits = src [n] rounded to nearest even (__float2bfloat16_rn, the
 // cpu backend's rounding; a NaN stays a NaN).
 void cuda_to_bf16_op(uint16_t *dst, const float *src, size_t n) {
-    if (n == 0)
-        return;
-    __nv_bfloat16 *out = reinterpret_cast<__nv_bfloat16 *>(dst);
-    if (flat_vectorizable(dst, src, n)) {
-        to_bf16_packed_kernel<<<cuda_grid(n / 8, CONVERT_THREADS), CONVERT_THREADS, 0,
-                                cuda_stream()>>>(out, src, n / 8);
-        CUDA_CHECK_LAUNCH("to_bf16_packed_kernel");
-        return;
-    }
-    to_bf16_scalar_kernel<<<cuda_grid(n, CONVERT_THREADS), CONVERT_THREADS, 0, cuda_stream()>>>(
-        out, src, n);
-    CUDA_CHECK_LAUNCH("to_bf16_scalar_kernel");
+    convert_flat(reinterpret_cast<__nv_bfloat16 *>(dst), src, n, to_bf16_packed_kernel,
+                 to_bf16_scalar_kernel);
 }
 
 // ops->from_bf16: dst [n] = src [n] bf16 bits widened (exact).
 void cuda_from_bf16_op(float *dst, const uint16_t *src, size_t n) {
-    if (n == 0)
-        return;
-    const __nv_bfloat16 *in = reinterpret_cast<const __nv_bfloat16 *>(src);
-    if (flat_vectorizable(dst, src, n)) {
-        from_bf16_packed_kernel<<<cuda_grid(n / 8, CONVERT_THREADS), CONVERT_THREADS, 0,
-                                  cuda_stream()>>>(dst, in, n / 8);
-        CUDA_CHECK_LAUNCH("from_bf16_packed_kernel");
-        return;
-    }
-    from_bf16_scalar_kernel<<<cuda_grid(n, CONVERT_THREADS), CONVERT_THREADS, 0, cuda_stream()>>>(
-        dst, in, n);
-    CUDA_CHECK_LAUNCH("from_bf16_scalar_kernel");
+    convert_flat(dst, reinterpret_cast<const __nv_bfloat16 *>(src), n, from_bf16_packed_kernel,
+                 from_bf16_scalar_kernel);
 }
 
 // dst [rows, ld] bf16 = src [rows, cols] fp32 rounded to nearest, columns [cols, ld) zero.
@@ -447,19 +443,24 @@ static void linear_backward_bf16(float *dx, float *dw, const float *dout, const 
     }
 }
 
+// dx [N, I] += dout . w (may be NULL); dw [O, I] += dout^T . x on the fp32 buffers, in the
+// backend's compute type (fp32 for the tiny products of the bf16 mode).
+static void linear_backward_f32(float *dx, float *dw, const float *dout, const float *x,
+                                const float *w, int N, int I, int O) {
+    if (dx)
+        gemm_f32(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, w, I, dout, O, 1.0f, dx, I, f32_compute_type());
+    gemm_f32(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, x, I, dout, O, 1.0f, dw, I, f32_compute_type());
+}
+
 // dx [N, I] += dout . w (may be NULL); dw [O, I] += dout^T . x; db [O] += column sums of dout
 void cuda_linear_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
                           const float *w, int N, int I, int O) {
     if (N == 0 || O == 0 || I == 0)
         return;
-    if (cuda_linear_uses_bf16(N, I, O)) {
+    if (cuda_linear_uses_bf16(N, I, O))
         linear_backward_bf16(dx, dw, dout, x, NULL, w, N, I, O);
-    } else {
-        if (dx)
-            gemm_f32(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, w, I, dout, O, 1.0f, dx, I,
-                     f32_compute_type());
-        gemm_f32(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, x, I, dout, O, 1.0f, dw, I, f32_compute_type());
-    }
+    else
+        linear_backward_f32(dx, dw, dout, x, w, N, I, O);
     // After the GEMMs: the column sum takes the workspace for itself (the bf16 copies are
     // dead by then in stream order).
     if (db)
@@ -481,10 +482,7 @@ void cuda_linear_backward_bf16_input(float *dx, float *dw, float *db, const floa
     } else {
         float *x = (float *)cuda_workspace((size_t)N * I * sizeof(float)); // [N, I]
         cuda_from_bf16_op(x, x16, (size_t)N * I);
-        if (dx)
-            gemm_f32(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, w, I, dout, O, 1.0f, dx, I,
-                     f32_compute_type());
-        gemm_f32(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, x, I, dout, O, 1.0f, dw, I, f32_compute_type());
+        linear_backward_f32(dx, dw, dout, x, w, N, I, O);
     }
     // After the GEMMs, as in cuda_linear_backward (the workspace is free again by then).
     if (db)

@@ -313,27 +313,37 @@ static size_t expected_saving(const ModelConfig *c, const ModelOptions *opt) {
     return (size_t)(c->n_layers - 1) * per_layer;
 }
 
+// Two models from the same init, `keep` built with the options `base` (NULL: none) and `lean`
+// with `opt`, each after two micro-batches (the same batches) whose losses must agree bit
+// for bit: the options change only what the backward keeps. Returns the bytes lean holds
+// fewer than keep.
+static size_t build_and_step_pair(const ModelConfig *c, const ModelOptions *base,
+                                  const ModelOptions *opt, Model *keep, Model *lean,
+                                  const char *what) {
+    const Ops *ops = ops_cpu();
+    size_t before = ops->memory_in_use();
+    model_build_with(keep, c, ops, NULL, B, T, base);
+    const size_t keep_bytes = ops->memory_in_use() - before;
+    before = ops->memory_in_use();
+    model_build_with(lean, c, ops, NULL, B, T, opt);
+    const size_t lean_bytes = ops->memory_in_use() - before;
+    model_init(keep, 9);
+    model_init(lean, 9);
+    scale_normal_params(keep, 10.0f);
+    scale_normal_params(lean, 10.0f);
+    LossParts lk = two_micro_batches(keep, c), ll = two_micro_batches(lean, c);
+    ck_assert_msg(lk.ce == ll.ce && lk.route == ll.route && lk.entropy == ll.entropy,
+                  "%s: losses differ", what);
+    return keep_bytes - lean_bytes;
+}
+
 // A model built with `opt` against one without: the losses and the accumulated gradients
 // of two micro-batches bit for bit, and the saving of expected_saving to the byte.
 static void check_memory_options(const ModelConfig *c, const ModelOptions *opt, const char *what) {
-    const Ops *ops = ops_cpu();
     Model keep, lean;
-    size_t before = ops->memory_in_use();
-    model_build(&keep, c, ops, NULL, B, T);
-    const size_t keep_bytes = ops->memory_in_use() - before;
-    before = ops->memory_in_use();
-    model_build_with(&lean, c, ops, NULL, B, T, opt);
-    const size_t lean_bytes = ops->memory_in_use() - before;
-    ck_assert_msg(keep_bytes - lean_bytes == expected_saving(c, opt),
-                  "%s: %zu bytes saved, expected %zu", what, keep_bytes - lean_bytes,
-                  expected_saving(c, opt));
-    model_init(&keep, 9);
-    model_init(&lean, 9);
-    scale_normal_params(&keep, 10.0f);
-    scale_normal_params(&lean, 10.0f);
-    LossParts lk = two_micro_batches(&keep, c), ll = two_micro_batches(&lean, c);
-    ck_assert_msg(lk.ce == ll.ce && lk.route == ll.route && lk.entropy == ll.entropy,
-                  "%s: losses differ", what);
+    const size_t saved = build_and_step_pair(c, NULL, opt, &keep, &lean, what);
+    ck_assert_msg(saved == expected_saving(c, opt), "%s: %zu bytes saved, expected %zu", what,
+                  saved, expected_saving(c, opt));
     const size_t n = keep.layout.n_local;
     ck_assert_msg(memcmp(keep.grads, lean.grads, n * sizeof(float)) == 0,
                   "%s: gradients differ from the model that keeps everything", what);
@@ -378,26 +388,12 @@ static size_t expected_bf16_saving(const ModelConfig *c, const ModelOptions *bas
 // about bf16's rounding, relative to their norm.
 static void check_bf16_activations(const ModelConfig *c, const ModelOptions *base,
                                    const char *what) {
-    const Ops *ops = ops_cpu();
     ModelOptions bf16 = *base;
     bf16.bf16_activations = 1;
     Model keep, lean;
-    size_t before = ops->memory_in_use();
-    model_build_with(&keep, c, ops, NULL, B, T, base);
-    const size_t keep_bytes = ops->memory_in_use() - before;
-    before = ops->memory_in_use();
-    model_build_with(&lean, c, ops, NULL, B, T, &bf16);
-    const size_t lean_bytes = ops->memory_in_use() - before;
-    ck_assert_msg(keep_bytes - lean_bytes == expected_bf16_saving(c, base),
-                  "%s: %zu bytes saved, expected %zu", what, keep_bytes - lean_bytes,
-                  expected_bf16_saving(c, base));
-    model_init(&keep, 9);
-    model_init(&lean, 9);
-    scale_normal_params(&keep, 10.0f);
-    scale_normal_params(&lean, 10.0f);
-    LossParts lk = two_micro_batches(&keep, c), ll = two_micro_batches(&lean, c);
-    ck_assert_msg(lk.ce == ll.ce && lk.route == ll.route && lk.entropy == ll.entropy,
-                  "%s: losses differ", what);
+    const size_t saved = build_and_step_pair(c, base, &bf16, &keep, &lean, what);
+    ck_assert_msg(saved == expected_bf16_saving(c, base), "%s: %zu bytes saved, expected %zu", what,
+                  saved, expected_bf16_saving(c, base));
     double diff = 0.0, norm = 0.0;
     for (size_t i = 0; i < keep.layout.n_local; i++) {
         double d = (double)lean.grads[i] - keep.grads[i];
