@@ -521,6 +521,56 @@ static void bench_lm_head(KernelBench *kb, KernelRow *row) {
     ops->free(a.targets), ops->free(a.predictions), ops->free(a.loss);
 }
 
+// ---- gather_rows / scatter_add_rows ------------------------------------------------------------
+
+typedef struct RowsArgs {
+    const Ops *ops;
+    float *rows;  // [M, D]
+    float *table; // [table_rows, D]
+    int32_t *idx; // [M] global ids in [row_offset, row_offset + table_rows)
+    int M, D, row_offset;
+} RowsArgs;
+
+static void call_gather_rows(const void *args) {
+    const RowsArgs *a = args;
+    a->ops->gather_rows(a->rows, a->table, a->idx, a->M, a->D, a->row_offset);
+}
+
+static void call_scatter_add_rows(const void *args) {
+    const RowsArgs *a = args;
+    a->ops->scatter_add_rows(a->table, a->rows, a->idx, a->M, a->D, a->row_offset);
+}
+
+// The slot value rows of one layer: N K rows of H floats from (and back into) the shard,
+// at uniformly random slots, as the slot exchange gathers them and scatters their gradient.
+static void bench_rows(KernelBench *kb, KernelRow *gather, KernelRow *scatter) {
+    const Ops *ops = kb->ops;
+    const KernelShapes *k = &kb->shape;
+    RowsArgs a = {.ops = ops, .M = k->N * k->K, .D = k->H, .row_offset = k->row_offset};
+    a.table = alloc_random(ops, &kb->rng, (size_t)k->rows * k->H, 1.0f);
+    a.rows = alloc_zeros(ops, (size_t)a.M * k->H);
+    int32_t *local = alloc_uniform_ints(ops, &kb->rng, (size_t)a.M, k->rows); // [0, rows)
+    int32_t *host = hs_malloc((size_t)a.M * sizeof(int32_t));
+    ops->copy_to_host(host, local, (size_t)a.M * sizeof(int32_t));
+    for (int m = 0; m < a.M; m++)
+        host[m] += k->row_offset;
+    ops->copy_from_host(local, host, (size_t)a.M * sizeof(int32_t));
+    free(host);
+    a.idx = local;
+    const double row_bytes = (double)a.M * k->H * sizeof(float);
+    gather->op = "gather_rows:values";
+    snprintf(gather->shape, sizeof(gather->shape), "M=%d,D=%d,rows=%d", a.M, k->H, k->rows);
+    gather->ceiling = CEILING_MEMORY;
+    gather->bytes = 2.0 * row_bytes + 4.0 * a.M; // rows read and written, indices
+    gather->ms = median_call_ms(kb, call_gather_rows, &a);
+    scatter->op = "scatter_add_rows:values";
+    snprintf(scatter->shape, sizeof(scatter->shape), "M=%d,D=%d,rows=%d", a.M, k->H, k->rows);
+    scatter->ceiling = CEILING_MEMORY;
+    scatter->bytes = 3.0 * row_bytes + 4.0 * a.M; // rows read, table rows read and written
+    scatter->ms = median_call_ms(kb, call_scatter_add_rows, &a);
+    ops->free(a.table), ops->free(a.rows), ops->free(a.idx);
+}
+
 // ---- adamw_update ------------------------------------------------------------------------------
 
 typedef struct AdamwArgs {
@@ -632,6 +682,8 @@ enum {
     ROW_LM_HEAD,
     ROW_ADAMW_DENSE,
     ROW_ADAMW_SLOTS,
+    ROW_GATHER_ROWS,
+    ROW_SCATTER_ROWS,
     ROW_COUNT
 };
 
@@ -683,7 +735,9 @@ static void print_notes(const KernelRow *rows, const KernelShapes *k) {
            "  lm_head_loss         FLOPs 6 N H V (logits, dyn, dw) over the N tokens of a step; "
            "bytes yn, w, targets read, dyn, predictions written, dw accumulated\n"
            "  adamw_update         28 bytes per parameter (param, grad, m, v read; param, m, v "
-           "written), one call over the dense parameters / one layer's slot table shard\n");
+           "written), one call over the dense parameters / one layer's slot table shard\n"
+           "  gather_rows          bytes N K rows of H floats read and written, indices; "
+           "scatter_add_rows: rows read, table rows read and written (atomic adds)\n");
 }
 
 // ---- the benchmark ---------------------------------------------------------------------------
@@ -715,6 +769,7 @@ int bench_kernels_main(Session *s, const KernelBenchSettings *settings) {
     bench_lm_head(&kb, &rows[ROW_LM_HEAD]);
     bench_adamw(&kb, "adamw_update:dense", k->n_dense, &rows[ROW_ADAMW_DENSE]);
     bench_adamw(&kb, "adamw_update:slots", k->n_slot_layer, &rows[ROW_ADAMW_SLOTS]);
+    bench_rows(&kb, &rows[ROW_GATHER_ROWS], &rows[ROW_SCATTER_ROWS]);
     ops->synchronize();
     // The slowest rank's median per op.
     double ms[ROW_COUNT];

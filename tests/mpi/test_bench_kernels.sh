@@ -12,7 +12,7 @@ compute_ops="slot_topk attention_forward attention_backward attention_forward:de
     attention_backward:dense linear_forward:head
     linear_backward:head linear_forward:mlp linear_backward:mlp lm_head_loss"
 memory_ops="slot_read_forward slot_read_backward cross_entropy_fused adamw_update:dense
-    adamw_update:slots"
+    adamw_update:slots gather_rows:values scatter_add_rows:values"
 
 # check_table LOG TFLOPS GBPS: each row's columns are
 #   op shape ms/call MB GFLOP rate unit ceiling %ceil
