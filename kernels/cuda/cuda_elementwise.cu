@@ -5,66 +5,26 @@
 static const int ELEMENTWISE_THREADS = 256;
 
 // ---- row gather / scatter -------------------------------------------------------------
-// Block (threads_x, rows_per_block), 256 threads: threadIdx.y picks a row m, the x threads
-// walk that row's units of VEC floats, so idx[m] is read once per row and a warp's loads and
-// stores are contiguous. VEC = 4 (float4) when D % 4 == 0 and both buffers are 16-byte
-// aligned, else 1. Each thread row takes ROWS_IN_FLIGHT rows at once (m, m + step, ...):
-// their indices are read together, then their data, so a thread has that many independent
-// loads in flight instead of a chain of index load -> row load per row (a slot value row of
-// 512 floats is one float4 per thread of 128: with one row at a time the H100 profile had the
-// gather at about half the memory bandwidth).
+// Block (threads_x, rows_per_block), 256 threads: threadIdx.y picks a row m (grid-stride over
+// the rows), the x threads walk that row's units of VEC floats, so idx[m] is read once per
+// row and a warp's loads and stores are contiguous. VEC = 4 (float4) when D % 4 == 0 and
+// both buffers are 16-byte aligned, else 1.
 static const int ROWS_THREADS = 256;
-static const int ROWS_IN_FLIGHT = 4;
-
-// The rows a thread row takes at once: m0 + r * step for r < ROWS_IN_FLIGHT, those below M.
-// Writes their first element's offsets in the table (idx - row_offset, times D) and in the
-// row-major buffer (m * D); returns how many there are.
-__device__ __forceinline__ int rows_in_flight(size_t *table_at, size_t *rows_at, const int32_t *idx,
-                                              int m0, int step, int M, int D, int row_offset) {
-    int count = 0;
-#pragma unroll
-    for (int r = 0; r < ROWS_IN_FLIGHT; r++) {
-        const int m = m0 + r * step;
-        if (m < M) {
-            table_at[r] = (size_t)(idx[m] - row_offset) * D;
-            rows_at[r] = (size_t)m * D;
-            count = r + 1;
-        }
-    }
-    return count;
-}
 
 // out[m, :] = table[idx[m] - row_offset, :]      out [M, D], table [rows, D], idx [M]
 template <int VEC>
 __global__ void gather_rows_kernel(float *out, const float *table, const int32_t *idx, int M, int D,
                                    int row_offset) {
-    const int units = D / VEC, step = gridDim.y * blockDim.y;
-    for (int m0 = blockIdx.y * blockDim.y + threadIdx.y; m0 < M; m0 += ROWS_IN_FLIGHT * step) {
-        size_t src[ROWS_IN_FLIGHT], dst[ROWS_IN_FLIGHT];
-        const int count = rows_in_flight(src, dst, idx, m0, step, M, D, row_offset);
+    const int units = D / VEC;
+    for (int m = blockIdx.y * blockDim.y + threadIdx.y; m < M; m += gridDim.y * blockDim.y) {
+        const float *src = table + (size_t)(idx[m] - row_offset) * D;
+        float *dst = out + (size_t)m * D;
         for (int u = blockIdx.x * blockDim.x + threadIdx.x; u < units;
              u += gridDim.x * blockDim.x) {
-            if constexpr (VEC == 4) {
-                float4 v[ROWS_IN_FLIGHT];
-#pragma unroll
-                for (int r = 0; r < ROWS_IN_FLIGHT; r++)
-                    if (r < count)
-                        v[r] = reinterpret_cast<const float4 *>(table + src[r])[u];
-#pragma unroll
-                for (int r = 0; r < ROWS_IN_FLIGHT; r++)
-                    if (r < count)
-                        reinterpret_cast<float4 *>(out + dst[r])[u] = v[r];
-            } else {
-                float v[ROWS_IN_FLIGHT];
-#pragma unroll
-                for (int r = 0; r < ROWS_IN_FLIGHT; r++)
-                    if (r < count)
-                        v[r] = table[src[r] + u];
-#pragma unroll
-                for (int r = 0; r < ROWS_IN_FLIGHT; r++)
-                    if (r < count)
-                        out[dst[r] + u] = v[r];
-            }
+            if constexpr (VEC == 4)
+                reinterpret_cast<float4 *>(dst)[u] = reinterpret_cast<const float4 *>(src)[u];
+            else
+                dst[u] = src[u];
         }
     }
 }
@@ -76,58 +36,38 @@ __global__ void gather_rows_kernel(float *out, const float *table, const int32_t
 template <int VEC>
 __global__ void scatter_add_rows_kernel(float *dtable, const float *drows, const int32_t *idx,
                                         int M, int D, int row_offset) {
-    const int units = D / VEC, step = gridDim.y * blockDim.y;
-    for (int m0 = blockIdx.y * blockDim.y + threadIdx.y; m0 < M; m0 += ROWS_IN_FLIGHT * step) {
-        size_t dst[ROWS_IN_FLIGHT], src[ROWS_IN_FLIGHT];
-        const int count = rows_in_flight(dst, src, idx, m0, step, M, D, row_offset);
+    const int units = D / VEC;
+    for (int m = blockIdx.y * blockDim.y + threadIdx.y; m < M; m += gridDim.y * blockDim.y) {
+        float *dst = dtable + (size_t)(idx[m] - row_offset) * D;
+        const float *src = drows + (size_t)m * D;
         for (int u = blockIdx.x * blockDim.x + threadIdx.x; u < units;
              u += gridDim.x * blockDim.x) {
             if constexpr (VEC == 4) {
-                float4 v[ROWS_IN_FLIGHT];
-#pragma unroll
-                for (int r = 0; r < ROWS_IN_FLIGHT; r++)
-                    if (r < count)
-                        v[r] = reinterpret_cast<const float4 *>(drows + src[r])[u];
-#pragma unroll
-                for (int r = 0; r < ROWS_IN_FLIGHT; r++) {
-                    if (r >= count)
-                        continue;
-                    float *at = dtable + dst[r] + 4 * (size_t)u;
+                float4 v = reinterpret_cast<const float4 *>(src)[u];
 #if __CUDA_ARCH__ >= 900
-                    atomicAdd(reinterpret_cast<float4 *>(at), v[r]);
+                atomicAdd(reinterpret_cast<float4 *>(dst) + u, v);
 #else
-                    atomicAdd(at, v[r].x);
-                    atomicAdd(at + 1, v[r].y);
-                    atomicAdd(at + 2, v[r].z);
-                    atomicAdd(at + 3, v[r].w);
+                atomicAdd(dst + 4 * u, v.x);
+                atomicAdd(dst + 4 * u + 1, v.y);
+                atomicAdd(dst + 4 * u + 2, v.z);
+                atomicAdd(dst + 4 * u + 3, v.w);
 #endif
-                }
             } else {
-                float v[ROWS_IN_FLIGHT];
-#pragma unroll
-                for (int r = 0; r < ROWS_IN_FLIGHT; r++)
-                    if (r < count)
-                        v[r] = drows[src[r] + u];
-#pragma unroll
-                for (int r = 0; r < ROWS_IN_FLIGHT; r++)
-                    if (r < count)
-                        atomicAdd(dtable + dst[r] + u, v[r]);
+                atomicAdd(dst + u, src[u]);
             }
         }
     }
 }
 
 // The launch shape of the row kernels for rows of `units` vectors: x threads cover a row
-// (a multiple of 32, at most 256), the rest of the 256 threads take further rows, each thread
-// row ROWS_IN_FLIGHT of them.
+// (a multiple of 32, at most 256), the rest of the 256 threads take further rows.
 static void rows_launch_shape(int units, int M, dim3 *grid, dim3 *block) {
     int threads_x = (units + 31) / 32 * 32;
     if (threads_x > ROWS_THREADS)
         threads_x = ROWS_THREADS;
     const int rows_per_block = ROWS_THREADS / threads_x;
     const int blocks_x = (units + threads_x - 1) / threads_x;
-    const int rows_per_pass = rows_per_block * ROWS_IN_FLIGHT;
-    int blocks_y = (M + rows_per_pass - 1) / rows_per_pass;
+    int blocks_y = (M + rows_per_block - 1) / rows_per_block;
     if (blocks_y > 65535)
         blocks_y = 65535; // the kernels loop over the rest
     *block = dim3(threads_x, rows_per_block);
