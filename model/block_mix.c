@@ -222,7 +222,7 @@ static void attention_forward(Model *m, const LayerView *w, LayerActs *a, const 
     const int N = m->B * m->T, H = c->d_model, hd = model_head_dim(c);
     const int kv = c->n_kv_heads * hd, M = qs->M;
     const float theta = (float)c->rope_theta;
-    ops->linear_forward(a->k, a->u, w->wk, NULL, N, H, kv);
+    saved_linear_forward(ops, a->k, a->u, a->u16, w->wk, NULL, N, H, kv); // keeps u's copy
     ops->rope_forward(a->k, model_token_positions(m), N, c->n_kv_heads, hd, theta);
     ops->linear_forward(a->v, a->u, w->wv, NULL, N, H, kv);
     if (M == 0)
@@ -260,8 +260,8 @@ static void attention_backward(Model *m, const LayerView *w, LayerView *gw, cons
         ops->scatter_add_rows(g->du, g->du_sel, a->sel, M, H, 0);
     }
     ops->rope_backward(g->dk, model_token_positions(m), N, c->n_kv_heads, hd, theta);
-    ops->linear_backward(g->du, gw->wk, NULL, g->dk, a->u, w->wk, N, H, kv);
-    ops->linear_backward(g->du, gw->wv, NULL, g->dv, a->u, w->wv, N, H, kv);
+    saved_linear_backward(ops, g->du, gw->wk, NULL, g->dk, a->u, a->u16, w->wk, N, H, kv);
+    saved_linear_backward(ops, g->du, gw->wv, NULL, g->dv, a->u, a->u16, w->wv, N, H, kv);
 }
 
 // ---- the block's token mixing, forward and backward -----------------------------------

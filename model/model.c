@@ -45,11 +45,10 @@ static int32_t *carve_ints(Carver *cv, size_t count) {
 
 // A buffer of `count` floats the backward reads. Without bf16 activations (group == NULL)
 // it is the layer's own. With them the layer computes in the shared working buffer `work`
-// and keeps a bf16 copy of its own, listed in `group`: filled by keep_group and widened back
-// by restore_layer, or, for an activation the backward reads only as a GEMM input
-// (gemm_copy != NULL), written by the forward GEMM and read by the backward GEMM as it is
-// (*gemm_copy: the copy, or NULL without bf16 activations).
-static float *carve_saved(Carver *cv, size_t count, float *work, KeptGroup *group,
+// and keeps a bf16 copy of its own, listed in `group` and made and read back as `kind` says
+// (model.h KeptKind); for a GEMM input *gemm_copy is the copy, for the GEMMs to write and
+// read (NULL without bf16 activations; gemm_copy itself may be NULL for KEPT_ROUNDED).
+static float *carve_saved(Carver *cv, size_t count, float *work, KeptGroup *group, KeptKind kind,
                           uint16_t **gemm_copy) {
     if (gemm_copy)
         *gemm_copy = NULL;
@@ -61,7 +60,7 @@ static float *carve_saved(Carver *cv, size_t count, float *work, KeptGroup *grou
     t->work = work;
     t->kept = carve(cv, count, sizeof(uint16_t));
     t->count = count;
-    t->gemm_input = gemm_copy != NULL;
+    t->kind = kind;
     if (gemm_copy)
         *gemm_copy = t->kept;
     return work;
@@ -75,11 +74,11 @@ static void carve_recomputable(const Model *m, LayerActs *a, const LayerActs *wo
     const size_t N = (size_t)m->B * m->T, H = c->d_model, mH = (size_t)c->mlp_mult * H;
     const size_t Mq = (size_t)block_query_capacity(m);
     KeptGroup *mix = kept ? &kept->mix : NULL, *memory = kept ? &kept->memory : NULL;
-    a->u = carve_saved(cv, N * H, work->u, mix, NULL);
-    a->c = carve_saved(cv, N * H, work->c, mix, &a->c16);
-    a->act = carve_saved(cv, N * mH, work->act, mix, &a->act16);
-    a->u_sel = carve_saved(cv, Mq * H, work->u_sel, mix, &a->u_sel16);
-    a->hn = carve_saved(cv, N * H, work->hn, memory, &a->hn16);
+    a->u = carve_saved(cv, N * H, work->u, mix, KEPT_GEMM_INPUT_WIDENED, &a->u16);
+    a->c = carve_saved(cv, N * H, work->c, mix, KEPT_GEMM_INPUT, &a->c16);
+    a->act = carve_saved(cv, N * mH, work->act, mix, KEPT_GEMM_INPUT, &a->act16);
+    a->u_sel = carve_saved(cv, Mq * H, work->u_sel, mix, KEPT_GEMM_INPUT, &a->u_sel16);
+    a->hn = carve_saved(cv, N * H, work->hn, memory, KEPT_GEMM_INPUT, &a->hn16);
 }
 
 // The other activations bf16_activations keeps in bf16 (as carve_recomputable).
@@ -90,19 +89,20 @@ static void carve_keepable(const Model *m, LayerActs *a, const LayerActs *work, 
     const size_t kv = (size_t)c->n_kv_heads * model_head_dim(c);
     const size_t Mq = (size_t)block_query_capacity(m);
     KeptGroup *mix = kept ? &kept->mix : NULL, *memory = kept ? &kept->memory : NULL;
-    a->x = carve_saved(cv, N * H, work->x, mix, NULL);
-    a->pre = carve_saved(cv, N * mH, work->pre, mix, NULL);
-    a->q = carve_saved(cv, Mq * H, work->q, mix, NULL);
-    a->k = carve_saved(cv, N * kv, work->k, mix, NULL);
-    a->v = carve_saved(cv, N * kv, work->v, mix, NULL);
-    a->o = carve_saved(cv, Mq * H, work->o, mix, NULL);
-    a->ao = carve_saved(cv, Mq * H, work->ao, mix, NULL);
-    a->h = carve_saved(cv, N * H, work->h, mix, NULL);
+    a->x = carve_saved(cv, N * H, work->x, mix, KEPT_ROUNDED, NULL);
+    a->pre = carve_saved(cv, N * mH, work->pre, mix, KEPT_ROUNDED, NULL);
+    a->q = carve_saved(cv, Mq * H, work->q, mix, KEPT_ROUNDED, NULL);
+    a->k = carve_saved(cv, N * kv, work->k, mix, KEPT_ROUNDED, NULL);
+    a->v = carve_saved(cv, N * kv, work->v, mix, KEPT_ROUNDED, NULL);
+    a->o = carve_saved(cv, Mq * H, work->o, mix, KEPT_ROUNDED, NULL);
+    a->ao = carve_saved(cv, Mq * H, work->ao, mix, KEPT_ROUNDED, NULL);
+    a->h = carve_saved(cv, N * H, work->h, mix, KEPT_ROUNDED, NULL);
     if (c->ffn == FFN_MEMORY) {
-        a->p = carve_saved(cv, N * c->ptr_dim, work->p, memory, NULL);
+        a->p = carve_saved(cv, N * c->ptr_dim, work->p, memory, KEPT_ROUNDED, NULL);
     } else {
-        a->ffn_pre = carve_saved(cv, N * 4 * H, work->ffn_pre, memory, NULL);
-        a->ffn_act = carve_saved(cv, N * 4 * H, work->ffn_act, memory, &a->ffn_act16);
+        a->ffn_pre = carve_saved(cv, N * 4 * H, work->ffn_pre, memory, KEPT_ROUNDED, NULL);
+        a->ffn_act =
+            carve_saved(cv, N * 4 * H, work->ffn_act, memory, KEPT_GEMM_INPUT, &a->ffn_act16);
     }
 }
 
@@ -147,7 +147,7 @@ static void carve_layer_acts(const Model *m, const ModelOptions *opt, LayerActs 
         a->act = shared->act;
         a->u_sel = shared->u_sel;
         a->hn = shared->hn;
-        a->c16 = a->act16 = a->u_sel16 = a->hn16 = NULL; // recomputed in fp32, never kept
+        a->u16 = a->c16 = a->act16 = a->u_sel16 = a->hn16 = NULL; // recomputed, never kept
     } else {
         carve_recomputable(m, a, shared, bf16, cv);
     }
@@ -456,7 +456,7 @@ static void keep_group(Model *m, const KeptGroup *group) {
         return;
     profile_begin(m->profiler, PHASE_STORAGE, PROFILE_FORWARD);
     for (int i = 0; i < group->n; i++)
-        if (!group->t[i].gemm_input) // a GEMM input's copy was written by its GEMM
+        if (group->t[i].kind == KEPT_ROUNDED) // a GEMM input's copy was written by its GEMM
             m->ops->to_bf16(group->t[i].kept, group->t[i].work, group->t[i].count);
     profile_end(m->profiler);
 }
@@ -468,7 +468,7 @@ static void restore_layer(Model *m, int layer) {
     profile_begin(m->profiler, PHASE_STORAGE, PROFILE_BACKWARD);
     for (int g = 0; g < 2; g++)
         for (int i = 0; i < groups[g]->n; i++)
-            if (!groups[g]->t[i].gemm_input)
+            if (groups[g]->t[i].kind != KEPT_GEMM_INPUT)
                 m->ops->from_bf16(groups[g]->t[i].work, groups[g]->t[i].kept,
                                   groups[g]->t[i].count);
     profile_end(m->profiler);

@@ -40,11 +40,11 @@ typedef struct LayerActs {
     float *vrows;   // [N, K, H]
     // ffn=dense
     float *ffn_pre, *ffn_act; // [N, 4H]
-    // bf16_activations: the layer's bf16 copies of the activations the backward reads only
-    // as GEMM inputs. The forward GEMM that reads each writes its copy
-    // (linear_forward_keep_bf16) and the backward GEMM reads it as it is
-    // (linear_backward_bf16_input): never widened back. NULL otherwise. Shapes as above.
-    uint16_t *c16, *act16, *u_sel16, *hn16, *ffn_act16;
+    // bf16_activations: the layer's bf16 copies of the activations its GEMMs read
+    // (KEPT_GEMM_INPUT, and u: KEPT_GEMM_INPUT_WIDENED). A forward GEMM that reads each
+    // writes its copy (linear_forward_keep_bf16) and the backward GEMMs read it as it is
+    // (linear_backward_bf16_input). NULL otherwise. Shapes as above.
+    uint16_t *u16, *c16, *act16, *u_sel16, *hn16, *ffn_act16;
 } LayerActs;
 
 // What one forward is asked to do.
@@ -97,14 +97,24 @@ typedef struct ModelOptions {
     int bf16_activations;
 } ModelOptions;
 
+// How a kept activation's bf16 copy is made and read back.
+typedef enum KeptKind {
+    // keep_group rounds it after the layer's forward; restore_layer widens it back.
+    KEPT_ROUNDED = 0,
+    // A GEMM input: the forward GEMM writes the copy (linear_forward_keep_bf16) and only
+    // backward GEMMs read it (linear_backward_bf16_input): never widened.
+    KEPT_GEMM_INPUT,
+    // A GEMM input that other backward ops read too (u: the conv and the router): its GEMM
+    // writes the copy, backward GEMMs read it, and restore_layer widens it for the others.
+    KEPT_GEMM_INPUT_WIDENED,
+} KeptKind;
+
 // One activation a bf16 model keeps in bf16 (ModelOptions.bf16_activations).
 typedef struct KeptTensor {
     float *work;    // [count] fp32 working buffer, shared by the layers
     uint16_t *kept; // [count] bf16 bits: this layer's copy
     size_t count;
-    // 1: a GEMM input: the forward GEMM writes the copy and the backward GEMM reads it
-    // (LayerActs.c16, ...); 0: keep_group writes it and restore_layer widens it back.
-    int gemm_input;
+    KeptKind kind;
 } KeptTensor;
 
 // The kept tensors of one layer, in two groups: those made by the token mixing (kept once
