@@ -231,7 +231,7 @@ static void attention_forward(Model *m, const LayerView *w, LayerActs *a, const 
     saved_linear_forward(ops, a->q, a->u_sel, a->u_sel16, w->wq, NULL, M, H, H);
     ops->rope_forward(a->q, a->qpos, M, c->n_heads, hd, theta);
     attention_call_forward(m, a, qs);
-    ops->linear_forward(a->ao, a->o, w->wo, NULL, M, H, H);
+    saved_linear_forward(ops, a->ao, a->o, a->o16, w->wo, NULL, M, H, H); // keeps o's copy
     ops->gated_scatter_add(a->h, a->ao, gate_logits(m, a), a->sel, M, H);
 }
 
@@ -250,7 +250,7 @@ static void attention_backward(Model *m, const LayerView *w, LayerView *gw, cons
         ops->gated_scatter_add_backward(g->dao, gate_r ? g->dr : NULL, g->dh, a->ao, gate_r, a->sel,
                                         M, H);
         ops->zero(g->dout, (size_t)M * H * sizeof(float));
-        ops->linear_backward(g->dout, gw->wo, NULL, g->dao, a->o, w->wo, M, H, H);
+        saved_linear_backward(ops, g->dout, gw->wo, NULL, g->dao, a->o, a->o16, w->wo, M, H, H);
         ops->zero(g->dq, (size_t)M * H * sizeof(float));
         attention_call_backward(m, a, qs, g);
         ops->rope_backward(g->dq, a->qpos, M, c->n_heads, hd, theta);

@@ -94,7 +94,7 @@ static void carve_keepable(const Model *m, LayerActs *a, const LayerActs *work, 
     a->q = carve_saved(cv, Mq * H, work->q, mix, KEPT_ROUNDED, NULL);
     a->k = carve_saved(cv, N * kv, work->k, mix, KEPT_ROUNDED, NULL);
     a->v = carve_saved(cv, N * kv, work->v, mix, KEPT_ROUNDED, NULL);
-    a->o = carve_saved(cv, Mq * H, work->o, mix, KEPT_ROUNDED, NULL);
+    a->o = carve_saved(cv, Mq * H, work->o, mix, KEPT_GEMM_INPUT_WIDENED, &a->o16);
     a->ao = carve_saved(cv, Mq * H, work->ao, mix, KEPT_ROUNDED, NULL);
     a->h = carve_saved(cv, N * H, work->h, mix, KEPT_ROUNDED, NULL);
     if (c->ffn == FFN_MEMORY) {

@@ -41,10 +41,10 @@ typedef struct LayerActs {
     // ffn=dense
     float *ffn_pre, *ffn_act; // [N, 4H]
     // bf16_activations: the layer's bf16 copies of the activations its GEMMs read
-    // (KEPT_GEMM_INPUT, and u: KEPT_GEMM_INPUT_WIDENED). A forward GEMM that reads each
+    // (KEPT_GEMM_INPUT, and u and o: KEPT_GEMM_INPUT_WIDENED). A forward GEMM that reads each
     // writes its copy (linear_forward_keep_bf16) and the backward GEMMs read it as it is
     // (linear_backward_bf16_input). NULL otherwise. Shapes as above.
-    uint16_t *u16, *c16, *act16, *u_sel16, *hn16, *ffn_act16;
+    uint16_t *u16, *c16, *act16, *u_sel16, *o16, *hn16, *ffn_act16;
 } LayerActs;
 
 // What one forward is asked to do.
@@ -104,7 +104,8 @@ typedef enum KeptKind {
     // A GEMM input: the forward GEMM writes the copy (linear_forward_keep_bf16) and only
     // backward GEMMs read it (linear_backward_bf16_input): never widened.
     KEPT_GEMM_INPUT,
-    // A GEMM input that other backward ops read too (u: the conv and the router): its GEMM
+    // A GEMM input that other backward ops read too (u: the conv and the router; o: the
+    // attention backward): its GEMM
     // writes the copy, backward GEMMs read it, and restore_layer widens it for the others.
     KEPT_GEMM_INPUT_WIDENED,
 } KeptKind;
