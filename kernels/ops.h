@@ -22,7 +22,8 @@
 typedef enum { BACKEND_CPU = 0, BACKEND_CUDA = 1 } BackendKind;
 
 // Precision of the matrix products of linear_forward / linear_backward (the op table's
-// GEMMs). Storage stays fp32 in every mode; only the inputs of the multiplications change:
+// GEMMs). The ops' buffers stay fp32 in every mode (a model may keep bf16 copies of its
+// activations: to_bf16 below); only the inputs of the multiplications change:
 //   MATMUL_FP32  fp32 inputs, fp32 accumulation (CUDA cores; the oracle's precision)
 //   MATMUL_TF32  inputs rounded to TF32 (10-bit mantissa), fp32 accumulation (tensor cores)
 //   MATMUL_BF16  inputs rounded to bf16 (7-bit mantissa), fp32 accumulation (tensor cores)
