@@ -7,7 +7,10 @@
 #include "model/model.h"
 
 // Gradients the backward of one block works with, carved from Model.scratch.
-// N = B*T tokens, Mcap = the most query tokens a layer can have.
+// N = B*T tokens, Mcap = the most query tokens a layer can have. dy, dx and dh cross between
+// the two halves of the block's backward; the others belong to one half (the memory half:
+// dhn and the ffn=memory / ffn=dense ones; the mixing half: the rest) and the two halves'
+// buffers share memory (model.c carve_scratch): a half must not read the other's.
 typedef struct BlockGrads {
     float *dy;      // [N, H] gradient of the block output (in), reused as the next dy
     float *dx;      // [N, H] gradient of the block input (out)

@@ -187,7 +187,9 @@ static void carve_activations(Model *m, const ModelOptions *opt, Carver *cv) {
 }
 
 // Model.scratch holds the token positions [N] (int32, written once) and then the
-// backward's gradient buffers.
+// backward's gradient buffers. The two halves of a block's backward use their own buffers
+// one after the other (block_memory_backward: dy -> dh, then block_mix_backward: dh -> dx),
+// so each half's private buffers share one region: only dy, dx and dh cross between them.
 static void carve_scratch(const Model *m, Carver *cv, int32_t **positions, BlockGrads *g) {
     const ModelConfig *c = &m->cfg;
     const size_t N = (size_t)m->B * m->T, H = c->d_model, mH = (size_t)c->mlp_mult * H;
@@ -198,7 +200,21 @@ static void carve_scratch(const Model *m, Carver *cv, int32_t **positions, Block
     g->dy = carve_floats(cv, N * H);
     g->dx = carve_floats(cv, N * H);
     g->dh = carve_floats(cv, N * H);
+    const size_t shared_region = cv->used;
+    // The memory half's own buffers.
     g->dhn = carve_floats(cv, N * H);
+    if (c->ffn == FFN_MEMORY) {
+        g->dp = carve_floats(cv, N * R);
+        g->ds = carve_floats(cv, N * K);
+        g->dkrows = carve_floats(cv, N * K * R);
+        g->dvrows = carve_floats(cv, N * K * H);
+    } else {
+        g->dffn_pre = carve_floats(cv, N * 4 * H);
+        g->dffn_act = carve_floats(cv, N * 4 * H);
+    }
+    const size_t memory_end = cv->used;
+    // The mixing half's own buffers, over the same bytes.
+    cv->used = shared_region;
     g->du = carve_floats(cv, N * H);
     g->dc = carve_floats(cv, N * H);
     g->dpre = carve_floats(cv, N * mH);
@@ -210,15 +226,8 @@ static void carve_scratch(const Model *m, Carver *cv, int32_t **positions, Block
     g->dout = carve_floats(cv, Mq * H);
     g->dq = carve_floats(cv, Mq * H);
     g->du_sel = carve_floats(cv, Mq * H);
-    if (c->ffn == FFN_MEMORY) {
-        g->dp = carve_floats(cv, N * R);
-        g->ds = carve_floats(cv, N * K);
-        g->dkrows = carve_floats(cv, N * K * R);
-        g->dvrows = carve_floats(cv, N * K * H);
-    } else {
-        g->dffn_pre = carve_floats(cv, N * 4 * H);
-        g->dffn_act = carve_floats(cv, N * 4 * H);
-    }
+    if (cv->used < memory_end)
+        cv->used = memory_end;
 }
 
 const int32_t *model_token_positions(const Model *m) {
