@@ -43,17 +43,21 @@ static int32_t *carve_ints(Carver *cv, size_t count) {
     return carve(cv, count, sizeof(int32_t));
 }
 
-// A buffer of `count` floats the backward reads. Without bf16 activations (group == NULL)
-// it is the layer's own. With them the layer computes in the shared working buffer `work`
-// and keeps a bf16 copy of its own, listed in `group` and made and read back as `kind` says
+// A buffer of `count` floats the backward reads. Without bf16 activations (in_work == 0) it
+// is the layer's own. With them the layer computes in the shared working buffer `work` and
+// keeps a bf16 copy of its own, listed in `group` and made and read back as `kind` says
 // (model.h KeptKind); for a GEMM input *gemm_copy is the copy, for the GEMMs to write and
-// read (NULL without bf16 activations; gemm_copy itself may be NULL for KEPT_ROUNDED).
-static float *carve_saved(Carver *cv, size_t count, float *work, KeptGroup *group, KeptKind kind,
-                          uint16_t **gemm_copy) {
+// read (NULL otherwise; gemm_copy itself may be NULL for KEPT_ROUNDED). With no group (the
+// last layer, whose backward comes first, while the working set still holds its forward)
+// the layer keeps nothing and reads `work` itself.
+static float *carve_saved(Carver *cv, size_t count, float *work, int in_work, KeptGroup *group,
+                          KeptKind kind, uint16_t **gemm_copy) {
     if (gemm_copy)
         *gemm_copy = NULL;
-    if (!group)
+    if (!in_work)
         return carve_floats(cv, count);
+    if (!group)
+        return work;
     if (group->n == MODEL_MAX_KEPT)
         hs_fatal("carve_saved: more than %d kept activations in one group", MODEL_MAX_KEPT);
     KeptTensor *t = &group->t[group->n++];
@@ -67,42 +71,42 @@ static float *carve_saved(Carver *cv, size_t count, float *work, KeptGroup *grou
 }
 
 // The activations recompute_elementwise lets the layers share: u, c, GELU(pre), u_sel, hn.
-// `work` and `kept` as carve_saved (kept NULL: fp32 buffers of a's own).
-static void carve_recomputable(const Model *m, LayerActs *a, const LayerActs *work, LayerKept *kept,
-                               Carver *cv) {
+// `work`, `in_work` and `kept` as carve_saved (kept: the groups, NULL for none).
+static void carve_recomputable(const Model *m, LayerActs *a, const LayerActs *work, int in_work,
+                               LayerKept *kept, Carver *cv) {
     const ModelConfig *c = &m->cfg;
     const size_t N = (size_t)m->B * m->T, H = c->d_model, mH = (size_t)c->mlp_mult * H;
     const size_t Mq = (size_t)block_query_capacity(m);
     KeptGroup *mix = kept ? &kept->mix : NULL, *memory = kept ? &kept->memory : NULL;
-    a->u = carve_saved(cv, N * H, work->u, mix, KEPT_GEMM_INPUT_WIDENED, &a->u16);
-    a->c = carve_saved(cv, N * H, work->c, mix, KEPT_GEMM_INPUT, &a->c16);
-    a->act = carve_saved(cv, N * mH, work->act, mix, KEPT_GEMM_INPUT, &a->act16);
-    a->u_sel = carve_saved(cv, Mq * H, work->u_sel, mix, KEPT_GEMM_INPUT, &a->u_sel16);
-    a->hn = carve_saved(cv, N * H, work->hn, memory, KEPT_GEMM_INPUT, &a->hn16);
+    a->u = carve_saved(cv, N * H, work->u, in_work, mix, KEPT_GEMM_INPUT_WIDENED, &a->u16);
+    a->c = carve_saved(cv, N * H, work->c, in_work, mix, KEPT_GEMM_INPUT, &a->c16);
+    a->act = carve_saved(cv, N * mH, work->act, in_work, mix, KEPT_GEMM_INPUT, &a->act16);
+    a->u_sel = carve_saved(cv, Mq * H, work->u_sel, in_work, mix, KEPT_GEMM_INPUT, &a->u_sel16);
+    a->hn = carve_saved(cv, N * H, work->hn, in_work, memory, KEPT_GEMM_INPUT, &a->hn16);
 }
 
 // The other activations bf16_activations keeps in bf16 (as carve_recomputable).
-static void carve_keepable(const Model *m, LayerActs *a, const LayerActs *work, LayerKept *kept,
-                           Carver *cv) {
+static void carve_keepable(const Model *m, LayerActs *a, const LayerActs *work, int in_work,
+                           LayerKept *kept, Carver *cv) {
     const ModelConfig *c = &m->cfg;
     const size_t N = (size_t)m->B * m->T, H = c->d_model, mH = (size_t)c->mlp_mult * H;
     const size_t kv = (size_t)c->n_kv_heads * model_head_dim(c);
     const size_t Mq = (size_t)block_query_capacity(m);
     KeptGroup *mix = kept ? &kept->mix : NULL, *memory = kept ? &kept->memory : NULL;
-    a->x = carve_saved(cv, N * H, work->x, mix, KEPT_ROUNDED, NULL);
-    a->pre = carve_saved(cv, N * mH, work->pre, mix, KEPT_ROUNDED, NULL);
-    a->q = carve_saved(cv, Mq * H, work->q, mix, KEPT_ROUNDED, NULL);
-    a->k = carve_saved(cv, N * kv, work->k, mix, KEPT_ROUNDED, NULL);
-    a->v = carve_saved(cv, N * kv, work->v, mix, KEPT_ROUNDED, NULL);
-    a->o = carve_saved(cv, Mq * H, work->o, mix, KEPT_GEMM_INPUT_WIDENED, &a->o16);
-    a->ao = carve_saved(cv, Mq * H, work->ao, mix, KEPT_ROUNDED, NULL);
-    a->h = carve_saved(cv, N * H, work->h, mix, KEPT_ROUNDED, NULL);
+    a->x = carve_saved(cv, N * H, work->x, in_work, mix, KEPT_ROUNDED, NULL);
+    a->pre = carve_saved(cv, N * mH, work->pre, in_work, mix, KEPT_ROUNDED, NULL);
+    a->q = carve_saved(cv, Mq * H, work->q, in_work, mix, KEPT_ROUNDED, NULL);
+    a->k = carve_saved(cv, N * kv, work->k, in_work, mix, KEPT_ROUNDED, NULL);
+    a->v = carve_saved(cv, N * kv, work->v, in_work, mix, KEPT_ROUNDED, NULL);
+    a->o = carve_saved(cv, Mq * H, work->o, in_work, mix, KEPT_GEMM_INPUT_WIDENED, &a->o16);
+    a->ao = carve_saved(cv, Mq * H, work->ao, in_work, mix, KEPT_ROUNDED, NULL);
+    a->h = carve_saved(cv, N * H, work->h, in_work, mix, KEPT_ROUNDED, NULL);
     if (c->ffn == FFN_MEMORY) {
-        a->p = carve_saved(cv, N * c->ptr_dim, work->p, memory, KEPT_ROUNDED, NULL);
+        a->p = carve_saved(cv, N * c->ptr_dim, work->p, in_work, memory, KEPT_ROUNDED, NULL);
     } else {
-        a->ffn_pre = carve_saved(cv, N * 4 * H, work->ffn_pre, memory, KEPT_ROUNDED, NULL);
-        a->ffn_act =
-            carve_saved(cv, N * 4 * H, work->ffn_act, memory, KEPT_GEMM_INPUT, &a->ffn_act16);
+        a->ffn_pre = carve_saved(cv, N * 4 * H, work->ffn_pre, in_work, memory, KEPT_ROUNDED, NULL);
+        a->ffn_act = carve_saved(cv, N * 4 * H, work->ffn_act, in_work, memory, KEPT_GEMM_INPUT,
+                                 &a->ffn_act16);
     }
 }
 
@@ -136,11 +140,14 @@ static void carve_slot_rows(const Model *m, LayerActs *a, Carver *cv) {
 
 // One layer's activations. `shared` holds the buffers the options `opt` let every layer
 // share (the recomputed ones, the refetched slot rows, the working set of the kept ones);
-// the rest are the layer's own, and `kept` lists the layer's bf16 copies.
-static void carve_layer_acts(const Model *m, const ModelOptions *opt, LayerActs *a,
+// the rest are the layer's own, and `kept` lists the layer's bf16 copies. The last layer
+// keeps none: nothing overwrites the working set between its forward and its backward (the
+// head and the loss have buffers of their own), which runs first.
+static void carve_layer_acts(const Model *m, const ModelOptions *opt, int layer, LayerActs *a,
                              const LayerActs *shared, LayerKept *kept, Carver *cv) {
     memset(kept, 0, sizeof(*kept));
-    LayerKept *bf16 = opt->bf16_activations ? kept : NULL;
+    const int last = layer == m->cfg.n_layers - 1;
+    LayerKept *bf16 = opt->bf16_activations && !last ? kept : NULL;
     if (opt->recompute_elementwise) {
         a->u = shared->u;
         a->c = shared->c;
@@ -149,9 +156,9 @@ static void carve_layer_acts(const Model *m, const ModelOptions *opt, LayerActs 
         a->hn = shared->hn;
         a->u16 = a->c16 = a->act16 = a->u_sel16 = a->hn16 = NULL; // recomputed, never kept
     } else {
-        carve_recomputable(m, a, shared, bf16, cv);
+        carve_recomputable(m, a, shared, opt->bf16_activations, bf16, cv);
     }
-    carve_keepable(m, a, shared, bf16, cv);
+    carve_keepable(m, a, shared, opt->bf16_activations, bf16, cv);
     carve_own(m, a, cv);
     if (m->cfg.ffn == FFN_MEMORY) {
         if (opt->refetch_slot_rows) {
@@ -171,13 +178,13 @@ static void carve_activations(Model *m, const ModelOptions *opt, Carver *cv) {
     LayerActs shared = {0};
     const LayerActs none = {0};
     if (opt->recompute_elementwise || opt->bf16_activations)
-        carve_recomputable(m, &shared, &none, NULL, cv);
+        carve_recomputable(m, &shared, &none, 0, NULL, cv);
     if (opt->bf16_activations)
-        carve_keepable(m, &shared, &none, NULL, cv);
+        carve_keepable(m, &shared, &none, 0, NULL, cv);
     if (opt->refetch_slot_rows && c->ffn == FFN_MEMORY)
         carve_slot_rows(m, &shared, cv);
     for (int l = 0; l < c->n_layers; l++)
-        carve_layer_acts(m, opt, &m->acts[l], &shared, &m->kept[l], cv);
+        carve_layer_acts(m, opt, l, &m->acts[l], &shared, &m->kept[l], cv);
     m->embed_out = m->acts[0].x;
     m->y_final = carve_floats(cv, N * H);
     m->yn = carve_floats(cv, N * H);

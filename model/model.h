@@ -90,6 +90,8 @@ typedef struct ModelOptions {
     // them. A layer computes in one fp32 working set shared by the layers; the forward
     // rounds each layer's results into the layer's bf16 copies (ops->to_bf16) and the
     // backward widens them back into the working set (ops->from_bf16) before using them.
+    // The last layer keeps no copies: its backward runs first, on the working set as its
+    // forward left it.
     // The small per-token values (the norms' rstd, router logits, log-sum-exps, top-K
     // scores and weights) stay fp32, as do the slot rows (parameters, not activations). The
     // forward and its losses are bitwise the same; the gradients are those of the rounded

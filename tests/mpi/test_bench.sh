@@ -54,8 +54,8 @@ check_single "$work/lean.log" 1
 grep -q '^model: .*slot rows refetched in the backward.*recomputed in the backward' \
     "$work/lean.log" || { echo "FAIL: the header does not name the memory options"; exit 1; }
 # --activations bf16 on top: named in the header, a storage phase that takes time, and a
-# peak lower again. (With 4 layers: bf16 copies of L layers less one fp32 working set save
-# (L/2 - 1) layers' worth, nothing at the tiny preset's 2.)
+# peak lower again. (With 4 layers: bf16 copies of all layers but the last save (L - 1) / 2
+# layers' worth of activations.)
 run_mpi 1 "$bin" bench --preset tiny --n_layers 4 --device cpu --bench_steps 1 --bench_warmup 0 \
     --refetch_slot_rows 1 --recompute_elementwise 1 >"$work/lean4.log"
 run_mpi 1 "$bin" bench --preset tiny --n_layers 4 --device cpu --bench_steps 1 --bench_warmup 0 \

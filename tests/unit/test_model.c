@@ -356,8 +356,9 @@ static void check_memory_options(const ModelConfig *c, const ModelOptions *opt, 
 }
 
 // What bf16_activations saves on top of the options `base`: every kept tensor of every
-// layer in bf16 instead of fp32, less one fp32 working set of them (model.h). The kept
-// tensors are listed here from MODEL.md's shapes, independently of model.c's carving.
+// layer but the last in bf16 instead of fp32 (the last layer's fp32 buffers become the
+// working set all layers share, model.h). The kept tensors are listed here from MODEL.md's
+// shapes, independently of model.c's carving.
 static size_t expected_bf16_saving(const ModelConfig *c, const ModelOptions *base) {
     const size_t N = (size_t)B * T, H = c->d_model, mH = (size_t)c->mlp_mult * H;
     const size_t kv = (size_t)c->n_kv_heads * (H / c->n_heads);
@@ -374,12 +375,10 @@ static size_t expected_bf16_saving(const ModelConfig *c, const ModelOptions *bas
         kept[n++] = N * c->ptr_dim; // p
     else
         kept[n++] = N * 4 * H, kept[n++] = N * 4 * H; // the dense FFN's pre and act
-    size_t per_layer = 0, work = 0;
-    for (size_t i = 0; i < n; i++) {
+    size_t per_layer = 0;
+    for (size_t i = 0; i < n; i++)
         per_layer += carved_bytes(kept[i]) - carved_elems(kept[i], sizeof(uint16_t));
-        work += carved_bytes(kept[i]);
-    }
-    return (size_t)c->n_layers * per_layer - work;
+    return (size_t)(c->n_layers - 1) * per_layer;
 }
 
 // bf16_activations on top of the options `base`, against `base` alone: the losses of two
