@@ -282,7 +282,9 @@ static size_t carved_bytes(size_t n) {
     return carved_elems(n, sizeof(float));
 }
 
-// Zero the gradients, then forward + backward of two micro-batches (they accumulate).
+// Zero the gradients, then forward + backward of two micro-batches (they accumulate). The
+// first runs the head's backward in model_backward (want_grad 0), the second inside the
+// forward (want_grad 1, as training does), so both paths meet every memory option.
 static LossParts two_micro_batches(Model *m, const ModelConfig *c) {
     model_zero_grad(m);
     LossParts last = {0};
@@ -292,6 +294,7 @@ static LossParts two_micro_batches(Model *m, const ModelConfig *c) {
         random_tokens(targets, B * T, c->vocab_size, 50 + mb);
         ForwardArgs args = make_args(tokens, targets, 1);
         args.step = (uint32_t)mb;
+        args.want_grad = mb;
         model_forward(m, &args);
         model_backward(m);
         last = model_losses(m);
