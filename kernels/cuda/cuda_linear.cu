@@ -347,20 +347,27 @@ static void linear_forward_bf16(float *out, const float *x, __nv_bfloat16 *x_kee
     }
 }
 
-// out [N, O] (overwritten), x [N, I], w [O, I], b [O] or NULL
-void cuda_linear_forward(float *out, const float *x, const float *w, const float *b, int N, int I,
-                         int O) {
-    if (N == 0 || O == 0)
-        return;
+// out [N, O] (overwritten) = x . w^T + b; x_keep as linear_forward_bf16 (only with the bf16
+// products, NULL otherwise). N, O > 0.
+static void linear_forward(float *out, const float *x, __nv_bfloat16 *x_keep, const float *w,
+                           const float *b, int N, int I, int O) {
     float beta = 0.0f;
     if (b) {
         broadcast_bias(out, b, N, O);
         beta = 1.0f;
     }
     if (cuda_linear_uses_bf16(N, I, O))
-        linear_forward_bf16(out, x, NULL, w, beta, N, I, O);
+        linear_forward_bf16(out, x, x_keep, w, beta, N, I, O);
     else
         gemm_f32(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, w, I, x, I, beta, out, O, f32_compute_type());
+}
+
+// out [N, O] (overwritten), x [N, I], w [O, I], b [O] or NULL
+void cuda_linear_forward(float *out, const float *x, const float *w, const float *b, int N, int I,
+                         int O) {
+    if (N == 0 || O == 0)
+        return;
+    linear_forward(out, x, NULL, w, b, N, I, O);
 }
 
 // dst [rows, ld] = src [rows, cols] bf16 with columns [cols, ld) zero: a packed bf16 copy
@@ -381,21 +388,14 @@ __global__ void pad_bf16_rows_kernel(__nv_bfloat16 *dst, int ld, const __nv_bflo
 // same bits to_bf16 gives); otherwise x16 is one more conversion pass.
 void cuda_linear_forward_keep_bf16(float *out, uint16_t *x16, const float *x, const float *w,
                                    const float *b, int N, int I, int O) {
-    if (N == 0 || O == 0) {
-        cuda_to_bf16_op(x16, x, (size_t)N * I);
+    const bool by_gemm = N > 0 && O > 0 && cuda_linear_uses_bf16(N, I, O) &&
+                         I % BF16_ROW_ALIGN == 0 && ((uintptr_t)x16 & 15u) == 0;
+    if (by_gemm) {
+        linear_forward(out, x, reinterpret_cast<__nv_bfloat16 *>(x16), w, b, N, I, O);
         return;
     }
-    if (!cuda_linear_uses_bf16(N, I, O) || I % BF16_ROW_ALIGN != 0 || ((uintptr_t)x16 & 15u)) {
-        cuda_linear_forward(out, x, w, b, N, I, O);
-        cuda_to_bf16_op(x16, x, (size_t)N * I);
-        return;
-    }
-    float beta = 0.0f;
-    if (b) {
-        broadcast_bias(out, b, N, O);
-        beta = 1.0f;
-    }
-    linear_forward_bf16(out, x, reinterpret_cast<__nv_bfloat16 *>(x16), w, beta, N, I, O);
+    cuda_linear_forward(out, x, w, b, N, I, O);
+    cuda_to_bf16_op(x16, x, (size_t)N * I);
 }
 
 // dx [N, I] += dout . w (may be NULL); dw [O, I] += dout^T . x; bf16 products. x comes as
