@@ -409,14 +409,23 @@ static void check_bf16_activations(const ModelConfig *c, const ModelOptions *bas
     model_free(&lean);
 }
 
+// The models the memory options are checked on: the tiny routed model with 3 layers (so
+// sharing between layers shows), and its attn=dense and ffn=dense variants.
+static void memory_option_models(ModelConfig *base, ModelConfig *dense_attn,
+                                 ModelConfig *dense_ffn) {
+    *base = model_config_tiny();
+    base->n_layers = 3;
+    *dense_attn = *base;
+    *dense_ffn = *base;
+    dense_attn->attn = ATTN_DENSE;
+    dense_ffn->ffn = FFN_DENSE;
+}
+
 // bf16_activations alone and with the other two memory options, on the routed model and
 // the attn=dense and ffn=dense variants.
 START_TEST(test_bf16_activations) {
-    ModelConfig base = model_config_tiny();
-    base.n_layers = 3;
-    ModelConfig dense_attn = base, dense_ffn = base;
-    dense_attn.attn = ATTN_DENSE;
-    dense_ffn.ffn = FFN_DENSE;
+    ModelConfig base, dense_attn, dense_ffn;
+    memory_option_models(&base, &dense_attn, &dense_ffn);
     const ModelOptions none = {0};
     const ModelOptions both = {.refetch_slot_rows = 1, .recompute_elementwise = 1};
     check_bf16_activations(&base, &none, "bf16 activations");
@@ -429,11 +438,8 @@ END_TEST
 // refetch_slot_rows and recompute_elementwise (ModelOptions), alone and together, on the
 // routed model and on the attn=dense and ffn=dense variants (each recomputes other buffers).
 START_TEST(test_memory_options_same_gradients) {
-    ModelConfig base = model_config_tiny();
-    base.n_layers = 3;
-    ModelConfig dense_attn = base, dense_ffn = base;
-    dense_attn.attn = ATTN_DENSE;
-    dense_ffn.ffn = FFN_DENSE;
+    ModelConfig base, dense_attn, dense_ffn;
+    memory_option_models(&base, &dense_attn, &dense_ffn);
     const ModelOptions refetch = {.refetch_slot_rows = 1};
     const ModelOptions recompute = {.recompute_elementwise = 1};
     const ModelOptions both = {.refetch_slot_rows = 1, .recompute_elementwise = 1};
