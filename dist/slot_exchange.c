@@ -7,15 +7,18 @@
 //   3. all-to-all: every rank gets the P candidate lists of its own tokens, and merges them
 //      into the global top-K (ops->slot_topk_merge).     top_s, top_i [N, K]
 //   4. group the N*K chosen slots by owner rank, send the slot ids to their owners, which
-//      gather the key and value rows and send them back; unpermute into krows, vrows.
+//      gather the key and value rows and send them back; unpermute the key rows into krows.
+//      The value rows stay in the order they arrived in: the slot read reads them there,
+//      through route->inv (token order -> arrival order), which saves a pass over them.
 // The backward sends the row gradients to the owners along the same routes in reverse and
-// the owners scatter-add them into their shard gradients. A backward that did not keep the
+// the owners scatter-add them into their shard gradients (the slot read's backward has put
+// the value rows' gradients in request order already). A backward that did not keep the
 // rows may fetch them again along the saved route first (slot_exchange_refetch: step 4's
 // rows, without its ids).
 //
 // Exactness: the candidate scores of step 2 are the same dot products, in the same order,
 // as a single rank scoring the whole table, and the merge keeps the same ties, so top_s,
-// top_i, krows and vrows are bitwise identical to the single-rank result.
+// top_i, krows and the value rows read are bitwise identical to the single-rank result.
 #include "dist/slot_exchange.h"
 
 #include <stdlib.h>
@@ -53,8 +56,8 @@ struct SlotExchange {
     float *cand_s;         // [P, N, K] candidates of our tokens from every rank
     int32_t *cand_i;       // [P, N, K]
     int32_t *req_ids;      // [N*K] chosen slot ids grouped by owner
-    float *rows_k;         // [N*K, R] rows (or row gradients) in request order
-    float *rows_v;         // [N*K, H]
+    float *rows_k;         // [N*K, R] key rows (or their gradients) in request order
+    float *rows_v;         // [N*K, H] value row gradients in request order
     float *serve_k;        // [serve_cap, R] rows served to (or gradients from) other ranks
     float *serve_v;        // [serve_cap, H]
     size_t serve_cap;
@@ -262,33 +265,36 @@ static void group_by_owner(SlotExchange *x, size_t *req_counts) {
     }
 }
 
-// The rows of this layer's route, in token order: krows [N*K, R], vrows [N*K, H]. One rank
-// gathers them from its table (route->ids are the chosen slots in token order); with
-// several, the owners gather the rows the route asked them for (route->ids, grouped by
-// requesting rank) and send them back, and they are put back in token order.
-static void fetch_rows(SlotExchange *x, const LayerRoute *route, const float *keys,
-                       const float *values, float *krows, float *vrows) {
+// The rows of this layer's route: the key rows in token order, krows [N*K, R], and where
+// the value rows are. One rank gathers the key rows from its table (route->ids are the
+// chosen slots in token order) and reads the value rows in its table. With several, the
+// owners gather the rows the route asked them for (route->ids, grouped by requesting rank)
+// and send them back; the key rows are put back in token order, the value rows stay in
+// `received` [N*K, H] in request order.
+static SlotValueRows fetch_rows(SlotExchange *x, const LayerRoute *route, const float *keys,
+                                const float *values, float *krows, float *received) {
     const Ops *ops = x->ops;
     int NK = x->N * x->K, R = x->R, H = x->H;
     if (x->world == 1) {
         ops->gather_rows(krows, keys, route->ids, NK, R, 0);
-        ops->gather_rows(vrows, values, route->ids, NK, H, 0);
-        return;
+        return (SlotValueRows){values, route->ids};
     }
+    if (!received)
+        hs_fatal("slot exchange: %d ranks need a buffer for the value rows received", x->world);
     ops->gather_rows(x->serve_k, keys, route->ids, (int)route->n_ids, R, x->row_offset);
     ops->gather_rows(x->serve_v, values, route->ids, (int)route->n_ids, H, x->row_offset);
     exchange_entries(x, x->serve_k, route->serve_counts, x->rows_k, route->req_counts,
                      (size_t)R * sizeof(float));
-    exchange_entries(x, x->serve_v, route->serve_counts, x->rows_v, route->req_counts,
+    exchange_entries(x, x->serve_v, route->serve_counts, received, route->req_counts,
                      (size_t)H * sizeof(float));
     // Back from request order to token order: krows[e] = rows_k[inv[e]].
     ops->gather_rows(krows, x->rows_k, route->inv, NK, R, 0);
-    ops->gather_rows(vrows, x->rows_v, route->inv, NK, H, 0);
+    return (SlotValueRows){received, route->inv};
 }
 
-static void forward_multi_rank(SlotExchange *x, LayerRoute *route, const float *p,
-                               const float *keys, const float *values, float *top_s, int32_t *top_i,
-                               float *krows, float *vrows) {
+static SlotValueRows forward_multi_rank(SlotExchange *x, LayerRoute *route, const float *p,
+                                        const float *keys, const float *values, float *top_s,
+                                        int32_t *top_i, float *krows, float *received) {
     const Ops *ops = x->ops;
     int NK = x->N * x->K;
     size_t nk_ints = (size_t)NK * sizeof(int32_t);
@@ -312,16 +318,16 @@ static void forward_multi_rank(SlotExchange *x, LayerRoute *route, const float *
     // Ask the owners for the rows; fetch_rows has them gathered and sent back.
     exchange_entries(x, x->req_ids, route->req_counts, route->ids, route->serve_counts,
                      sizeof(int32_t));
-    fetch_rows(x, route, keys, values, krows, vrows);
+    return fetch_rows(x, route, keys, values, krows, received);
 }
 
+// The value rows' gradients are in rows_v already, in request order (slot_exchange_value_grads).
 static void backward_multi_rank(SlotExchange *x, LayerRoute *route, const float *dkrows,
-                                const float *dvrows, float *dkeys, float *dvalues) {
+                                float *dkeys, float *dvalues) {
     const Ops *ops = x->ops;
     int NK = x->N * x->K, R = x->R, H = x->H;
     // Token order to request order: rows_k[m] = dkrows[perm[m]].
     ops->gather_rows(x->rows_k, dkrows, route->perm, NK, R, 0);
-    ops->gather_rows(x->rows_v, dvrows, route->perm, NK, H, 0);
     // The other ranks' buffers are sized by this layer's served count; reserve_served
     // made them large enough when the forward of this layer ran.
     exchange_entries(x, x->rows_k, route->req_counts, x->serve_k, route->serve_counts,
@@ -334,43 +340,49 @@ static void backward_multi_rank(SlotExchange *x, LayerRoute *route, const float 
 
 // ---- the interface -------------------------------------------------------------------------
 
-void slot_exchange_forward(SlotExchange *x, int layer, const float *p, const float *keys,
-                           const float *values, float *top_s, int32_t *top_i, float *krows,
-                           float *vrows) {
+SlotValueRows slot_exchange_forward(SlotExchange *x, int layer, const float *p, const float *keys,
+                                    const float *values, float *top_s, int32_t *top_i, float *krows,
+                                    float *received) {
     check_layer(x, layer);
     if (layer == 0)
         x->bytes_sent = x->bytes_received = 0;
     LayerRoute *route = &x->routes[layer];
-    if (x->world > 1) {
-        forward_multi_rank(x, route, p, keys, values, top_s, top_i, krows, vrows);
-        return;
-    }
+    if (x->world > 1)
+        return forward_multi_rank(x, route, p, keys, values, top_s, top_i, krows, received);
     const Ops *ops = x->ops;
     int NK = x->N * x->K;
     ops->slot_topk(top_s, top_i, p, keys, x->N, x->R, x->rows_local, 0, x->K);
     ops->copy(route->ids, top_i, (size_t)NK * sizeof(int32_t));
     route->n_ids = (size_t)NK;
-    fetch_rows(x, route, keys, values, krows, vrows);
+    return fetch_rows(x, route, keys, values, krows, received);
 }
 
-void slot_exchange_refetch(SlotExchange *x, int layer, const float *keys, const float *values,
-                           float *krows, float *vrows) {
+SlotValueRows slot_exchange_refetch(SlotExchange *x, int layer, const float *keys,
+                                    const float *values, float *krows, float *received) {
     check_layer(x, layer);
-    fetch_rows(x, &x->routes[layer], keys, values, krows, vrows);
+    return fetch_rows(x, &x->routes[layer], keys, values, krows, received);
 }
 
-void slot_exchange_backward(SlotExchange *x, int layer, const float *dkrows, const float *dvrows,
-                            float *dkeys, float *dvalues) {
+float *slot_exchange_value_grads(SlotExchange *x, int layer, float *dvalues) {
+    check_layer(x, layer);
+    if (x->world == 1)
+        return dvalues;
+    // Each request position is one token's entry (inv is a permutation): the read-out's
+    // backward adds into every row of rows_v once, onto zeros.
+    x->ops->zero(x->rows_v, (size_t)x->N * x->K * x->H * sizeof(float));
+    return x->rows_v;
+}
+
+void slot_exchange_backward(SlotExchange *x, int layer, const float *dkrows, float *dkeys,
+                            float *dvalues) {
     check_layer(x, layer);
     LayerRoute *route = &x->routes[layer];
     if (x->world > 1) {
-        backward_multi_rank(x, route, dkrows, dvrows, dkeys, dvalues);
+        backward_multi_rank(x, route, dkrows, dkeys, dvalues);
         return;
     }
-    const Ops *ops = x->ops;
-    int NK = x->N * x->K;
-    ops->scatter_add_rows(dkeys, dkrows, route->ids, NK, x->R, 0);
-    ops->scatter_add_rows(dvalues, dvrows, route->ids, NK, x->H, 0);
+    // The value rows' gradients are in dvalues already (slot_exchange_value_grads).
+    x->ops->scatter_add_rows(dkeys, dkrows, route->ids, x->N * x->K, x->R, 0);
 }
 
 void slot_exchange_bytes(const SlotExchange *x, double *sent, double *received) {

@@ -11,7 +11,9 @@
 //   3. the token's owner merges P*K candidates into the global top-K and asks the owners
 //      of those slots for their rows:       <= K * 4 bytes of ids out, K * (R + H) * 4 back
 //   backward: the row gradients go back:    <= K * (R + H) * 4 bytes
-// With P = 1 nothing travels: slot_topk, gather_rows and scatter_add_rows on the one shard.
+// With P = 1 nothing travels: slot_topk and the key rows' gather_rows and scatter_add_rows on
+// the one shard. The value rows are never put in token order: the slot read reads them, and
+// adds their gradients, where they are (SlotValueRows, SlotValueGrads).
 #pragma once
 #include <stdint.h>
 
@@ -20,6 +22,16 @@
 
 typedef struct SlotExchange SlotExchange;
 
+// Where the value rows a layer's tokens read are, for ops->slot_read_forward and
+// slot_read_backward: row k of token n is table[idx[n*K + k]]. With P = 1 the table is the
+// layer's shard and idx the chosen slot ids; with P > 1 the table is the caller's buffer of
+// the rows received from their owners, and idx each entry's place among them. The rows'
+// gradients are added in the same places of the buffer slot_exchange_value_grads gives.
+typedef struct SlotValueRows {
+    const float *table; // [rows, H]
+    const int32_t *idx; // [N*K]
+} SlotValueRows;
+
 // comm may be NULL (a single rank). N tokens per rank (equal on every rank), S global
 // slots (S % P == 0, checked by the caller's layout), n_layers layers of routing state.
 SlotExchange *slot_exchange_create(Comm *comm, const Ops *ops, int N, int R, int H, int K, int S,
@@ -27,22 +39,31 @@ SlotExchange *slot_exchange_create(Comm *comm, const Ops *ops, int N, int R, int
 void slot_exchange_destroy(SlotExchange *x);
 
 // Forward of layer `layer`. p [N, R]; keys [S/P, R], values [S/P, H] this rank's shard.
-// Out: top_s [N, K] scores (descending), top_i [N, K] global slot ids, krows [N, K, R],
-// vrows [N, K, H] the chosen rows. Remembers the routing for the backward of this layer.
-void slot_exchange_forward(SlotExchange *x, int layer, const float *p, const float *keys,
-                           const float *values, float *top_s, int32_t *top_i, float *krows,
-                           float *vrows);
+// Out: top_s [N, K] scores (descending), top_i [N, K] global slot ids, krows [N, K, R] the
+// chosen key rows, and where the chosen value rows are. With P > 1 they are received into
+// `received` [N*K, H] (unused with P = 1: NULL is fine), which must then stay untouched until
+// the backward reads them, or be refilled by slot_exchange_refetch. Remembers the routing
+// for the backward of this layer.
+SlotValueRows slot_exchange_forward(SlotExchange *x, int layer, const float *p, const float *keys,
+                                    const float *values, float *top_s, int32_t *top_i, float *krows,
+                                    float *received);
 // The rows the last forward of layer `layer` fetched, fetched again along its route:
-// krows [N, K, R], vrows [N, K, H], bitwise what that forward wrote as long as keys and
-// values have not changed since. For a backward that did not keep them (the model's
-// refetch_slot_rows option): with P > 1 the rows travel again, K * (R + H) * 4 bytes a token.
-// Every rank calls it for the same layers in the same order (a collective).
-void slot_exchange_refetch(SlotExchange *x, int layer, const float *keys, const float *values,
-                           float *krows, float *vrows);
-// Backward of layer `layer`: dkrows [N, K, R], dvrows [N, K, H] are added (+=) into the
-// owners' dkeys [S/P, R], dvalues [S/P, H].
-void slot_exchange_backward(SlotExchange *x, int layer, const float *dkrows, const float *dvrows,
-                            float *dkeys, float *dvalues);
+// krows [N, K, R] and, with P > 1, the value rows into `received` [N*K, H], bitwise what that
+// forward fetched as long as keys and values have not changed since. For a backward that did
+// not keep them (the model's refetch_slot_rows option): with P > 1 the rows travel again,
+// K * (R + H) * 4 bytes a token. Every rank calls it for the same layers in the same order
+// (a collective).
+SlotValueRows slot_exchange_refetch(SlotExchange *x, int layer, const float *keys,
+                                    const float *values, float *krows, float *received);
+// Backward of layer `layer`, in two calls around ops->slot_read_backward:
+//   slot_exchange_value_grads: where the read-out's backward is to add the value rows'
+//     gradients, indexed as the layer's SlotValueRows (P = 1: dvalues [S, H] itself; P > 1:
+//     a buffer of the exchange in request order, zeroed here);
+//   slot_exchange_backward: dkrows [N, K, R] are added (+=) into the owners' dkeys [S/P, R],
+//     and with P > 1 the value rows' gradients travel to their owners' dvalues [S/P, H].
+float *slot_exchange_value_grads(SlotExchange *x, int layer, float *dvalues);
+void slot_exchange_backward(SlotExchange *x, int layer, const float *dkrows, float *dkeys,
+                            float *dvalues);
 
 // Bytes this rank sent and received in the last forward + backward of all layers.
 void slot_exchange_bytes(const SlotExchange *x, double *sent, double *received);

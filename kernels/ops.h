@@ -162,15 +162,23 @@ typedef struct Ops {
     // (descending score, ties: lower slot first).
     void (*slot_topk_merge)(float *top_s, int32_t *top_i, const float *cand_s,
                             const int32_t *cand_i, int P, int N, int K);
-    // w = softmax(top_s) per token; y = h + sum_k w_k * vrows[k]; entropy loss:
+    // The slot read reads the K value rows of every token where they are, without copying
+    // them into token order first: row k of token n is values[idx[n*K + k], :], values
+    // [rows, H], idx [N, K] (with one rank the layer's table and the chosen slot ids; with
+    // several the rows received from their owners and each entry's place among them).
+    // w = softmax(top_s) per token; y = h + sum_k w_k * values[idx[n*K + k]]; entropy loss:
     // loss += scale * sum_t (-sum_k w log w).
-    // y, h [N, H]; w [N, K] (written, saved); top_s [N, K]; vrows [N, K, H]; loss [1]
+    // y, h [N, H]; w [N, K] (written, saved); top_s [N, K]; loss [1]
     void (*slot_read_forward)(float *y, float *w, float *loss, const float *h, const float *top_s,
-                              const float *vrows, float scale, int N, int K, int H);
+                              const float *values, const int32_t *idx, float scale, int N, int K,
+                              int H);
     // Backward of slot_read_forward with the entropy loss weighted by `scale` (the same
-    // scale times the loss weight). ds [N, K] and dvrows [N, K, H] overwrite; dh [N, H] +=.
-    void (*slot_read_backward)(float *dh, float *ds, float *dvrows, const float *dy, const float *w,
-                               const float *vrows, float scale, int N, int K, int H);
+    // scale times the loss weight). ds [N, K] overwrites; dh [N, H] +=; the value rows'
+    // gradients are added where the rows were read: dvalues[idx[n*K + k], :] += w_nk dy_n
+    // (dvalues [rows, H]; an index repeated by several tokens sums their parts).
+    void (*slot_read_backward)(float *dh, float *ds, float *dvalues, const float *dy,
+                               const float *w, const float *values, const int32_t *idx, float scale,
+                               int N, int K, int H);
     // Backward of s_tk = p_t . krows[t,k] / sqrt(R): dp [N, R] +=; dkrows [N, K, R] overwrites.
     void (*slot_score_backward)(float *dp, float *dkrows, const float *ds, const float *p,
                                 const float *krows, int N, int K, int R);

@@ -29,8 +29,7 @@ typedef struct BlockGrads {
     // ffn=memory
     float *dp;     // [N, R]
     float *ds;     // [N, K]
-    float *dkrows; // [N, K, R]
-    float *dvrows; // [N, K, H]
+    float *dkrows; // [N, K, R] (the value rows' gradients go where the rows are)
     // ffn=dense
     float *dffn_pre; // [N, 4H]
     float *dffn_act; // [N, 4H]

@@ -19,27 +19,29 @@ static void slot_memory_forward(Model *m, int layer, const LayerView *w, LayerAc
     const ModelConfig *c = &m->cfg;
     const int N = m->B * m->T, H = c->d_model;
     saved_linear_forward(ops, a->p, a->hn, a->hn16, w->comp_w, w->comp_b, N, H, c->ptr_dim);
-    slot_exchange_forward(m->slots, layer, a->p, w->keys, w->values, a->top_s, a->top_i, a->krows,
-                          a->vrows);
-    ops->slot_read_forward(y, a->w, m->losses + 2, a->h, a->top_s, a->vrows, entropy_scale(m, args),
-                           N, c->top_k, H);
+    a->value_rows = slot_exchange_forward(m->slots, layer, a->p, w->keys, w->values, a->top_s,
+                                          a->top_i, a->krows, a->vrows_received);
+    ops->slot_read_forward(y, a->w, m->losses + 2, a->h, a->top_s, a->value_rows.table,
+                           a->value_rows.idx, entropy_scale(m, args), N, c->top_k, H);
 }
 
 // dh += dy (the residual), dhn += d(compressor input); slot row gradients go to their owners.
 static void slot_memory_backward(Model *m, int layer, const LayerView *w, LayerView *gw,
-                                 const LayerActs *a, BlockGrads *g) {
+                                 LayerActs *a, BlockGrads *g) {
     const Ops *ops = m->ops;
     const ModelConfig *c = &m->cfg;
     const int N = m->B * m->T, H = c->d_model, R = c->ptr_dim, K = c->top_k;
     // With refetch_slot_rows the rows are shared by the layers: this layer's again. The tables
     // have not changed since the forward, so they are the same rows, bit for bit.
     if (m->opt.refetch_slot_rows)
-        slot_exchange_refetch(m->slots, layer, w->keys, w->values, a->krows, a->vrows);
-    ops->slot_read_backward(g->dh, g->ds, g->dvrows, g->dy, a->w, a->vrows,
-                            entropy_scale(m, &m->last), N, K, H);
+        a->value_rows =
+            slot_exchange_refetch(m->slots, layer, w->keys, w->values, a->krows, a->vrows_received);
+    float *dvalues = slot_exchange_value_grads(m->slots, layer, gw->values);
+    ops->slot_read_backward(g->dh, g->ds, dvalues, g->dy, a->w, a->value_rows.table,
+                            a->value_rows.idx, entropy_scale(m, &m->last), N, K, H);
     ops->zero(g->dp, (size_t)N * R * sizeof(float));
     ops->slot_score_backward(g->dp, g->dkrows, g->ds, a->p, a->krows, N, K, R);
-    slot_exchange_backward(m->slots, layer, g->dkrows, g->dvrows, gw->keys, gw->values);
+    slot_exchange_backward(m->slots, layer, g->dkrows, gw->keys, gw->values);
     saved_linear_backward(ops, g->dhn, gw->comp_w, gw->comp_b, g->dp, a->hn, a->hn16, w->comp_w, N,
                           H, R);
 }

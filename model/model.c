@@ -130,12 +130,13 @@ static void carve_own(const Model *m, LayerActs *a, Carver *cv) {
     }
 }
 
-// The slot rows refetch_slot_rows lets the layers share.
+// The slot rows refetch_slot_rows lets the layers share: the key rows, and the value rows
+// received from other ranks (one rank reads its table's in place).
 static void carve_slot_rows(const Model *m, LayerActs *a, Carver *cv) {
     const ModelConfig *c = &m->cfg;
     const size_t NK = (size_t)m->B * m->T * c->top_k;
     a->krows = carve_floats(cv, NK * c->ptr_dim);
-    a->vrows = carve_floats(cv, NK * c->d_model);
+    a->vrows_received = m->layout.world > 1 ? carve_floats(cv, NK * c->d_model) : NULL;
 }
 
 // One layer's activations. `shared` holds the buffers the options `opt` let every layer
@@ -163,7 +164,7 @@ static void carve_layer_acts(const Model *m, const ModelOptions *opt, int layer,
     if (m->cfg.ffn == FFN_MEMORY) {
         if (opt->refetch_slot_rows) {
             a->krows = shared->krows;
-            a->vrows = shared->vrows;
+            a->vrows_received = shared->vrows_received;
         } else {
             carve_slot_rows(m, a, cv);
         }
@@ -214,7 +215,6 @@ static void carve_scratch(const Model *m, Carver *cv, int32_t **positions, Block
         g->dp = carve_floats(cv, N * R);
         g->ds = carve_floats(cv, N * K);
         g->dkrows = carve_floats(cv, N * K * R);
-        g->dvrows = carve_floats(cv, N * K * H);
     } else {
         g->dffn_pre = carve_floats(cv, N * 4 * H);
         g->dffn_act = carve_floats(cv, N * 4 * H);
@@ -296,10 +296,12 @@ static void alloc_activations(Model *m) {
     carve_activations(m, &m->opt, &assign);
 }
 
-size_t model_memory_bytes(const ModelConfig *cfg, int B, int T, const ModelOptions *opt) {
+size_t model_memory_bytes(const ModelConfig *cfg, int B, int T, int world,
+                          const ModelOptions *opt) {
     Model m;
     memset(&m, 0, sizeof(m));
     m.cfg = *cfg;
+    m.layout.world = world;
     m.B = B;
     m.T = T;
     m.n_sel = model_n_selected(cfg, T);

@@ -36,8 +36,12 @@ typedef struct LayerActs {
     float *top_s;   // [N, K]
     int32_t *top_i; // [N, K] global slot ids (read by the slot-usage metrics)
     float *w;       // [N, K] softmax weights
-    float *krows;   // [N, K, R] the rows read (shared by the layers with refetch_slot_rows)
-    float *vrows;   // [N, K, H]
+    float *krows;   // [N, K, R] the key rows read (shared by the layers with refetch_slot_rows)
+    // The value rows are read where they are (the slot exchange says where, value_rows):
+    // with one rank in the table itself; with several in vrows_received, the rows their
+    // owners sent (NULL with one rank; shared by the layers with refetch_slot_rows).
+    float *vrows_received; // [N*K, H]
+    SlotValueRows value_rows;
     // ffn=dense
     float *ffn_pre, *ffn_act; // [N, 4H]
     // bf16_activations: the layer's bf16 copies of the activations its GEMMs read
@@ -72,11 +76,13 @@ typedef struct LossParts {
 
 // How a built model trades memory for work (model_build_with; model_build: all 0).
 typedef struct ModelOptions {
-    // 1: the backward fetches again the slot key and value rows each token read
-    // (slot_exchange_refetch) instead of keeping them from the forward. Saves (L - 1) N K
-    // (R + H) floats (2.0 GB at the seed shape, micro-batch 4), for one more row gather a
-    // layer in the backward and, with several ranks, one more exchange of the rows. The
-    // gradients are bitwise the same.
+    // 1: the backward fetches again the slot rows each token read (slot_exchange_refetch)
+    // instead of keeping them from the forward: the key rows, and with several ranks the
+    // value rows received from their owners (one rank reads its table's value rows where
+    // they are, and keeps none). Saves (L - 1) N K R floats with one rank (112 MB at the seed
+    // shape, micro-batch 4) and (L - 1) N K (R + H) with several (2.0 GB), for one more key
+    // row gather a layer in the backward and, with several ranks, one more exchange of the
+    // rows. The gradients are bitwise the same.
     int refetch_slot_rows;
     // 1: u, c, GELU(pre), u_sel and hn (the outputs of the two RMSNorms, the conv, GELU and
     // the query gather) are one buffer each, shared by the layers: the forward overwrites
@@ -172,9 +178,10 @@ void model_build_with(Model *m, const ModelConfig *cfg, const Ops *ops, Comm *co
                       const ModelOptions *opt);
 void model_free(Model *m);
 // The bytes model_build_with allocates in one arena for the activations and in another for
-// the backward's scratch, with memory options `opt` (NULL: none), measured without
-// allocating: what a benchmark checks against the free memory before building a variant.
-size_t model_memory_bytes(const ModelConfig *cfg, int B, int T, const ModelOptions *opt);
+// the backward's scratch, on one of `world` ranks, with memory options `opt` (NULL: none),
+// measured without allocating: what a benchmark checks against the free memory before
+// building a variant.
+size_t model_memory_bytes(const ModelConfig *cfg, int B, int T, int world, const ModelOptions *opt);
 // MODEL.md init from `seed` (identical global tensors for every rank count).
 void model_init(Model *m, uint64_t seed);
 // Forward pass; with targets, the loss parts are computed into m->losses.

@@ -37,6 +37,22 @@ void test_fill_uniform_int(TestRng *rng, int32_t *x, size_t n, int lo, int hi) {
         x[i] = lo + (int32_t)(splitmix64(rng) % (uint64_t)(hi - lo));
 }
 
+int32_t *test_token_rows(TestRng *rng, int N, int K, int rows) {
+    ck_assert_msg(rows >= K, "test_token_rows: %d rows cannot give %d distinct", rows, K);
+    int32_t *idx = malloc((size_t)N * K * sizeof(int32_t));
+    for (size_t n = 0; n < (size_t)N; n++)
+        for (int k = 0; k < K; k++) {
+            int fresh;
+            do { // draw again until the row is not among the token's earlier ones
+                test_fill_uniform_int(rng, &idx[n * K + k], 1, 0, rows);
+                fresh = 1;
+                for (int j = 0; j < k; j++)
+                    fresh &= idx[n * K + j] != idx[n * K + k];
+            } while (!fresh);
+        }
+    return idx;
+}
+
 double test_max_rel_err(const char *what, const float *a, const float *b, size_t n, double atol,
                         double rtol) {
     double worst = 0.0;

@@ -17,6 +17,10 @@ float test_uniform(TestRng *rng); // [0, 1)
 float test_normal(TestRng *rng);  // N(0, 1)
 void test_fill_normal(TestRng *rng, float *x, size_t n, float std);
 void test_fill_uniform_int(TestRng *rng, int32_t *x, size_t n, int lo, int hi); // [lo, hi)
+// The rows N tokens read from a table of `rows` (rows >= K), as a top-K picks them: K
+// distinct rows per token, uniform; with rows < N K some rows are read by several tokens and
+// some by none. idx [N, K] (free with free()).
+int32_t *test_token_rows(TestRng *rng, int N, int K, int rows);
 
 // Largest |a - b| / (atol + rtol * |b|) over n elements; <= 1 means within tolerance.
 // On failure prints the first worst index and the two values under `what`.

@@ -81,9 +81,11 @@ void cpu_slot_topk_merge(float *top_s, int32_t *top_i, const float *cand_s, cons
 
 // cpu_slot_memory.c
 void cpu_slot_read_forward(float *y, float *w, float *loss, const float *h, const float *top_s,
-                           const float *vrows, float scale, int N, int K, int H);
-void cpu_slot_read_backward(float *dh, float *ds, float *dvrows, const float *dy, const float *w,
-                            const float *vrows, float scale, int N, int K, int H);
+                           const float *values, const int32_t *idx, float scale, int N, int K,
+                           int H);
+void cpu_slot_read_backward(float *dh, float *ds, float *dvalues, const float *dy, const float *w,
+                            const float *values, const int32_t *idx, float scale, int N, int K,
+                            int H);
 void cpu_slot_score_backward(float *dp, float *dkrows, const float *ds, const float *p,
                              const float *krows, int N, int K, int R);
 

@@ -233,9 +233,11 @@ void cuda_slot_topk(float *top_s, int32_t *top_i, const float *p, const float *k
 void cuda_slot_topk_merge(float *top_s, int32_t *top_i, const float *cand_s, const int32_t *cand_i,
                           int P, int N, int K);
 void cuda_slot_read_forward(float *y, float *w, float *loss, const float *h, const float *top_s,
-                            const float *vrows, float scale, int N, int K, int H);
-void cuda_slot_read_backward(float *dh, float *ds, float *dvrows, const float *dy, const float *w,
-                             const float *vrows, float scale, int N, int K, int H);
+                            const float *values, const int32_t *idx, float scale, int N, int K,
+                            int H);
+void cuda_slot_read_backward(float *dh, float *ds, float *dvalues, const float *dy, const float *w,
+                             const float *values, const int32_t *idx, float scale, int N, int K,
+                             int H);
 void cuda_slot_score_backward(float *dp, float *dkrows, const float *ds, const float *p,
                               const float *krows, int N, int K, int R);
 // cuda_loss.cu

@@ -2,24 +2,32 @@
 // weighted sum of their value rows added to the residual, the routing-entropy loss, and the
 // backwards of the read-out and of the scores.
 //
-// The read-out is a pure stream: per token it reads K value rows of H floats (the bulk:
-// vrows is [N, K, H], 268 MB at the seed shape) and does 2 flops per float, so the kernels
-// are written to run at memory bandwidth:
+// The read-out is a pure stream: per token it reads K value rows of H floats (the bulk: N K
+// rows of H floats, 268 MB at the seed shape) and does 2 flops per float, so the kernels are
+// written to run at memory bandwidth:
+// - the rows are read where they are, values[idx[n*K + k]] (the layer's table, or the rows
+//   the slot exchange received), not from a copy in token order: a gather pass that wrote
+//   that copy and the read that read it back cost 2 x 268 MB of traffic a layer. In the
+//   backward, likewise, the rows' gradients go straight into dvalues (the table's gradient,
+//   or the exchange's send buffer), with float4 atomic adds, instead of into a [N, K, H]
+//   buffer that a scatter pass then read;
 // - one warp per token, READ_WARPS tokens per block. The K softmax weights (and the token's
 //   entropy) are computed once per token, lane k holding slot k, in double as the cpu
 //   oracle, and handed to the other lanes through shared memory. (The first version had
 //   every thread of a 128-thread block redo the K double exps before its first load of
-//   vrows: some 85 us of the fp64 pipe at the seed shape, by our estimate, of its 200 us.)
-//   The backward reads the saved weights with broadcast loads.
+//   value rows: some 85 us of the fp64 pipe at the seed shape, by our estimate, of its 200 us.)
+//   The backward reads the saved weights with broadcast loads. The K row indices, likewise
+//   loaded by lane k, go to the warp through shared memory.
 // - the columns are walked as float4 when H % 4 == 0 and every row pointer is 16-byte
 //   aligned (the scalar instantiation of the same template covers any other H);
 // - for each column chunk a lane first issues the loads of a group of GROUP value rows (K
 //   rounded up to 1, 2, 4 or 8; larger K in groups of 8), then does their multiply-adds, so
 //   GROUP 16-byte loads per lane are in flight (checked in the SASS: ptxas keeps them
 //   together only with the launch bounds' minimum of blocks, see below);
-// - vrows is read, and dvrows written, with the streaming cache hints (__ldcs / __stcs):
-//   each is touched once, and evict-first keeps the L2 for h, y, dy, dh.
-// Everything is a fixed per-lane order plus fixed shuffle trees: deterministic, no atomics.
+// Everything but the row gradients' adds is a fixed per-lane order plus fixed shuffle trees:
+// y, w, ds, dh and the loss are deterministic. The row gradients' atomic adds make the
+// order in which tokens that read the same slot add up vary from run to run (as the
+// scatter pass they replace did).
 #include "kernels/cuda/cuda_common.cuh"
 
 #include <stdint.h>
@@ -117,17 +125,43 @@ static bool is_16_byte_aligned(const void *ptr) {
 
 // ---- the column loops ------------------------------------------------------------------------
 
-// v[i] = row k0 + i of the token's value rows at column chunk c. The loads are unconditional,
-// so no branch separates them and all GROUP are in flight together; a group past the
-// last slot (K = 3, 5, 6, 7, or K > 8 not a multiple of 8) reloads row K-1, an L1/L2 hit,
-// and the caller drops those values.
-// v_rows [K, row_len]
+// v[i] = the value row of slot k0 + i of the token at column chunk c. The loads are
+// unconditional, so no branch separates them and all GROUP are in flight together; a group
+// past the last slot (K = 3, 5, 6, 7, or K > 8 not a multiple of 8) reloads row K-1, an
+// L1/L2 hit, and the caller drops those values. Plain cached loads: a slot read by several
+// tokens may still be in the L2.
+// table [rows, row_len]; row [K] the token's row indices
 template <int GROUP, typename V>
-__device__ inline void load_value_rows(V (&v)[GROUP], const V *v_rows, int k0, int K, int row_len,
-                                       int c) {
+__device__ inline void load_value_rows(V (&v)[GROUP], const V *table, const int *row, int k0, int K,
+                                       int row_len, int c) {
 #pragma unroll
     for (int i = 0; i < GROUP; i++)
-        v[i] = __ldcs(v_rows + (size_t)min(k0 + i, K - 1) * row_len + c);
+        v[i] = __ldg(table + (size_t)row[min(k0 + i, K - 1)] * row_len + c);
+}
+
+// *dst += v, atomically (tokens that read the same slot add into one row). The float4 add of
+// compute capability 9.x adds each of its four floats atomically, in one instruction.
+__device__ inline void atomic_add_vec(float *dst, float v) {
+    atomicAdd(dst, v);
+}
+__device__ inline void atomic_add_vec(float4 *dst, float4 v) {
+#if __CUDA_ARCH__ >= 900
+    atomicAdd(dst, v);
+#else
+    float *d = reinterpret_cast<float *>(dst);
+    atomicAdd(d, v.x);
+    atomicAdd(d + 1, v.y);
+    atomicAdd(d + 2, v.z);
+    atomicAdd(d + 3, v.w);
+#endif
+}
+
+// The token's K row indices, lane k loading slot k's, for every lane of the warp.
+// rows_of [32] the warp's shared slice; idx [K] the token's entries
+__device__ inline const int *share_token_rows(int *rows_of, const int32_t *idx, int K, int lane) {
+    rows_of[lane] = lane < K ? idx[lane] : 0;
+    __syncwarp();
+    return rows_of;
 }
 
 // acc += weight[k] * v[k - k0] for the group's slots k < K, in slot order (as the first
@@ -149,21 +183,24 @@ __device__ inline V add_weighted_rows(V acc, const V (&v)[GROUP], const float *w
 // The minimum of 3 blocks (24 warps) an SM in the launch bounds is there for its effect on
 // ptxas: with a minimum given, it issues a whole group's loads before the first multiply-add
 // (without one it keeps only 2 or 3 in flight to save registers).
-// y, h [N, H]; w [N, K]; top_s [N, K]; vrows [N, K, H]; entropy [N] per-token entropies
+// y, h [N, H]; w [N, K]; top_s [N, K]; values [rows, H]; idx [N, K]; entropy [N] per-token
+// entropies
 template <typename V, int GROUP>
 __global__ void __launch_bounds__(READ_THREADS, 3)
     slot_read_forward_kernel(float *y, float *w, float *entropy, const float *h, const float *top_s,
-                             const float *vrows, int N, int K, int H) {
+                             const float *values, const int32_t *idx, int N, int K, int H) {
     __shared__ float weights_of[READ_WARPS][32]; // [warp][k] the token's weights
+    __shared__ int rows_of[READ_WARPS][32];      // [warp][k] the token's row indices
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const size_t n = (size_t)blockIdx.x * READ_WARPS + warp;
     // a warp past the last token leaves whole: no shuffle below misses a lane
     if (n >= (size_t)N)
         return;
-    const int row_len = H / (int)(sizeof(V) / sizeof(float)); // vectors per row
-    const V *h_row = (const V *)(h + n * H);                  // [row_len]
-    const V *v_rows = (const V *)(vrows + n * K * H);         // [K, row_len]
-    V *y_row = (V *)(y + n * H);                              // [row_len]
+    const int row_len = H / (int)(sizeof(V) / sizeof(float));               // vectors per row
+    const V *h_row = (const V *)(h + n * H);                                // [row_len]
+    const V *table = (const V *)values;                                     // [rows, row_len]
+    V *y_row = (V *)(y + n * H);                                            // [row_len]
+    const int *row = share_token_rows(rows_of[warp], idx + n * K, K, lane); // [K]
 
     // The first column chunk's loads go out before the softmax: its exps, logs and shuffles
     // then overlap the token's first round trip to memory.
@@ -172,7 +209,7 @@ __global__ void __launch_bounds__(READ_THREADS, 3)
     V v[GROUP];            // the chunk's value rows of one group of slots
     if (c < row_len) {
         acc = h_row[c];
-        load_value_rows(v, v_rows, 0, K, row_len, c);
+        load_value_rows(v, table, row, 0, K, row_len, c);
     }
 
     TokenWeights tw = token_softmax(top_s + n * K, K, lane);
@@ -190,13 +227,13 @@ __global__ void __launch_bounds__(READ_THREADS, 3)
     for (; c < row_len; c += 32) {
         for (int k0 = 0; k0 < K; k0 += GROUP) {
             if (k0 > 0) // the first group is already loaded
-                load_value_rows(v, v_rows, k0, K, row_len, c);
+                load_value_rows(v, table, row, k0, K, row_len, c);
             acc = add_weighted_rows(acc, v, weight, k0, K);
         }
         y_row[c] = acc;         // a plain store: the next op reads y, so it may stay in L2
         if (c + 32 < row_len) { // the next chunk's first group
             acc = h_row[c + 32];
-            load_value_rows(v, v_rows, 0, K, row_len, c + 32);
+            load_value_rows(v, table, row, 0, K, row_len, c + 32);
         }
     }
 }
@@ -212,23 +249,26 @@ __global__ void __launch_bounds__(READ_THREADS, 3)
 // are read from global memory by every lane (one broadcast load each, issued with the first
 // chunk's loads: no round trip of its own).
 // Launch bounds: as the forward's.
-// dh, dy [N, H]; ds, w [N, K]; dvrows, vrows [N, K, H]
+// dh, dy [N, H]; ds, w [N, K]; values, dvalues [rows, H]; idx [N, K]
 template <typename V, int GROUP>
 __global__ void __launch_bounds__(READ_THREADS, 3)
-    slot_read_backward_kernel(float *dh, float *ds, float *dvrows, const float *dy, const float *w,
-                              const float *vrows, float scale, int N, int K, int H) {
+    slot_read_backward_kernel(float *dh, float *ds, float *dvalues, const float *dy, const float *w,
+                              const float *values, const int32_t *idx, float scale, int N, int K,
+                              int H) {
+    __shared__ int rows_of[READ_WARPS][32]; // [warp][k] the token's row indices
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const size_t n = (size_t)blockIdx.x * READ_WARPS + warp;
     // a warp past the last token leaves whole: no shuffle below misses a lane
     if (n >= (size_t)N)
         return;
-    const float *w_row = w + n * K;                           // [K]
-    const int row_len = H / (int)(sizeof(V) / sizeof(float)); // vectors per row
-    const V *dy_row = (const V *)(dy + n * H);                // [row_len]
-    V *dh_row = (V *)(dh + n * H);                            // [row_len]
-    const V *v_rows = (const V *)(vrows + n * K * H);         // [K, row_len]
-    V *dv_rows = (V *)(dvrows + n * K * H);                   // [K, row_len]
-    double dw_lane = 0.0;                                     // dy . v_k for slot k = lane
+    const float *w_row = w + n * K;                                         // [K]
+    const int row_len = H / (int)(sizeof(V) / sizeof(float));               // vectors per row
+    const V *dy_row = (const V *)(dy + n * H);                              // [row_len]
+    V *dh_row = (V *)(dh + n * H);                                          // [row_len]
+    const V *table = (const V *)values;                                     // [rows, row_len]
+    V *dtable = (V *)dvalues;                                               // [rows, row_len]
+    const int *row = share_token_rows(rows_of[warp], idx + n * K, K, lane); // [K]
+    double dw_lane = 0.0; // dy . v_k for slot k = lane
     for (int k0 = 0; k0 < K; k0 += GROUP) {
         float weight[GROUP]; // w_(k0+i) (row K-1's past the last slot, unused)
         float dot[GROUP];    // this lane's part of dy . v_(k0+i)
@@ -243,14 +283,15 @@ __global__ void __launch_bounds__(READ_THREADS, 3)
             V d = dy_row[c];
             V dh_old = k0 == 0 ? dh_row[c] : vec_zero(d);
             V v[GROUP];
-            load_value_rows(v, v_rows, k0, K, row_len, c);
+            load_value_rows(v, table, row, k0, K, row_len, c);
             if (k0 == 0)
                 dh_row[c] = vec_add(dh_old, d);
 #pragma unroll
             for (int i = 0; i < GROUP; i++) {
                 if (k0 + i < K) {
                     dot[i] = vec_dot_acc(d, v[i], dot[i]);
-                    __stcs(dv_rows + (size_t)(k0 + i) * row_len + c, vec_scale(weight[i], d));
+                    atomic_add_vec(dtable + (size_t)row[k0 + i] * row_len + c,
+                                   vec_scale(weight[i], d));
                 }
             }
         }
@@ -317,84 +358,88 @@ static int read_blocks(int N) {
 
 template <typename V, int GROUP>
 static void launch_read_forward(float *y, float *w, float *entropy, const float *h,
-                                const float *top_s, const float *vrows, int N, int K, int H) {
+                                const float *top_s, const float *values, const int32_t *idx, int N,
+                                int K, int H) {
     slot_read_forward_kernel<V, GROUP><<<read_blocks(N), READ_THREADS, 0, cuda_stream()>>>(
-        y, w, entropy, h, top_s, vrows, N, K, H);
+        y, w, entropy, h, top_s, values, idx, N, K, H);
     CUDA_CHECK_LAUNCH("slot_read_forward_kernel");
 }
 
 template <typename V>
 static void launch_read_forward_grouped(float *y, float *w, float *entropy, const float *h,
-                                        const float *top_s, const float *vrows, int N, int K,
-                                        int H) {
+                                        const float *top_s, const float *values, const int32_t *idx,
+                                        int N, int K, int H) {
     switch (read_group(K)) {
     case 1:
-        launch_read_forward<V, 1>(y, w, entropy, h, top_s, vrows, N, K, H);
+        launch_read_forward<V, 1>(y, w, entropy, h, top_s, values, idx, N, K, H);
         break;
     case 2:
-        launch_read_forward<V, 2>(y, w, entropy, h, top_s, vrows, N, K, H);
+        launch_read_forward<V, 2>(y, w, entropy, h, top_s, values, idx, N, K, H);
         break;
     case 4:
-        launch_read_forward<V, 4>(y, w, entropy, h, top_s, vrows, N, K, H);
+        launch_read_forward<V, 4>(y, w, entropy, h, top_s, values, idx, N, K, H);
         break;
     default:
-        launch_read_forward<V, READ_MAX_GROUP>(y, w, entropy, h, top_s, vrows, N, K, H);
+        launch_read_forward<V, READ_MAX_GROUP>(y, w, entropy, h, top_s, values, idx, N, K, H);
         break;
     }
 }
 
 void cuda_slot_read_forward(float *y, float *w, float *loss, const float *h, const float *top_s,
-                            const float *vrows, float scale, int N, int K, int H) {
+                            const float *values, const int32_t *idx, float scale, int N, int K,
+                            int H) {
     check_read_k("slot_read_forward", K);
     if (N == 0)
         return;
     float *entropy = (float *)cuda_workspace((size_t)N * sizeof(float)); // [N]
-    if (H % 4 == 0 && is_16_byte_aligned(y) && is_16_byte_aligned(h) && is_16_byte_aligned(vrows))
-        launch_read_forward_grouped<float4>(y, w, entropy, h, top_s, vrows, N, K, H);
+    if (H % 4 == 0 && is_16_byte_aligned(y) && is_16_byte_aligned(h) && is_16_byte_aligned(values))
+        launch_read_forward_grouped<float4>(y, w, entropy, h, top_s, values, idx, N, K, H);
     else
-        launch_read_forward_grouped<float>(y, w, entropy, h, top_s, vrows, N, K, H);
+        launch_read_forward_grouped<float>(y, w, entropy, h, top_s, values, idx, N, K, H);
     cuda_add_scaled_sum(loss, entropy, N, scale);
 }
 
 template <typename V, int GROUP>
-static void launch_read_backward(float *dh, float *ds, float *dvrows, const float *dy,
-                                 const float *w, const float *vrows, float scale, int N, int K,
-                                 int H) {
+static void launch_read_backward(float *dh, float *ds, float *dvalues, const float *dy,
+                                 const float *w, const float *values, const int32_t *idx,
+                                 float scale, int N, int K, int H) {
     slot_read_backward_kernel<V, GROUP><<<read_blocks(N), READ_THREADS, 0, cuda_stream()>>>(
-        dh, ds, dvrows, dy, w, vrows, scale, N, K, H);
+        dh, ds, dvalues, dy, w, values, idx, scale, N, K, H);
     CUDA_CHECK_LAUNCH("slot_read_backward_kernel");
 }
 
 template <typename V>
-static void launch_read_backward_grouped(float *dh, float *ds, float *dvrows, const float *dy,
-                                         const float *w, const float *vrows, float scale, int N,
-                                         int K, int H) {
+static void launch_read_backward_grouped(float *dh, float *ds, float *dvalues, const float *dy,
+                                         const float *w, const float *values, const int32_t *idx,
+                                         float scale, int N, int K, int H) {
     switch (read_group(K)) {
     case 1:
-        launch_read_backward<V, 1>(dh, ds, dvrows, dy, w, vrows, scale, N, K, H);
+        launch_read_backward<V, 1>(dh, ds, dvalues, dy, w, values, idx, scale, N, K, H);
         break;
     case 2:
-        launch_read_backward<V, 2>(dh, ds, dvrows, dy, w, vrows, scale, N, K, H);
+        launch_read_backward<V, 2>(dh, ds, dvalues, dy, w, values, idx, scale, N, K, H);
         break;
     case 4:
-        launch_read_backward<V, 4>(dh, ds, dvrows, dy, w, vrows, scale, N, K, H);
+        launch_read_backward<V, 4>(dh, ds, dvalues, dy, w, values, idx, scale, N, K, H);
         break;
     default:
-        launch_read_backward<V, READ_MAX_GROUP>(dh, ds, dvrows, dy, w, vrows, scale, N, K, H);
+        launch_read_backward<V, READ_MAX_GROUP>(dh, ds, dvalues, dy, w, values, idx, scale, N, K,
+                                                H);
         break;
     }
 }
 
-void cuda_slot_read_backward(float *dh, float *ds, float *dvrows, const float *dy, const float *w,
-                             const float *vrows, float scale, int N, int K, int H) {
+void cuda_slot_read_backward(float *dh, float *ds, float *dvalues, const float *dy, const float *w,
+                             const float *values, const int32_t *idx, float scale, int N, int K,
+                             int H) {
     check_read_k("slot_read_backward", K);
     if (N == 0)
         return;
-    if (H % 4 == 0 && is_16_byte_aligned(dh) && is_16_byte_aligned(dvrows) &&
-        is_16_byte_aligned(dy) && is_16_byte_aligned(vrows))
-        launch_read_backward_grouped<float4>(dh, ds, dvrows, dy, w, vrows, scale, N, K, H);
+    if (H % 4 == 0 && is_16_byte_aligned(dh) && is_16_byte_aligned(dvalues) &&
+        is_16_byte_aligned(dy) && is_16_byte_aligned(values))
+        launch_read_backward_grouped<float4>(dh, ds, dvalues, dy, w, values, idx, scale, N, K, H);
     else
-        launch_read_backward_grouped<float>(dh, ds, dvrows, dy, w, vrows, scale, N, K, H);
+        launch_read_backward_grouped<float>(dh, ds, dvalues, dy, w, values, idx, scale, N, K, H);
 }
 
 void cuda_slot_score_backward(float *dp, float *dkrows, const float *ds, const float *p,

@@ -135,7 +135,7 @@ static double estimate_bytes(Session *s, const BenchVariant *v, int bf16) {
     double state = 4.0 * 4.0 * (double)layout.n_local;
     param_layout_free(&layout);
     const ModelOptions mo = session_model_options(s);
-    const double model = (double)model_memory_bytes(c, v->B, c->seq_len, &mo);
+    const double model = (double)model_memory_bytes(c, v->B, c->seq_len, s->info.world, &mo);
     const double H = c->d_model, R = c->ptr_dim, K = c->top_k;
     // floats per token of the slot exchange (dist/slot_exchange.c)
     double exchange = c->ffn == FFN_MEMORY ? 4 * K * (R + H) + 2 * R : 0.0;

@@ -250,24 +250,25 @@ static void bench_slot_topk(KernelBench *kb, KernelRow *row) {
 
 typedef struct SlotReadArgs {
     const Ops *ops;
-    float *y, *h, *dh, *dy; // [N, H]
-    float *w, *top_s, *ds;  // [N, K]
-    float *vrows, *dvrows;  // [N, K, H]
-    float *loss;            // [1]
+    float *y, *h, *dh, *dy;  // [N, H]
+    float *w, *top_s, *ds;   // [N, K]
+    float *values, *dvalues; // [rows, H] the shard's value table and its gradient
+    int32_t *idx;            // [N, K] the rows read, uniform over the shard
+    float *loss;             // [1]
     float scale;
     int N, K, H;
 } SlotReadArgs;
 
 static void call_slot_read_forward(const void *args) {
     const SlotReadArgs *a = args;
-    a->ops->slot_read_forward(a->y, a->w, a->loss, a->h, a->top_s, a->vrows, a->scale, a->N, a->K,
-                              a->H);
+    a->ops->slot_read_forward(a->y, a->w, a->loss, a->h, a->top_s, a->values, a->idx, a->scale,
+                              a->N, a->K, a->H);
 }
 
 static void call_slot_read_backward(const void *args) {
     const SlotReadArgs *a = args;
-    a->ops->slot_read_backward(a->dh, a->ds, a->dvrows, a->dy, a->w, a->vrows, a->scale, a->N, a->K,
-                               a->H);
+    a->ops->slot_read_backward(a->dh, a->ds, a->dvalues, a->dy, a->w, a->values, a->idx, a->scale,
+                               a->N, a->K, a->H);
 }
 
 static void bench_slot_read(KernelBench *kb, double entropy_weight, KernelRow *fwd,
@@ -275,33 +276,36 @@ static void bench_slot_read(KernelBench *kb, double entropy_weight, KernelRow *f
     const Ops *ops = kb->ops;
     const KernelShapes *k = &kb->shape;
     const size_t NH = (size_t)k->N * k->H, NK = (size_t)k->N * k->K, NKH = NK * k->H;
+    const size_t table = (size_t)k->rows * k->H;
     SlotReadArgs a = {.ops = ops, .N = k->N, .K = k->K, .H = k->H};
     a.scale = (float)(entropy_weight / k->N);
     a.h = alloc_random(ops, &kb->rng, NH, 1.0f);
     a.dy = alloc_random(ops, &kb->rng, NH, 1.0f);
     a.top_s = alloc_random(ops, &kb->rng, NK, 1.0f);
-    a.vrows = alloc_random(ops, &kb->rng, NKH, 0.02f);
+    a.values = alloc_random(ops, &kb->rng, table, 0.02f);
+    a.idx = alloc_uniform_ints(ops, &kb->rng, NK, k->rows);
     a.y = alloc_zeros(ops, NH);
     a.dh = alloc_zeros(ops, NH);
     a.w = alloc_zeros(ops, NK);
     a.ds = alloc_zeros(ops, NK);
-    a.dvrows = alloc_zeros(ops, NKH);
+    a.dvalues = alloc_zeros(ops, table);
     a.loss = alloc_zeros(ops, 1);
     const double nh = (double)NH, nk = (double)NK, nkh = (double)NKH;
     fwd->op = "slot_read_forward";
     snprintf(fwd->shape, sizeof(fwd->shape), "N=%d,K=%d,H=%d", k->N, k->K, k->H);
     fwd->ceiling = CEILING_MEMORY;
-    // read vrows, top_s, h; write y, w
-    fwd->bytes = 4.0 * (nkh + nk + nh + nh + nk);
+    // read the N K value rows, idx, top_s, h; write y, w
+    fwd->bytes = 4.0 * (nkh + nk + nk + nh + nh + nk);
     fwd->ms = median_call_ms(kb, call_slot_read_forward, &a); // also leaves w for the backward
     *bwd = *fwd;
     bwd->op = "slot_read_backward";
-    // read dy, w, vrows, dh; write dh, ds, dvrows
-    bwd->bytes = 4.0 * (nh + nk + nkh + nh + nh + nk + nkh);
+    // read dy, w, idx, the N K value rows, dh; write dh, ds; add into N K gradient rows
+    bwd->bytes = 4.0 * (nh + nk + nk + nkh + nh + nh + nk + 2.0 * nkh);
     bwd->ms = median_call_ms(kb, call_slot_read_backward, &a);
-    float *bufs[] = {a.y, a.h, a.dh, a.dy, a.w, a.top_s, a.ds, a.vrows, a.dvrows, a.loss};
+    float *bufs[] = {a.y, a.h, a.dh, a.dy, a.w, a.top_s, a.ds, a.values, a.dvalues, a.loss};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
         ops->free(bufs[i]);
+    ops->free(a.idx);
 }
 
 // ---- attention_forward / attention_backward -------------------------------------------------
@@ -722,8 +726,10 @@ static void print_notes(const KernelRow *rows, const KernelShapes *k) {
     printf("work models (4 bytes per float or int32, each read or written once; accumulated "
            "outputs read and written; FLOPs 2 per multiply-add):\n"
            "  slot_topk            FLOPs 2 N rows R; bytes p, keys, top_s, top_i\n"
-           "  slot_read_forward    bytes vrows N K H, top_s, h read; y N H, w written\n"
-           "  slot_read_backward   bytes dy, w, vrows, dh read; dh, ds, dvrows N K H written\n"
+           "  slot_read_forward    bytes the N K value rows of H (idx uniform over the shard), "
+           "idx, top_s, h read; y N H, w written\n"
+           "  slot_read_backward   bytes dy, w, idx, the N K value rows, dh read; dh, ds written; "
+           "N K gradient rows added (read and written)\n"
            "  attention_forward    FLOPs 4 t H per query seeing t = qpos + 1 keys (MODEL.md), "
            "random sorted positions\n"
            "  attention_backward   FLOPs 2.5x the forward (scores recomputed, dV, dP, dQ, dK); "

@@ -981,47 +981,130 @@ START_TEST(test_slot_topk_bf16_tensor_cores) {
 }
 END_TEST
 
-// slot_read_forward and slot_read_backward at one shape. The cuda kernels take float4 loads
-// when H % 4 == 0 (else single floats) and load the value rows in groups of 1, 2, 4 or 8
-// (K rounded up; groups of 8 past that), so the shapes below cover each path.
-static void check_slot_read(uint64_t seed, int N, int K, int H) {
+// The value row gradients of slot_read_backward, dvalues[idx[n*K + k]] += w_nk dy_n, against
+// the cpu's: both add the same fp32 products into a row, in another order (the cuda kernel's
+// atomics), so each element may differ by the rounding of m additions, m the adds into its
+// row: |cuda - cpu| <= 2 m 2^-24 (|start| + sum |w dy|) + 1e-6 |cpu|. A missed or doubled
+// product is far outside that. idx [N, K], w [N, K], dy [N, H], start [rows, H] (host).
+static void expect_row_grads_close(Buf dvalues, const int32_t *idx, const float *w, const float *dy,
+                                   const float *start, int N, int K, int H) {
+    const size_t rows = dvalues.n / H;
+    double *abs_sum = hs_calloc(dvalues.n, sizeof(double)); // [rows, H]
+    int *adds = hs_calloc(rows, sizeof(int));               // [rows]
+    for (size_t e = 0; e < (size_t)N * K; e++) {
+        adds[idx[e]]++;
+        for (int j = 0; j < H; j++)
+            abs_sum[(size_t)idx[e] * H + j] += fabs((double)w[e] * dy[e / K * H + j]);
+    }
+    float *got = hs_malloc(dvalues.n * sizeof(float));
+    gpu->copy_to_host(got, dvalues.gpu, dvalues.n * sizeof(float));
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < dvalues.n; i++) {
+        const double want = dvalues.cpu[i];
+        const double tol =
+            2.0 * adds[i / H] * 0x1p-24 * (fabs(start[i]) + abs_sum[i]) + 1e-6 * fabs(want);
+        if (!(fabs(got[i] - want) <= tol) && bad++ == 0)
+            first = i;
+    }
+    if (bad)
+        fprintf(stderr,
+                "slot_read_backward dvalues: %zu of %zu outside the bound; first at %zu: "
+                "cuda %.9g cpu %.9g\n",
+                bad, dvalues.n, first, got[first], dvalues.cpu[first]);
+    free(abs_sum), free(adds), free(got);
+    ck_assert_msg(bad == 0, "slot_read_backward dvalues: cuda differs from cpu");
+}
+
+// slot_read_forward and slot_read_backward at one shape, N tokens reading K rows each of a
+// table of `rows` (top-K-like: distinct within a token, shared across tokens). The cuda
+// kernels take float4 loads when H % 4 == 0 (else single floats) and load the value rows in
+// groups of 1, 2, 4 or 8 (K rounded up; groups of 8 past that), so the shapes below cover
+// each path; few rows make many tokens add into one gradient row at once (the atomics).
+static void check_slot_read(uint64_t seed, int N, int K, int H, int rows) {
     TestRng rng = test_rng(seed);
     const float scale = 0.001f / N;
     char what[96];
-    snprintf(what, sizeof(what), "slot_read N=%d K=%d H=%d", N, K, H);
+    snprintf(what, sizeof(what), "slot_read N=%d K=%d H=%d rows=%d", N, K, H, rows);
     fprintf(stderr, "%s\n", what);
     Buf h = buf_random(&rng, (size_t)N * H, 1.0f), top_s = buf_random(&rng, (size_t)N * K, 2.0f);
-    Buf vrows = buf_random(&rng, (size_t)N * K * H, 0.5f);
+    Buf values = buf_random(&rng, (size_t)rows * H, 0.5f);
+    int32_t *host_idx = test_token_rows(&rng, N, K, rows);
+    IBuf idx = ibuf_from_host(host_idx, (size_t)N * K);
     Buf y = buf_zeros((size_t)N * H), w = buf_zeros((size_t)N * K);
     float half = 0.5f;
     Buf loss = buf_from_host(&half, 1);
-    cpu->slot_read_forward(y.cpu, w.cpu, loss.cpu, h.cpu, top_s.cpu, vrows.cpu, scale, N, K, H);
-    gpu->slot_read_forward(y.gpu, w.gpu, loss.gpu, h.gpu, top_s.gpu, vrows.gpu, scale, N, K, H);
+    cpu->slot_read_forward(y.cpu, w.cpu, loss.cpu, h.cpu, top_s.cpu, values.cpu, idx.cpu, scale, N,
+                           K, H);
+    gpu->slot_read_forward(y.gpu, w.gpu, loss.gpu, h.gpu, top_s.gpu, values.gpu, idx.gpu, scale, N,
+                           K, H);
     expect_close("slot_read_forward y", y, 1e-5, 1e-5);
     expect_close("slot_read_forward w", w, 1e-7, 1e-5);
     expect_close("slot_read_forward entropy loss", loss, 0, 1e-6);
     Buf dy = buf_random(&rng, (size_t)N * H, 1.0f), dh = buf_random(&rng, (size_t)N * H, 1.0f);
-    Buf ds = buf_zeros((size_t)N * K), dvrows = buf_zeros((size_t)N * K * H);
+    // dvalues accumulates: start from values already there
+    Buf ds = buf_zeros((size_t)N * K), dvalues = buf_random(&rng, (size_t)rows * H, 1.0f);
+    float *start = test_copy_of(dvalues.cpu, dvalues.n);
     const float entropy_scale = 100.0f * scale; // large enough that the entropy term matters
-    cpu->slot_read_backward(dh.cpu, ds.cpu, dvrows.cpu, dy.cpu, w.cpu, vrows.cpu, entropy_scale, N,
-                            K, H);
-    gpu->slot_read_backward(dh.gpu, ds.gpu, dvrows.gpu, dy.gpu, w.gpu, vrows.gpu, entropy_scale, N,
-                            K, H);
+    cpu->slot_read_backward(dh.cpu, ds.cpu, dvalues.cpu, dy.cpu, w.cpu, values.cpu, idx.cpu,
+                            entropy_scale, N, K, H);
+    gpu->slot_read_backward(dh.gpu, ds.gpu, dvalues.gpu, dy.gpu, w.gpu, values.gpu, idx.gpu,
+                            entropy_scale, N, K, H);
     expect_close("slot_read_backward dh", dh, 1e-6, 1e-6);
     expect_close("slot_read_backward ds", ds, 1e-5, 1e-4);
-    expect_close("slot_read_backward dvrows", dvrows, 1e-7, 1e-6);
-    buf_free(&h), buf_free(&top_s), buf_free(&vrows), buf_free(&y), buf_free(&w), buf_free(&loss);
-    buf_free(&dy), buf_free(&dh), buf_free(&ds), buf_free(&dvrows);
+    expect_row_grads_close(dvalues, host_idx, w.cpu, dy.cpu, start, N, K, H);
+    free(host_idx), free(start);
+    buf_free(&h), buf_free(&top_s), buf_free(&values), buf_free(&y), buf_free(&w), buf_free(&loss);
+    buf_free(&dy), buf_free(&dh), buf_free(&ds), buf_free(&dvalues), ibuf_free(&idx);
+}
+
+// The atomics under the heaviest contention, with sums that are exact in any order: every
+// token reads the same K = 8 rows, with equal scores (w = 1/8 exactly) and integer dy, so
+// every product and partial sum is a multiple of 1/8 below 2^20: the cuda gradients must
+// be the cpu's bit for bit.
+static void check_slot_read_exact_row_sums(void) {
+    TestRng rng = test_rng(31);
+    const int N = 2048, K = 8, H = 512, rows = K;
+    int32_t *host_idx = test_token_rows(&rng, N, K, rows);
+    IBuf idx = ibuf_from_host(host_idx, (size_t)N * K);
+    free(host_idx);
+    int32_t *ints = hs_malloc((size_t)N * H * sizeof(int32_t));
+    test_fill_uniform_int(&rng, ints, (size_t)N * H, -8, 8);
+    float *host_dy = hs_malloc((size_t)N * H * sizeof(float));
+    for (size_t i = 0; i < (size_t)N * H; i++)
+        host_dy[i] = (float)ints[i];
+    Buf dy = buf_from_host(host_dy, (size_t)N * H);
+    free(ints), free(host_dy);
+    Buf h = buf_random(&rng, (size_t)N * H, 1.0f),
+        values = buf_random(&rng, (size_t)rows * H, 1.0f);
+    Buf top_s = buf_zeros((size_t)N * K), y = buf_zeros((size_t)N * H),
+        w = buf_zeros((size_t)N * K);
+    Buf loss = buf_zeros(1), dh = buf_zeros((size_t)N * H), ds = buf_zeros((size_t)N * K);
+    Buf dvalues = buf_zeros((size_t)rows * H);
+    cpu->slot_read_forward(y.cpu, w.cpu, loss.cpu, h.cpu, top_s.cpu, values.cpu, idx.cpu, 0.0f, N,
+                           K, H);
+    gpu->slot_read_forward(y.gpu, w.gpu, loss.gpu, h.gpu, top_s.gpu, values.gpu, idx.gpu, 0.0f, N,
+                           K, H);
+    ck_assert(w.cpu[0] == 0.125f);
+    cpu->slot_read_backward(dh.cpu, ds.cpu, dvalues.cpu, dy.cpu, w.cpu, values.cpu, idx.cpu, 0.0f,
+                            N, K, H);
+    gpu->slot_read_backward(dh.gpu, ds.gpu, dvalues.gpu, dy.gpu, w.gpu, values.gpu, idx.gpu, 0.0f,
+                            N, K, H);
+    expect_close("slot_read_backward dvalues, exact sums", dvalues, 0, 0);
+    Buf all[] = {dy, h, values, top_s, y, w, loss, dh, ds, dvalues};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        buf_free(&all[i]);
+    ibuf_free(&idx);
 }
 
 START_TEST(test_slot_read) {
-    check_slot_read(13, 1024, 8, 512); // the seed's K and H: float4, one group of 8
-    check_slot_read(23, 300, 5, 510);  // single floats; a group of 8 with 3 ignored rows
-    check_slot_read(24, 200, 12, 512); // two groups: 8 + 4
-    check_slot_read(25, 100, 1, 64);   // groups of 1
-    check_slot_read(26, 100, 2, 36);   // groups of 2
-    check_slot_read(27, 64, 3, 7);     // groups of 4, odd H
-    check_slot_read(28, 64, 32, 40);   // the largest K the kernels take
+    check_slot_read_exact_row_sums();
+    check_slot_read(13, 1024, 8, 512, 4096); // the seed's K and H: float4, one group of 8
+    check_slot_read(23, 300, 5, 510, 700);   // single floats; a group of 8 with 3 ignored rows
+    check_slot_read(24, 200, 12, 512, 12);   // two groups: 8 + 4; every token reads all 12 rows
+    check_slot_read(25, 100, 1, 64, 1000);   // groups of 1; most rows read by no token
+    check_slot_read(26, 100, 2, 36, 150);    // groups of 2
+    check_slot_read(27, 64, 3, 7, 20);       // groups of 4, odd H
+    check_slot_read(28, 64, 32, 40, 64);     // the largest K the kernels take
 }
 END_TEST
 

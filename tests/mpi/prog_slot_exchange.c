@@ -1,13 +1,16 @@
 // The slot exchange at any world size against a single-rank computation on the whole table.
 //
 // Every rank builds the same global keys [S, R] and values [S, H] (same seed) and keeps its
-// shard; each rank draws its own pointers. Forward: top_s, top_i, krows, vrows of the
-// distributed exchange must be bitwise equal to slot_exchange on one rank holding the
-// whole table (computed locally on every rank). Backward: the gathered shard gradients
-// must equal the sum over ranks of the single-rank scatter-add (within 1e-6: only the order
-// of the sums differs). Refetch: slot_exchange_refetch of each layer, run after both
-// forwards, must return that layer's krows and vrows bitwise. Two layers with different
-// pointers check that each layer keeps its own routing.
+// shard; each rank draws its own pointers. Forward: top_s, top_i, krows and the value rows
+// as the slot read reads them (vrows: row n*K + k is table[idx[n*K + k]] of the returned
+// SlotValueRows) of the distributed exchange must be bitwise equal to slot_exchange on one
+// rank holding the whole table (computed locally on every rank). Backward: row gradients
+// added where slot_exchange_value_grads says (as the slot read's backward adds them), then
+// slot_exchange_backward; the gathered shard gradients must equal the sum over ranks of the
+// single-rank ones (within 1e-6: only the order of the sums differs). Refetch:
+// slot_exchange_refetch of each layer, run after both forwards, must return that layer's
+// krows and vrows bitwise. Two layers with different pointers check that each layer keeps
+// its own routing.
 //
 //   prog_slot_exchange                 the checks above on the cpu backend
 //   prog_slot_exchange cuda            the same with the exchange on the cuda backend (device
@@ -33,11 +36,22 @@ static int rank, world;
 static int failures = 0;
 static const Ops *ops; // the backend the exchange runs on; the checks run on the host
 
+// The value rows a SlotValueRows points at, in token order, on the host: vrows [N*K, H].
+// Returns the view's indices (the exchange's, valid until it is destroyed).
+static const int32_t *value_rows_to_host(SlotValueRows view, float *vrows) {
+    size_t nk = (size_t)N * K;
+    float *d_vrows = ops->alloc(nk * H * sizeof(float));
+    ops->gather_rows(d_vrows, view.table, view.idx, (int)nk, H, 0);
+    ops->copy_to_host(vrows, d_vrows, nk * H * sizeof(float));
+    ops->free(d_vrows);
+    return view.idx;
+}
+
 // slot_exchange_forward on backend copies of the host inputs, the outputs back on the host.
-// keys [rows, R], values [rows, H] host.
-static void forward_on_backend(SlotExchange *x, int layer, const float *p, const float *keys,
-                               const float *values, int rows, float *top_s, int32_t *top_i,
-                               float *krows, float *vrows) {
+// keys [rows, R], values [rows, H] host. Returns the layer's value row indices.
+static const int32_t *forward_on_backend(SlotExchange *x, int layer, const float *p,
+                                         const float *keys, const float *values, int rows,
+                                         float *top_s, int32_t *top_i, float *krows, float *vrows) {
     size_t nk = (size_t)N * K;
     float *d_p = ops->alloc((size_t)N * R * sizeof(float));
     float *d_keys = ops->alloc((size_t)rows * R * sizeof(float));
@@ -45,18 +59,20 @@ static void forward_on_backend(SlotExchange *x, int layer, const float *p, const
     float *d_top_s = ops->alloc(nk * sizeof(float));
     int32_t *d_top_i = ops->alloc(nk * sizeof(int32_t));
     float *d_krows = ops->alloc(nk * R * sizeof(float));
-    float *d_vrows = ops->alloc(nk * H * sizeof(float));
+    float *d_received = ops->alloc(nk * H * sizeof(float));
     ops->copy_from_host(d_p, p, (size_t)N * R * sizeof(float));
     ops->copy_from_host(d_keys, keys, (size_t)rows * R * sizeof(float));
     ops->copy_from_host(d_values, values, (size_t)rows * H * sizeof(float));
-    slot_exchange_forward(x, layer, d_p, d_keys, d_values, d_top_s, d_top_i, d_krows, d_vrows);
+    SlotValueRows view = slot_exchange_forward(x, layer, d_p, d_keys, d_values, d_top_s, d_top_i,
+                                               d_krows, d_received);
     ops->copy_to_host(top_s, d_top_s, nk * sizeof(float));
     ops->copy_to_host(top_i, d_top_i, nk * sizeof(int32_t));
     ops->copy_to_host(krows, d_krows, nk * R * sizeof(float));
-    ops->copy_to_host(vrows, d_vrows, nk * H * sizeof(float));
-    void *all[] = {d_p, d_keys, d_values, d_top_s, d_top_i, d_krows, d_vrows};
+    const int32_t *idx = value_rows_to_host(view, vrows);
+    void *all[] = {d_p, d_keys, d_values, d_top_s, d_top_i, d_krows, d_received};
     for (int i = 0; i < 7; i++)
         ops->free(all[i]);
+    return idx;
 }
 
 // slot_exchange_refetch on backend copies of the shard; krows [N*K, R], vrows [N*K, H] host.
@@ -66,19 +82,22 @@ static void refetch_on_backend(SlotExchange *x, int layer, const float *keys, co
     float *d_keys = ops->alloc((size_t)rows * R * sizeof(float));
     float *d_values = ops->alloc((size_t)rows * H * sizeof(float));
     float *d_krows = ops->alloc(nk * R * sizeof(float));
-    float *d_vrows = ops->alloc(nk * H * sizeof(float));
+    float *d_received = ops->alloc(nk * H * sizeof(float));
     ops->copy_from_host(d_keys, keys, (size_t)rows * R * sizeof(float));
     ops->copy_from_host(d_values, values, (size_t)rows * H * sizeof(float));
-    slot_exchange_refetch(x, layer, d_keys, d_values, d_krows, d_vrows);
+    SlotValueRows view = slot_exchange_refetch(x, layer, d_keys, d_values, d_krows, d_received);
     ops->copy_to_host(krows, d_krows, nk * R * sizeof(float));
-    ops->copy_to_host(vrows, d_vrows, nk * H * sizeof(float));
-    void *all[] = {d_keys, d_values, d_krows, d_vrows};
+    value_rows_to_host(view, vrows);
+    void *all[] = {d_keys, d_values, d_krows, d_received};
     for (int i = 0; i < 4; i++)
         ops->free(all[i]);
 }
 
-// slot_exchange_backward on backend copies; dkeys [rows, R], dvalues [rows, H] host, added to.
-static void backward_on_backend(SlotExchange *x, int layer, const float *dkrows,
+// The backward on backend copies, as the model runs it: the value rows' gradients dvrows
+// [N*K, H] (token order) added where slot_exchange_value_grads says, at the layer's value
+// row indices idx (what ops->slot_read_backward does), then slot_exchange_backward.
+// dkeys [rows, R], dvalues [rows, H] host, added to.
+static void backward_on_backend(SlotExchange *x, int layer, const int32_t *idx, const float *dkrows,
                                 const float *dvrows, float *dkeys, float *dvalues, int rows) {
     size_t nk = (size_t)N * K;
     float *d_dkrows = ops->alloc(nk * R * sizeof(float));
@@ -89,7 +108,9 @@ static void backward_on_backend(SlotExchange *x, int layer, const float *dkrows,
     ops->copy_from_host(d_dvrows, dvrows, nk * H * sizeof(float));
     ops->copy_from_host(d_dkeys, dkeys, (size_t)rows * R * sizeof(float));
     ops->copy_from_host(d_dvalues, dvalues, (size_t)rows * H * sizeof(float));
-    slot_exchange_backward(x, layer, d_dkrows, d_dvrows, d_dkeys, d_dvalues);
+    float *dvalue_rows = slot_exchange_value_grads(x, layer, d_dvalues);
+    ops->scatter_add_rows(dvalue_rows, d_dvrows, idx, N * K, H, 0);
+    slot_exchange_backward(x, layer, d_dkrows, d_dkeys, d_dvalues);
     ops->copy_to_host(dkeys, d_dkeys, (size_t)rows * R * sizeof(float));
     ops->copy_to_host(dvalues, d_dvalues, (size_t)rows * H * sizeof(float));
     void *all[] = {d_dkrows, d_dvrows, d_dkeys, d_dvalues};
@@ -163,14 +184,15 @@ static void run_checks(Comm *comm, Comm *host_comm) {
 
     SlotExchange *dist = slot_exchange_create(comm, ops, N, R, H, K, S, LAYERS);
     SlotExchange *single = slot_exchange_create(NULL, ops, N, R, H, K, S, LAYERS);
+    const int32_t *idx_d[LAYERS], *idx_s[LAYERS]; // each layer's value row indices
     for (int l = 0; l < LAYERS; l++) {
         const float *k_l = keys + (size_t)l * S * R, *v_l = values + (size_t)l * S * H;
         const float *p_l = p + (size_t)l * N * R;
-        forward_on_backend(dist, l, p_l, k_l + (size_t)first * R, v_l + (size_t)first * H, rows,
-                           top_s_d + l * nk, top_i_d + l * nk, krows_d + l * nk * R,
-                           vrows_d + l * nk * H);
-        forward_on_backend(single, l, p_l, k_l, v_l, S, top_s_s + l * nk, top_i_s + l * nk,
-                           krows_s + l * nk * R, vrows_s + l * nk * H);
+        idx_d[l] = forward_on_backend(dist, l, p_l, k_l + (size_t)first * R,
+                                      v_l + (size_t)first * H, rows, top_s_d + l * nk,
+                                      top_i_d + l * nk, krows_d + l * nk * R, vrows_d + l * nk * H);
+        idx_s[l] = forward_on_backend(single, l, p_l, k_l, v_l, S, top_s_s + l * nk,
+                                      top_i_s + l * nk, krows_s + l * nk * R, vrows_s + l * nk * H);
     }
     for (int l = 0; l < LAYERS; l++) {
         expect_identical("top_s", l, top_s_d + l * nk, top_s_s + l * nk, nk, sizeof(float));
@@ -229,8 +251,8 @@ static void run_checks(Comm *comm, Comm *host_comm) {
             dvalues_shard[i] = 0.25f;
         memset(dkeys_full, 0, (size_t)S * R * sizeof(float));
         memset(dvalues_full, 0, (size_t)S * H * sizeof(float));
-        backward_on_backend(dist, l, dkrows, dvrows, dkeys_shard, dvalues_shard, rows);
-        backward_on_backend(single, l, dkrows, dvrows, dkeys_full, dvalues_full, S);
+        backward_on_backend(dist, l, idx_d[l], dkrows, dvrows, dkeys_shard, dvalues_shard, rows);
+        backward_on_backend(single, l, idx_s[l], dkrows, dvrows, dkeys_full, dvalues_full, S);
         // Expected: 0.25 + the sum over ranks of each rank's single-rank gradient.
         comm_allreduce_sum(host_comm, dkeys_full, (size_t)S * R);
         comm_allreduce_sum(host_comm, dvalues_full, (size_t)S * H);

@@ -71,7 +71,7 @@ awk -v kept="$(peak "$work/kept.log")" -v lean="$(peak "$work/lean.log")" \
     printf "peak %s MiB keeping every activation, %s MiB with both memory options\n", kept, lean
     printf "4 layers: peak %s MiB with both memory options, %s MiB with bf16 activations too\n",
         lean4, bf16
-    if (!(lean + 0.5 < kept + 0)) { print "FAIL: the memory options did not lower the peak"; exit 1 }
+    if (!(lean + 0.1 < kept + 0)) { print "FAIL: the memory options did not lower the peak"; exit 1 }
     if (!(bf16 + 0.1 < lean4 + 0)) { print "FAIL: bf16 activations did not lower the peak"; exit 1 }
 }'
 

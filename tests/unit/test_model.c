@@ -303,14 +303,14 @@ static LossParts two_micro_batches(Model *m, const ModelConfig *c) {
 }
 
 // The bytes a model built with `opt` holds fewer than one built without options: the slot
-// rows (refetch_slot_rows) and the recomputable activations (recompute_elementwise) of every
-// layer but one.
+// key rows (refetch_slot_rows; one rank keeps no value rows, it reads them in its table)
+// and the recomputable activations (recompute_elementwise) of every layer but one.
 static size_t expected_saving(const ModelConfig *c, const ModelOptions *opt) {
     const size_t N = (size_t)B * T, H = c->d_model, mH = (size_t)c->mlp_mult * H;
     const size_t NK = N * c->top_k, Mq = (size_t)B * model_n_selected(c, T);
     size_t per_layer = 0;
     if (opt->refetch_slot_rows && c->ffn == FFN_MEMORY)
-        per_layer += carved_bytes(NK * c->ptr_dim) + carved_bytes(NK * H);
+        per_layer += carved_bytes(NK * c->ptr_dim);
     if (opt->recompute_elementwise)
         per_layer += 3 * carved_bytes(N * H) + carved_bytes(N * mH) + carved_bytes(Mq * H);
     return (size_t)(c->n_layers - 1) * per_layer;

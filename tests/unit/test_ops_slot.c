@@ -11,6 +11,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 static const double FD_EPS = 1e-2;
 static const double FD_TOL = 5e-3;
@@ -138,8 +141,10 @@ END_TEST
 // ---- slot read-out -------------------------------------------------------------------------
 
 typedef struct ReadCtx {
-    float *h, *top_s, *vrows, *y, *w, *proj;
-    float scale; // entropy loss weight
+    float *h, *top_s, *y, *w, *proj;
+    float *values; // [rows, H]
+    int32_t *idx;  // [N, K]
+    float scale;   // entropy loss weight
     int N, K, H;
 } ReadCtx;
 
@@ -147,27 +152,36 @@ typedef struct ReadCtx {
 static double read_loss(void *p) {
     ReadCtx *c = p;
     float loss = 0.0f;
-    ops_cpu()->slot_read_forward(c->y, c->w, &loss, c->h, c->top_s, c->vrows, c->scale, c->N, c->K,
-                                 c->H);
+    ops_cpu()->slot_read_forward(c->y, c->w, &loss, c->h, c->top_s, c->values, c->idx, c->scale,
+                                 c->N, c->K, c->H);
     return test_project(c->y, c->proj, (size_t)c->N * c->H) + loss;
+}
+
+static ReadCtx read_ctx(TestRng *rng, int N, int K, int H, int rows, float score_std,
+                        float proj_std, float scale) {
+    ReadCtx c = {.N = N, .K = K, .H = H, .scale = scale};
+    c.h = test_random_buffer(rng, N * H, 1);
+    c.top_s = test_random_buffer(rng, N * K, score_std);
+    c.values = test_random_buffer(rng, rows * H, 1);
+    c.idx = test_token_rows(rng, N, K, rows);
+    c.y = test_zeros(N * H);
+    c.w = test_zeros(N * K);
+    c.proj = proj_std > 0 ? test_random_buffer(rng, N * H, proj_std) : test_zeros(N * H);
+    return c;
+}
+
+static void read_ctx_free(ReadCtx *c) {
+    free(c->h), free(c->top_s), free(c->values), free(c->idx), free(c->y), free(c->w);
+    free(c->proj);
 }
 
 START_TEST(test_slot_read) {
     const Ops *ops = ops_cpu();
     TestRng rng = test_rng(24);
-    const int N = 5, K = 4, H = 6;
-    ReadCtx c = {test_random_buffer(&rng, N * H, 1),
-                 test_random_buffer(&rng, N * K, 1),
-                 test_random_buffer(&rng, N * K * H, 1),
-                 test_zeros(N * H),
-                 test_zeros(N * K),
-                 test_random_buffer(&rng, N * H, 1),
-                 0.7f,
-                 N,
-                 K,
-                 H};
+    const int N = 5, K = 4, H = 6, rows = 9; // 20 reads of 9 rows: most rows read twice or more
+    ReadCtx c = read_ctx(&rng, N, K, H, rows, 1, 1, 0.7f);
     float loss = 0.25f; // the op adds to what is there
-    ops->slot_read_forward(c.y, c.w, &loss, c.h, c.top_s, c.vrows, c.scale, N, K, H);
+    ops->slot_read_forward(c.y, c.w, &loss, c.h, c.top_s, c.values, c.idx, c.scale, N, K, H);
     double entropy_sum = 0;
     for (int n = 0; n < N; n++) { // naive softmax, read-out and entropy
         double max_s = -INFINITY, sum = 0;
@@ -183,37 +197,61 @@ START_TEST(test_slot_read) {
         for (int j = 0; j < H; j++) {
             double want = c.h[n * H + j];
             for (int k = 0; k < K; k++)
-                want += (double)c.w[n * K + k] * c.vrows[(n * K + k) * H + j];
+                want += (double)c.w[n * K + k] * c.values[c.idx[n * K + k] * H + j];
             ck_assert_double_eq_tol(c.y[n * H + j], want, 1e-5);
         }
     }
     ck_assert_double_eq_tol(loss, 0.25 + 0.7 * entropy_sum, 1e-5);
 
     float *dh = test_zeros(N * H), *ds = test_random_buffer(&rng, N * K, 1); // ds overwrites
-    float *dv = test_random_buffer(&rng, N * K * H, 1);                      // dvrows overwrites
-    ops->slot_read_backward(dh, ds, dv, c.proj, c.w, c.vrows, c.scale, N, K, H);
+    float *dv = test_zeros(rows * H);                                        // dvalues accumulates
+    ops->slot_read_backward(dh, ds, dv, c.proj, c.w, c.values, c.idx, c.scale, N, K, H);
     ck_assert_double_le(
         test_grad_check("slot_read dh", read_loss, &c, c.h, N * H, dh, 1000, FD_EPS, FD_FLOOR),
         FD_TOL);
     ck_assert_double_le(test_grad_check("slot_read dtop_s (with entropy)", read_loss, &c, c.top_s,
                                         N * K, ds, 1000, FD_EPS, FD_FLOOR),
                         FD_TOL);
-    ck_assert_double_le(test_grad_check("slot_read dvrows", read_loss, &c, c.vrows, N * K * H, dv,
+    // every row of the table, those read by several tokens and those read by none
+    ck_assert_double_le(test_grad_check("slot_read dvalues", read_loss, &c, c.values, rows * H, dv,
                                         1000, FD_EPS, FD_FLOOR),
                         FD_TOL);
-    // dh accumulates; ds and dvrows overwrite
+    // dh and dvalues accumulate; ds overwrites
     read_loss(&c); // w at the unperturbed inputs
     float *dh2 = test_copy_of(dh, N * H), *ds2 = test_copy_of(ds, N * K),
-          *dv2 = test_copy_of(dv, N * K * H);
-    ops->slot_read_backward(dh2, ds2, dv2, c.proj, c.w, c.vrows, c.scale, N, K, H);
+          *dv2 = test_copy_of(dv, rows * H);
+    ops->slot_read_backward(dh2, ds2, dv2, c.proj, c.w, c.values, c.idx, c.scale, N, K, H);
     for (int i = 0; i < N * H; i++)
         ck_assert_float_eq_tol(dh2[i], 2 * dh[i], 1e-6f * (1 + fabsf(dh[i])));
     for (int i = 0; i < N * K; i++)
         ck_assert(ds2[i] == ds[i]);
-    for (int i = 0; i < N * K * H; i++)
-        ck_assert(dv2[i] == dv[i]);
-    free(c.h), free(c.top_s), free(c.vrows), free(c.y), free(c.w), free(c.proj);
+    for (int i = 0; i < rows * H; i++)
+        ck_assert_float_eq_tol(dv2[i], 2 * dv[i], 1e-6f * (1 + fabsf(dv[i])));
+    read_ctx_free(&c);
     free(dh), free(ds), free(dv), free(dh2), free(ds2), free(dv2);
+}
+END_TEST
+
+// The value rows' gradients add up in token order whatever the thread count: the same
+// bits with one thread and with several.
+START_TEST(test_slot_read_backward_thread_independent) {
+#ifdef _OPENMP
+    const Ops *ops = ops_cpu();
+    TestRng rng = test_rng(26);
+    const int N = 512, K = 8, H = 256, rows = 256; // 4 column chunks; each row read 16 times
+    ReadCtx c = read_ctx(&rng, N, K, H, rows, 1, 1, 0.1f);
+    read_loss(&c);
+    float *dv[2], *dh = test_zeros(N * H), *ds = test_zeros(N * K);
+    for (int run = 0; run < 2; run++) {
+        omp_set_num_threads(run == 0 ? 1 : 3);
+        dv[run] = test_zeros(rows * H);
+        ops->slot_read_backward(dh, ds, dv[run], c.proj, c.w, c.values, c.idx, c.scale, N, K, H);
+    }
+    omp_set_num_threads(1);
+    ck_assert(memcmp(dv[0], dv[1], (size_t)rows * H * sizeof(float)) == 0);
+    read_ctx_free(&c);
+    free(dv[0]), free(dv[1]), free(dh), free(ds);
+#endif
 }
 END_TEST
 
@@ -221,20 +259,11 @@ END_TEST
 // read-out term vanishes.
 START_TEST(test_slot_read_entropy_only) {
     TestRng rng = test_rng(25);
-    const int N = 3, K = 5, H = 4;
-    ReadCtx c = {test_random_buffer(&rng, N * H, 1),
-                 test_random_buffer(&rng, N * K, 2),
-                 test_random_buffer(&rng, N * K * H, 1),
-                 test_zeros(N * H),
-                 test_zeros(N * K),
-                 test_zeros(N * H), // proj = 0: only the entropy loss remains
-                 1.3f,
-                 N,
-                 K,
-                 H};
+    const int N = 3, K = 5, H = 4, rows = 11;
+    ReadCtx c = read_ctx(&rng, N, K, H, rows, 2, 0, 1.3f); // proj = 0: only the entropy loss
     read_loss(&c);
-    float *dh = test_zeros(N * H), *ds = test_zeros(N * K), *dv = test_zeros(N * K * H);
-    ops_cpu()->slot_read_backward(dh, ds, dv, c.proj, c.w, c.vrows, c.scale, N, K, H);
+    float *dh = test_zeros(N * H), *ds = test_zeros(N * K), *dv = test_zeros(rows * H);
+    ops_cpu()->slot_read_backward(dh, ds, dv, c.proj, c.w, c.values, c.idx, c.scale, N, K, H);
     ck_assert_double_le(test_grad_check("slot_read dtop_s (entropy only)", read_loss, &c, c.top_s,
                                         N * K, ds, 1000, FD_EPS, FD_FLOOR),
                         FD_TOL);
@@ -245,7 +274,7 @@ START_TEST(test_slot_read_entropy_only) {
                 best = k;
         ck_assert(ds[n * K + best] < 0.0f);
     }
-    free(c.h), free(c.top_s), free(c.vrows), free(c.y), free(c.w), free(c.proj);
+    read_ctx_free(&c);
     free(dh), free(ds), free(dv);
 }
 END_TEST
@@ -316,6 +345,7 @@ static Suite *slot_suite(void) {
     tcase_add_test(tc, test_slot_topk_merge);
     tcase_add_test(tc, test_slot_read);
     tcase_add_test(tc, test_slot_read_entropy_only);
+    tcase_add_test(tc, test_slot_read_backward_thread_independent);
     tcase_add_test(tc, test_slot_score_backward);
     suite_add_tcase(s, tc);
     return s;
