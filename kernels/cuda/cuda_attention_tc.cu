@@ -308,6 +308,46 @@ __device__ inline int chunks_seen(int qpos, KeySplit split) {
     return min(split.chunks, qpos / split.chunk_keys + 1);
 }
 
+// ---- the forward in registers (mma.sync) -------------------------------------------------------
+//
+// The forward keeps S, P and O in registers, FlashAttention-2 style, where the WMMA kernels
+// above stage them through shared memory (their fragment layouts are opaque): the m16n8k16
+// bf16 mma.sync has a documented layout, so the online softmax runs on the accumulators as
+// they are. Lane (g = lane / 4, c = lane % 4) of a warp holds, for the warp's 16 rows, the
+// elements of rows g and g + 8 at columns 2 c and 2 c + 1 of every 8-column block:
+//   S = Q K^T   A = q rows (16 x 16 of HDP), B = k rows read as [HDP, keys]: 8 key blocks
+//   O += P V    A = P (the S accumulators of two key blocks, rounded to bf16: the layouts
+//               match), B = v rows [keys, HDP] loaded transposed by ldmatrix.trans
+// A row's max and sum are reduced over the 4 lanes c of its quad.
+
+// c += a . b, one m16n8k16 product (bf16 inputs, fp32 accumulation).
+__device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                          uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+                 "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Four 8 x 8 bf16 matrices from shared memory, transposed: lanes 8 i .. 8 i + 7 give the
+// addresses of the 8 rows (16 bytes each) of matrix i; r[i] gets its elements (2 c, g) and
+// (2 c + 1, g): the B fragment of rows [keys] read as columns.
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const bf16 *row) {
+    const uint32_t at = (uint32_t)__cvta_generic_to_shared(row);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(at));
+}
+
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi); // .x, the low half, = lo
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+
+__device__ __forceinline__ uint32_t shared_u32(const bf16 *at) { // two bf16, 4-byte aligned
+    return *reinterpret_cast<const uint32_t *>(at);
+}
+
 // o [B*Mq, nh, hd]; lse [B*Mq, nh]; qpos [B*Mq]; the padded bf16 copies (HDP per row)
 // q [B*Mq, nh, HDP], k, v [B, T, nkv, HDP].
 // With split.chunks > 1 the block writes its chunk's partial result instead of o and lse:
@@ -320,17 +360,15 @@ __global__ void __launch_bounds__(TC_THREADS)
                                 KeySplit split, int B, int T, int Mq, int nh, int nkv, int hd,
                                 float scale_log2) {
     using L = TcLayout<HDP>;
+    constexpr int LDH = L::LDH, KEY_BLOCKS = TC_KEYS / 8, D_BLOCKS = HDP / 8;
+    static_assert(D_BLOCKS % 2 == 0, "ldmatrix.x4 takes the head dims 16 at a time");
     extern __shared__ unsigned char smem_raw[];
     SharedCarver carve(smem_raw);
-    bf16 *q_tile = carve.take<bf16>(L::HALF_TILE);    // [64 rows, LDH]
-    bf16 *k_tile = carve.take<bf16>(L::HALF_TILE);    // [64 keys, LDH]
-    bf16 *v_tile = carve.take<bf16>(L::HALF_TILE);    // [64 keys, LDH]
-    bf16 *p_tile = carve.take<bf16>(L::PROB_TILE);    // [64 rows, LDP]
-    float *s_tile = carve.take<float>(L::SCORE_TILE); // [64 rows, LDS]
-    float *o_acc = carve.take<float>(L::OUT_TILE);    // [64 rows, LDO]
+    bf16 *q_tile = carve.take<bf16>(L::HALF_TILE); // [64 rows, LDH]
+    bf16 *k_tile = carve.take<bf16>(L::HALF_TILE); // [64 keys, LDH]
+    bf16 *v_tile = carve.take<bf16>(L::HALF_TILE); // [64 keys, LDH]
     __shared__ long long row_index[TC_ROWS], key_row[TC_KEYS];
     __shared__ int row_qpos[TC_ROWS], kv_end_shared;
-    __shared__ float row_m[TC_ROWS], row_l[TC_ROWS];
 
     RowChunkId id = row_chunk_of_block(tiling, nkv, B, split);
     int b = id.tile.b, kvh = id.tile.kvh;
@@ -340,74 +378,132 @@ __global__ void __launch_bounds__(TC_THREADS)
     if (s_begin >= kv_end)
         return; // no row of the tile reaches this chunk (the merge knows: chunks_seen)
     int s_end = min(kv_end, s_begin + split.chunk_keys);
-    for (int i = threadIdx.x; i < TC_ROWS * L::LDO; i += TC_THREADS)
-        o_acc[i] = 0.0f;
     load_tile_bf16<HDP>(q_tile, q, row_index);
+    __syncthreads();
 
-    int warp = threadIdx.x >> 5;
-    LaneRow me = lane_row();
-    int my_qpos = row_qpos[me.row];
-    int warp_last = warp_max((float)my_qpos); // the warp's rows see keys [0, warp_last]
-    float m = -INFINITY, l = 0.0f;            // running max (log2 units) and sum of my row
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, c = lane & 3;
+    const int row0 = 16 * warp + g, row1 = row0 + 8; // this lane's two rows of the tile
+    const int qpos0 = row_qpos[row0], qpos1 = row_qpos[row1];
+    const int warp_last = (int)warp_max((float)max(qpos0, qpos1)); // the warp sees keys <= this
+    uint32_t qa[HDP / 16][4]; // the warp's q rows as A fragments
+#pragma unroll
+    for (int kk = 0; kk < HDP / 16; kk++) {
+        qa[kk][0] = shared_u32(q_tile + row0 * LDH + 16 * kk + 2 * c);
+        qa[kk][1] = shared_u32(q_tile + row1 * LDH + 16 * kk + 2 * c);
+        qa[kk][2] = shared_u32(q_tile + row0 * LDH + 16 * kk + 8 + 2 * c);
+        qa[kk][3] = shared_u32(q_tile + row1 * LDH + 16 * kk + 8 + 2 * c);
+    }
+    float acc[D_BLOCKS][4]; // O of rows 0 and 1 at head dims 8 n + 2 c, + 1
+#pragma unroll
+    for (int n = 0; n < D_BLOCKS; n++)
+        acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    float m0 = -INFINITY, m1 = -INFINITY; // running max of rows 0, 1 (log2 units)
+    float l0 = 0.0f, l1 = 0.0f;           // this lane's part of their running sums
 
     for (int s0 = s_begin; s0 < s_end; s0 += TC_KEYS) {
         __syncthreads(); // the previous k, v tiles are no longer read; key_row reusable
         load_key_value_tiles<HDP>(k_tile, v_tile, k, v, key_row, b, kvh, s0, T, nkv);
         __syncthreads();
-        if (warp_last < (float)s0)
+        if (warp_last < s0)
             continue; // every key of the tile lies in the future of this warp's rows
 
-        warp_rows_times_keys<HDP>(s_tile + 16 * warp * L::LDS, q_tile + 16 * warp * L::LDH, k_tile);
-        __syncwarp();
-        float x[TC_KEYS / 2];
-        float tile_max = -INFINITY;
+        float sc[KEY_BLOCKS][4]; // S, then P: rows 0, 1 at keys s0 + 8 j + 2 c, + 1
 #pragma unroll
-        for (int i = 0; i < TC_KEYS / 2; i++) {
-            int c = 2 * i + me.half;
-            float s = s_tile[me.row * L::LDS + c] * scale_log2;
-            x[i] = s0 + c <= my_qpos ? s : -INFINITY;
-            tile_max = fmaxf(tile_max, x[i]);
-        }
-        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-        float new_m = fmaxf(m, tile_max);
-        bool none = new_m == -INFINITY; // nothing seen yet (or an idle row)
-        float correction = none ? 1.0f : exp2f(m - new_m);
-        float sum = 0.0f;
+        for (int j = 0; j < KEY_BLOCKS; j++) {
+            sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.0f;
+            const bf16 *key = k_tile + (8 * j + g) * LDH + 2 * c; // B column g: key 8 j + g
 #pragma unroll
-        for (int i = 0; i < TC_KEYS / 2; i++) {
-            float p = none ? 0.0f : exp2f(x[i] - new_m);
-            sum += p;
-            p_tile[me.row * L::LDP + 2 * i + me.half] = __float2bfloat16(p);
+            for (int kk = 0; kk < HDP / 16; kk++)
+                mma_16816(sc[j], qa[kk], shared_u32(key + 16 * kk), shared_u32(key + 16 * kk + 8));
         }
-        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-        l = l * correction + sum;
-        m = new_m;
-        for (int d = me.half; d < HDP; d += 2)
-            o_acc[me.row * L::LDO + d] *= correction;
-        __syncwarp();
-        warp_accumulate_rows<HDP>(o_acc + 16 * warp * L::LDO, p_tile + 16 * warp * L::LDP, v_tile);
-        __syncwarp();
+        // The mask (key after the row's position: -inf) and the tile's row maxima.
+        float max0 = -INFINITY, max1 = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < KEY_BLOCKS; j++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const int key = s0 + 8 * j + 2 * c + e;
+                sc[j][e] = key <= qpos0 ? sc[j][e] * scale_log2 : -INFINITY;
+                sc[j][2 + e] = key <= qpos1 ? sc[j][2 + e] * scale_log2 : -INFINITY;
+                max0 = fmaxf(max0, sc[j][e]);
+                max1 = fmaxf(max1, sc[j][2 + e]);
+            }
+#pragma unroll
+        for (int offset = 1; offset <= 2; offset <<= 1) {
+            max0 = fmaxf(max0, __shfl_xor_sync(0xffffffffu, max0, offset));
+            max1 = fmaxf(max1, __shfl_xor_sync(0xffffffffu, max1, offset));
+        }
+        const float new0 = fmaxf(m0, max0), new1 = fmaxf(m1, max1);
+        // a row that has seen nothing yet (or an idle row) keeps zeros
+        const bool none0 = new0 == -INFINITY, none1 = new1 == -INFINITY;
+        const float corr0 = none0 ? 1.0f : exp2f(m0 - new0),
+                    corr1 = none1 ? 1.0f : exp2f(m1 - new1);
+        m0 = new0, m1 = new1;
+        float sum0 = 0.0f, sum1 = 0.0f;
+#pragma unroll
+        for (int j = 0; j < KEY_BLOCKS; j++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                sc[j][e] = none0 ? 0.0f : exp2f(sc[j][e] - new0);
+                sc[j][2 + e] = none1 ? 0.0f : exp2f(sc[j][2 + e] - new1);
+                sum0 += sc[j][e];
+                sum1 += sc[j][2 + e];
+            }
+        l0 = l0 * corr0 + sum0;
+        l1 = l1 * corr1 + sum1;
+#pragma unroll
+        for (int n = 0; n < D_BLOCKS; n++) {
+            acc[n][0] *= corr0, acc[n][1] *= corr0;
+            acc[n][2] *= corr1, acc[n][3] *= corr1;
+        }
+        // O += P V, 16 keys (two key blocks) a step. ldmatrix lane i gives row i % 8 of
+        // matrix i / 8: keys 16 kk + 8 ((i / 8) % 2) + i % 8, head dims 16 pair + 8 (i / 16).
+        const int v_key = 8 * ((lane >> 3) & 1) + (lane & 7), v_dim = 8 * (lane >> 4);
+#pragma unroll
+        for (int kk = 0; kk < TC_KEYS / 16; kk++) {
+            uint32_t pa[4] = {pack_bf16x2(sc[2 * kk][0], sc[2 * kk][1]),
+                              pack_bf16x2(sc[2 * kk][2], sc[2 * kk][3]),
+                              pack_bf16x2(sc[2 * kk + 1][0], sc[2 * kk + 1][1]),
+                              pack_bf16x2(sc[2 * kk + 1][2], sc[2 * kk + 1][3])};
+#pragma unroll
+            for (int pair = 0; pair < D_BLOCKS / 2; pair++) {
+                uint32_t vb[4];
+                ldmatrix_x4_trans(vb, v_tile + (16 * kk + v_key) * LDH + 16 * pair + v_dim);
+                mma_16816(acc[2 * pair], pa, vb[0], vb[1]);
+                mma_16816(acc[2 * pair + 1], pa, vb[2], vb[3]);
+            }
+        }
+    }
+#pragma unroll
+    for (int offset = 1; offset <= 2; offset <<= 1) {
+        l0 += __shfl_xor_sync(0xffffffffu, l0, offset);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, offset);
     }
 
-    if (me.half == 0) {
-        row_m[me.row] = m;
-        row_l[me.row] = l;
-    }
-    __syncthreads();
     // The whole result, or the chunk's part: row i of chunk c at c * rows + i.
     const long long rows = (long long)B * Mq * nh;
     float *o_out = split.chunks == 1 ? o : o_part + (size_t)id.chunk * rows * hd;
     float *lse_out = split.chunks == 1 ? lse : lse_part + (size_t)id.chunk * rows;
-    int lane = threadIdx.x & 31;
-    for (int r = 16 * warp; r < 16 * warp + 16; r++) {
-        if (row_index[r] < 0)
+    const int tile_row[2] = {row0, row1};
+    const float row_m[2] = {m0, m1}, row_l[2] = {l0, l1};
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const long long at = row_index[tile_row[h]];
+        if (at < 0)
             continue;
-        bool seen = row_l[r] > 0.0f; // false only for a row before the chunk's first key
-        float inv = seen ? 1.0f / row_l[r] : 0.0f;
-        for (int d = lane; d < hd; d += 32)
-            o_out[row_index[r] * hd + d] = o_acc[r * L::LDO + d] * inv;
-        if (lane == 0)
-            lse_out[row_index[r]] = seen ? (row_m[r] + log2f(row_l[r])) * LN2 : -INFINITY;
+        const bool seen = row_l[h] > 0.0f; // false only for a row before the chunk's first key
+        const float inv = seen ? 1.0f / row_l[h] : 0.0f;
+#pragma unroll
+        for (int n = 0; n < D_BLOCKS; n++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const int d = 8 * n + 2 * c + e;
+                if (d < hd)
+                    o_out[at * hd + d] = acc[n][2 * h + e] * inv;
+            }
+        if (c == 0)
+            lse_out[at] = seen ? (row_m[h] + log2f(row_l[h])) * LN2 : -INFINITY;
     }
 }
 
@@ -702,8 +798,7 @@ static int padded_head_dim(int hd) {
 }
 
 template <int HDP> static size_t forward_shared_bytes(void) {
-    using L = TcLayout<HDP>;
-    return 3 * L::HALF_TILE + L::PROB_TILE + L::SCORE_TILE + L::OUT_TILE + 128;
+    return 3 * TcLayout<HDP>::HALF_TILE + 128;
 }
 template <int HDP> static size_t dq_shared_bytes(void) {
     using L = TcLayout<HDP>;
