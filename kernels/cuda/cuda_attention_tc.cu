@@ -1,9 +1,22 @@
 // SQDK attention on bf16 tensor cores (flash-attention style), used when the matmul
 // precision is bf16 (--matmul bf16). Inputs and outputs stay fp32 buffers, as the op table
 // says; q, k, v (and dout) are rounded once per call to bf16 copies in the workspace, whose
-// rows are zero-padded to HDP, every product accumulates in fp32 (WMMA 16x16x16), and the
-// softmax runs in fp32. No [queries, T] score matrix ever exists: scores live one 64 x 64
-// tile at a time in shared memory.
+// rows are zero-padded to HDP, every product accumulates in fp32 (mma.sync m16n8k16), and
+// the softmax runs in fp32. No [queries, T] score matrix ever exists: scores live one 16 x 64
+// block a warp at a time, in registers.
+//
+// Registers, not shared memory. The m16n8k16 bf16 mma.sync has a documented fragment
+// layout: lane (g = lane / 4, c = lane % 4) of a warp holds the accumulator elements of rows
+// g and g + 8 at columns 2 c and 2 c + 1 of every 8-column block. So the softmax (and its
+// backward) runs on the accumulators where they are, and an accumulator of two column
+// blocks, rounded to bf16, is the A operand of the next product as it stands (the
+// FlashAttention-2 arrangement). Operands come from the bf16 tiles in shared memory: a
+// row-major tile read as [HDP, columns] by 32-bit loads (k for S = Q K^T, v for dP = dO V^T,
+// q and dout for the dk/dv kernel's transposed products), and read as [rows, HDP] by
+// ldmatrix.trans (v for O += P V, k for dQ += dS K, dout and q for dV and dK). The first
+// version staged S, P and O through shared memory with WMMA (whose layout is opaque): the
+// H100 forward went from 0.344 to 0.231 ms at the seed shape with the change (and from
+// 1.276 to 0.764 ms for attn=dense).
 //
 // Rows and keys. A tile holds TC_ROWS = 64 (query, head) rows that read the same kv head:
 // queries_per_tile consecutive gathered queries of one sequence times heads_per_tile query
@@ -15,13 +28,15 @@
 // Kernels:
 //   forward   one block per row tile; walks keys 0..max(qpos)+1 with an online softmax
 //             (running max m and sum l per row, both in log2 units), O accumulated in fp32
-//             in shared memory and rescaled by the warp that owns the rows.
+//             registers and rescaled there.
 //   dq        one block per row tile, as the forward: recomputes P = exp(S - lse) and
 //             dP = dO V^T, dS = P (dP - D) / sqrt(hd), dQ += dS K. It also writes
 //             D = rowsum(dO * O) for the dk/dv kernel.
 //   dk, dv    one block per key tile of one kv head: walks every row tile (every query head
 //             of the group) whose last query sees the tile, and accumulates
-//             dV += P^T dO, dK += dS^T Q in WMMA fragments held in registers all along.
+//             dV += P^T dO, dK += dS^T Q in registers all along. It works on the transposed
+//             products (S^T = K Q^T, dP^T = V dO^T) so that a warp's 16 keys are the
+//             accumulator rows, and P^T and dS^T are A operands as they stand.
 // Every output element is written by one block in a fixed order: results repeat bit for bit
 // (no atomics), unlike the fp32 kernel's dk/dv.
 //
@@ -34,11 +49,9 @@
 // partial result to the workspace (the forward: O normalised by its own sum, and its
 // log-sum-exp) and a small kernel merges the chunks in a fixed order: still no atomics.
 #include <cuda_bf16.h>
-#include <mma.h>
 
 #include "kernels/cuda/cuda_common.cuh"
 
-using namespace nvcuda;
 typedef __nv_bfloat16 bf16;
 
 #define TC_ROWS    64
@@ -48,21 +61,14 @@ typedef __nv_bfloat16 bf16;
 #define LOG2E      1.4426950408889634f
 #define LN2        0.6931471805599453f
 
-// Leading dimensions of the shared tiles (elements). The padding keeps consecutive rows off
-// the same banks and every 16 x 16 fragment 32-byte aligned, as WMMA requires: bf16 ld a
-// multiple of 8, fp32 ld a multiple of 4, and 16 rows of any of them a multiple of 32 bytes.
+// The shared tiles: 64 bf16 rows of HDP + 8 elements. The 16 bytes of padding put the 8
+// rows that one 32-bit fragment load (or one ldmatrix phase) touches on 8 different groups
+// of 4 banks (a row is 36 words for HDP = 64: row r starts at bank 4 r mod 32), and keep
+// every row 16-byte aligned for ldmatrix and the 16-byte copies.
 template <int HDP> struct TcLayout {
-    static constexpr int LDH = HDP + 8;     // bf16 [rows, HDP]: q, k, v, dout
-    static constexpr int LDP = TC_KEYS + 8; // bf16 [rows, keys]: P, dS
-    static constexpr int LDS = TC_KEYS + 4; // fp32 [rows, keys]: S, dP
-    static constexpr int LDO = HDP + 4;     // fp32 [rows, HDP]: O, dQ, dK, dV staging
+    static constexpr int LDH = HDP + 8; // bf16 [rows, HDP]: q, k, v, dout
     static constexpr size_t HALF_TILE = (size_t)TC_ROWS * LDH * sizeof(bf16);
-    static constexpr size_t PROB_TILE = (size_t)TC_ROWS * LDP * sizeof(bf16);
-    static constexpr size_t SCORE_TILE = (size_t)TC_ROWS * LDS * sizeof(float);
-    static constexpr size_t OUT_TILE = (size_t)TC_ROWS * LDO * sizeof(float);
 };
-
-typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> AccFrag;
 
 // Which rows a tile holds (the same split as the fp32 kernel, with 64 rows).
 struct TcTiling {
@@ -144,72 +150,7 @@ __device__ __forceinline__ void load_key_value_tiles(bf16 *k_tile, bf16 *v_tile,
     load_tile_bf16<HDP>(v_tile, v, key_row);
 }
 
-// out[16, 64] (fp32, ld LDS) = a[16, HDP] . b[64, HDP]^T for one warp's 16 rows: scores
-// (a = q, b = k) or dP (a = dout, b = v).
-template <int HDP> __device__ void warp_rows_times_keys(float *out, const bf16 *a, const bf16 *b) {
-    constexpr int LDH = TcLayout<HDP>::LDH, LDS = TcLayout<HDP>::LDS;
-    wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fa[HDP / 16];
-#pragma unroll
-    for (int kk = 0; kk < HDP / 16; kk++)
-        wmma::load_matrix_sync(fa[kk], a + kk * 16, LDH);
-#pragma unroll
-    for (int j = 0; j < TC_KEYS / 16; j++) {
-        AccFrag acc;
-        wmma::fill_fragment(acc, 0.0f);
-#pragma unroll
-        for (int kk = 0; kk < HDP / 16; kk++) {
-            // b is [key, d] row-major, i.e. b^T [d, key] column-major
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> fb;
-            wmma::load_matrix_sync(fb, b + j * 16 * LDH + kk * 16, LDH);
-            wmma::mma_sync(acc, fa[kk], fb, acc);
-        }
-        wmma::store_matrix_sync(out + j * 16, acc, LDS, wmma::mem_row_major);
-    }
-}
-
-// acc[16, HDP] (fp32 in shared memory, ld LDO) += p[16, 64] . x[64, HDP] for one warp's rows:
-// O += P V in the forward, dQ += dS K in the backward.
-template <int HDP>
-__device__ void warp_accumulate_rows(float *acc_tile, const bf16 *p, const bf16 *x) {
-    constexpr int LDH = TcLayout<HDP>::LDH, LDP = TcLayout<HDP>::LDP, LDO = TcLayout<HDP>::LDO;
-    wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fa[TC_KEYS / 16];
-#pragma unroll
-    for (int kk = 0; kk < TC_KEYS / 16; kk++)
-        wmma::load_matrix_sync(fa[kk], p + kk * 16, LDP);
-#pragma unroll
-    for (int n = 0; n < HDP / 16; n++) {
-        AccFrag acc;
-        wmma::load_matrix_sync(acc, acc_tile + n * 16, LDO, wmma::mem_row_major);
-#pragma unroll
-        for (int kk = 0; kk < TC_KEYS / 16; kk++) {
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> fb;
-            wmma::load_matrix_sync(fb, x + kk * 16 * LDH + n * 16, LDH);
-            wmma::mma_sync(acc, fa[kk], fb, acc);
-        }
-        wmma::store_matrix_sync(acc_tile + n * 16, acc, LDO, wmma::mem_row_major);
-    }
-}
-
-// acc[n] (16 keys x HDP, registers) += p^T[16 keys, 64 rows] . x[64 rows, HDP] for one
-// warp's 16 keys starting at column key0 of p: dV += P^T dO and dK += dS^T Q.
-template <int HDP>
-__device__ void warp_accumulate_keys(AccFrag *acc, const bf16 *p, int key0, const bf16 *x) {
-    constexpr int LDH = TcLayout<HDP>::LDH, LDP = TcLayout<HDP>::LDP;
-#pragma unroll
-    for (int kk = 0; kk < TC_ROWS / 16; kk++) {
-        // p is [row, key] row-major: its transpose [key, row] read column-major
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::col_major> fa;
-        wmma::load_matrix_sync(fa, p + kk * 16 * LDP + key0, LDP);
-#pragma unroll
-        for (int n = 0; n < HDP / 16; n++) {
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> fb;
-            wmma::load_matrix_sync(fb, x + kk * 16 * LDH + n * 16, LDH);
-            wmma::mma_sync(acc[n], fa, fb, acc[n]);
-        }
-    }
-}
-
-// Carves the dynamic shared memory into 128-byte aligned regions (WMMA wants 32).
+// Carves the dynamic shared memory into 128-byte aligned regions (ldmatrix wants 16).
 struct SharedCarver {
     unsigned char *at;
     __device__ explicit SharedCarver(unsigned char *base)
@@ -220,41 +161,6 @@ struct SharedCarver {
         return p;
     }
 };
-
-// The lane's row within its warp's 16 and which half of the keys (and head dims) it handles:
-// two lanes per row, keys interleaved (key 2i + half) so the pair reads adjacent banks.
-struct LaneRow {
-    int row;  // row of the tile, 16 * warp + lane / 2
-    int half; // 0 or 1
-};
-__device__ inline LaneRow lane_row(void) {
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    return {16 * warp + (lane >> 1), lane & 1};
-}
-
-// The softmax backward of the lane's half of its row against keys [s0, s0 + 64): from the
-// scores S and dP = dout . v (fp32 tiles), P = exp(S / sqrt(hd) - lse) and
-// dS = P (dP - D) / sqrt(hd), both 0 where the key lies after the row's position; dS (and P
-// when WITH_P) go to the bf16 tiles for the next products.
-template <int HDP, bool WITH_P>
-__device__ __forceinline__ void row_softmax_backward(bf16 *p_tile, bf16 *ds_tile,
-                                                     const float *s_tile, const float *dp_tile,
-                                                     LaneRow me, int s0, int qpos, float lse2,
-                                                     float D, float scale, float scale_log2) {
-    using L = TcLayout<HDP>;
-#pragma unroll
-    for (int i = 0; i < TC_KEYS / 2; i++) {
-        int c = 2 * i + me.half;
-        float p = 0.0f, ds = 0.0f;
-        if (s0 + c <= qpos) {
-            p = exp2f(s_tile[me.row * L::LDS + c] * scale_log2 - lse2);
-            ds = p * (dp_tile[me.row * L::LDS + c] - D) * scale;
-        }
-        if (WITH_P)
-            p_tile[me.row * L::LDP + c] = __float2bfloat16(p);
-        ds_tile[me.row * L::LDP + c] = __float2bfloat16(ds);
-    }
-}
 
 // Which row tile a block of the forward or dq kernels takes. The grid is one-dimensional
 // and ordered by decreasing work: the row tiles of the last queries (which see the most keys)
@@ -308,17 +214,7 @@ __device__ inline int chunks_seen(int qpos, KeySplit split) {
     return min(split.chunks, qpos / split.chunk_keys + 1);
 }
 
-// ---- the forward in registers (mma.sync) -------------------------------------------------------
-//
-// The forward keeps S, P and O in registers, FlashAttention-2 style, where the WMMA kernels
-// above stage them through shared memory (their fragment layouts are opaque): the m16n8k16
-// bf16 mma.sync has a documented layout, so the online softmax runs on the accumulators as
-// they are. Lane (g = lane / 4, c = lane % 4) of a warp holds, for the warp's 16 rows, the
-// elements of rows g and g + 8 at columns 2 c and 2 c + 1 of every 8-column block:
-//   S = Q K^T   A = q rows (16 x 16 of HDP), B = k rows read as [HDP, keys]: 8 key blocks
-//   O += P V    A = P (the S accumulators of two key blocks, rounded to bf16: the layouts
-//               match), B = v rows [keys, HDP] loaded transposed by ldmatrix.trans
-// A row's max and sum are reduced over the 4 lanes c of its quad.
+// ---- the tensor-core instructions ----------------------------------------------------------
 
 // c += a . b, one m16n8k16 product (bf16 inputs, fp32 accumulation).
 __device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
@@ -545,16 +441,14 @@ __global__ void __launch_bounds__(TC_THREADS)
                            KeySplit split, int B, int T, int Mq, int nh, int nkv, int hd,
                            float scale, float scale_log2) {
     using L = TcLayout<HDP>;
+    constexpr int LDH = L::LDH, KEY_BLOCKS = TC_KEYS / 8, D_BLOCKS = HDP / 8;
+    static_assert(D_BLOCKS % 2 == 0, "ldmatrix.x4 takes the head dims 16 at a time");
     extern __shared__ unsigned char smem_raw[];
     SharedCarver carve(smem_raw);
-    bf16 *q_tile = carve.take<bf16>(L::HALF_TILE);    // [64 rows, LDH]
-    bf16 *do_tile = carve.take<bf16>(L::HALF_TILE);   // [64 rows, LDH]
-    bf16 *k_tile = carve.take<bf16>(L::HALF_TILE);    // [64 keys, LDH]
-    bf16 *v_tile = carve.take<bf16>(L::HALF_TILE);    // [64 keys, LDH]
-    bf16 *ds_tile = carve.take<bf16>(L::PROB_TILE);   // [64 rows, LDP]
-    float *s_tile = carve.take<float>(L::SCORE_TILE); // [64 rows, LDS]
-    float *dp_tile = carve.take<float>(L::SCORE_TILE);
-    float *dq_acc = carve.take<float>(L::OUT_TILE); // [64 rows, LDO]
+    bf16 *q_tile = carve.take<bf16>(L::HALF_TILE);  // [64 rows, LDH]
+    bf16 *do_tile = carve.take<bf16>(L::HALF_TILE); // [64 rows, LDH]
+    bf16 *k_tile = carve.take<bf16>(L::HALF_TILE);  // [64 keys, LDH]
+    bf16 *v_tile = carve.take<bf16>(L::HALF_TILE);  // [64 keys, LDH]
     __shared__ long long row_index[TC_ROWS], key_row[TC_KEYS];
     __shared__ int row_qpos[TC_ROWS], kv_end_shared;
 
@@ -566,59 +460,118 @@ __global__ void __launch_bounds__(TC_THREADS)
     if (s_begin >= kv_end)
         return; // no row of the tile reaches this chunk (chunk 0 always runs)
     int s_end = min(kv_end, s_begin + split.chunk_keys);
-    for (int i = threadIdx.x; i < TC_ROWS * L::LDO; i += TC_THREADS)
-        dq_acc[i] = 0.0f;
     load_tile_bf16<HDP>(q_tile, q16, row_index);
     load_tile_bf16<HDP>(do_tile, dout16, row_index);
+    __syncthreads();
 
-    int warp = threadIdx.x >> 5;
-    LaneRow me = lane_row();
-    int my_qpos = row_qpos[me.row];
-    long long my_index = row_index[me.row];
-    int warp_last = warp_max((float)my_qpos);
-    // D = dout . o and lse (log2 units) of my row, in fp32 from the fp32 buffers
-    float D = 0.0f, lse2 = 0.0f;
-    if (my_index >= 0) {
-        for (int d = me.half; d < hd; d += 2)
-            D += dout[my_index * hd + d] * o[my_index * hd + d];
-        lse2 = lse[my_index] * LOG2E;
+    // The lane's rows g and g + 8 of the warp's 16, as in the forward.
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, c = lane & 3;
+    const int tile_row[2] = {16 * warp + g, 16 * warp + g + 8};
+    const int qpos0 = row_qpos[tile_row[0]], qpos1 = row_qpos[tile_row[1]];
+    const int warp_last = (int)warp_max((float)max(qpos0, qpos1));
+    // D = dout . o and lse (log2 units) of both rows, in fp32 from the fp32 buffers: the 4
+    // lanes of the quad take every 4th head dim.
+    float D[2] = {0.0f, 0.0f}, lse2[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const long long at = row_index[tile_row[h]];
+        if (at >= 0) {
+            for (int d = c; d < hd; d += 4)
+                D[h] += dout[at * hd + d] * o[at * hd + d];
+            lse2[h] = lse[at] * LOG2E;
+        }
+        D[h] += __shfl_xor_sync(0xffffffffu, D[h], 1);
+        D[h] += __shfl_xor_sync(0xffffffffu, D[h], 2);
+        if (id.chunk == 0 && at >= 0 && c == 0)
+            row_D_out[at] = D[h];
     }
-    D += __shfl_xor_sync(0xffffffffu, D, 1);
-    if (id.chunk == 0 && my_index >= 0 && me.half == 0)
-        row_D_out[my_index] = D;
+    uint32_t qa[HDP / 16][4], da[HDP / 16][4]; // the warp's q and dout rows as A fragments
+#pragma unroll
+    for (int kk = 0; kk < HDP / 16; kk++) {
+        const int col = 16 * kk + 2 * c;
+        qa[kk][0] = shared_u32(q_tile + tile_row[0] * LDH + col);
+        qa[kk][1] = shared_u32(q_tile + tile_row[1] * LDH + col);
+        qa[kk][2] = shared_u32(q_tile + tile_row[0] * LDH + col + 8);
+        qa[kk][3] = shared_u32(q_tile + tile_row[1] * LDH + col + 8);
+        da[kk][0] = shared_u32(do_tile + tile_row[0] * LDH + col);
+        da[kk][1] = shared_u32(do_tile + tile_row[1] * LDH + col);
+        da[kk][2] = shared_u32(do_tile + tile_row[0] * LDH + col + 8);
+        da[kk][3] = shared_u32(do_tile + tile_row[1] * LDH + col + 8);
+    }
+    float acc[D_BLOCKS][4]; // dQ of rows g, g + 8 at head dims 8 n + 2 c, + 1
+#pragma unroll
+    for (int n = 0; n < D_BLOCKS; n++)
+        acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
 
     for (int s0 = s_begin; s0 < s_end; s0 += TC_KEYS) {
         __syncthreads();
         load_key_value_tiles<HDP>(k_tile, v_tile, k, v, key_row, b, kvh, s0, T, nkv);
         __syncthreads();
-        if (warp_last < (float)s0)
+        if (warp_last < s0)
             continue;
 
-        warp_rows_times_keys<HDP>(s_tile + 16 * warp * L::LDS, q_tile + 16 * warp * L::LDH, k_tile);
-        warp_rows_times_keys<HDP>(dp_tile + 16 * warp * L::LDS, do_tile + 16 * warp * L::LDH,
-                                  v_tile);
-        __syncwarp();
-        row_softmax_backward<HDP, false>(NULL, ds_tile, s_tile, dp_tile, me, s0, my_qpos, lse2, D,
-                                         scale, scale_log2);
-        __syncwarp();
-        warp_accumulate_rows<HDP>(dq_acc + 16 * warp * L::LDO, ds_tile + 16 * warp * L::LDP,
-                                  k_tile);
-        __syncwarp();
+        // S = Q K^T and dP = dout V^T, then dS = P (dP - D) / sqrt(hd) in place of dP.
+        float sc[KEY_BLOCKS][4], dp[KEY_BLOCKS][4];
+#pragma unroll
+        for (int j = 0; j < KEY_BLOCKS; j++) {
+            sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.0f;
+            dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.0f;
+            const bf16 *key = k_tile + (8 * j + g) * LDH + 2 * c;
+            const bf16 *value = v_tile + (8 * j + g) * LDH + 2 * c;
+#pragma unroll
+            for (int kk = 0; kk < HDP / 16; kk++) {
+                mma_16816(sc[j], qa[kk], shared_u32(key + 16 * kk), shared_u32(key + 16 * kk + 8));
+                mma_16816(dp[j], da[kk], shared_u32(value + 16 * kk),
+                          shared_u32(value + 16 * kk + 8));
+            }
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int h = e >> 1, key_at = s0 + 8 * j + 2 * c + (e & 1);
+                const int row_qpos_h = h ? qpos1 : qpos0;
+                float p = 0.0f;
+                if (key_at <= row_qpos_h)
+                    p = exp2f(sc[j][e] * scale_log2 - lse2[h]);
+                dp[j][e] = p * (dp[j][e] - D[h]) * scale;
+            }
+        }
+        // dQ += dS K, 16 keys a step; K read as [keys, head dims] through ldmatrix.trans.
+        const int k_key = 8 * ((lane >> 3) & 1) + (lane & 7), k_dim = 8 * (lane >> 4);
+#pragma unroll
+        for (int kk = 0; kk < TC_KEYS / 16; kk++) {
+            uint32_t dsa[4] = {pack_bf16x2(dp[2 * kk][0], dp[2 * kk][1]),
+                               pack_bf16x2(dp[2 * kk][2], dp[2 * kk][3]),
+                               pack_bf16x2(dp[2 * kk + 1][0], dp[2 * kk + 1][1]),
+                               pack_bf16x2(dp[2 * kk + 1][2], dp[2 * kk + 1][3])};
+#pragma unroll
+            for (int pair = 0; pair < D_BLOCKS / 2; pair++) {
+                uint32_t kb[4];
+                ldmatrix_x4_trans(kb, k_tile + (16 * kk + k_key) * LDH + 16 * pair + k_dim);
+                mma_16816(acc[2 * pair], dsa, kb[0], kb[1]);
+                mma_16816(acc[2 * pair + 1], dsa, kb[2], kb[3]);
+            }
+        }
     }
 
-    __syncthreads();
     const long long rows = (long long)B * Mq * nh;
     float *part = split.chunks == 1 ? NULL : dq_part + (size_t)id.chunk * rows * hd;
-    int lane = threadIdx.x & 31;
-    for (int r = 16 * warp; r < 16 * warp + 16; r++) {
-        if (row_index[r] < 0)
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const long long at = row_index[tile_row[h]];
+        if (at < 0)
             continue;
-        for (int d = lane; d < hd; d += 32) {
-            if (part)
-                part[row_index[r] * hd + d] = dq_acc[r * L::LDO + d];
-            else
-                dq[row_index[r] * hd + d] += dq_acc[r * L::LDO + d];
-        }
+#pragma unroll
+        for (int n = 0; n < D_BLOCKS; n++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const int d = 8 * n + 2 * c + e;
+                if (d >= hd)
+                    continue;
+                if (part)
+                    part[at * hd + d] = acc[n][2 * h + e];
+                else
+                    dq[at * hd + d] += acc[n][2 * h + e];
+            }
     }
 }
 
@@ -662,21 +615,17 @@ __global__ void __launch_bounds__(TC_THREADS)
                              const int32_t *qpos, TcTiling tiling, QuerySplit split, int B, int T,
                              int Mq, int nh, int nkv, int hd, float scale, float scale_log2) {
     using L = TcLayout<HDP>;
+    constexpr int LDH = L::LDH, ROW_BLOCKS = TC_ROWS / 8, D_BLOCKS = HDP / 8;
+    static_assert(D_BLOCKS % 2 == 0, "ldmatrix.x4 takes the head dims 16 at a time");
     extern __shared__ unsigned char smem_raw[];
     SharedCarver carve(smem_raw);
     bf16 *k_tile = carve.take<bf16>(L::HALF_TILE);  // [64 keys, LDH]
     bf16 *v_tile = carve.take<bf16>(L::HALF_TILE);  // [64 keys, LDH]
     bf16 *q_tile = carve.take<bf16>(L::HALF_TILE);  // [64 rows, LDH]
     bf16 *do_tile = carve.take<bf16>(L::HALF_TILE); // [64 rows, LDH]
-    bf16 *p_tile = carve.take<bf16>(L::PROB_TILE);  // [64 rows, LDP]
-    bf16 *ds_tile = carve.take<bf16>(L::PROB_TILE); // [64 rows, LDP]
-    // S and dP; at the end the same bytes stage dK and dV ([64 keys, LDO] fp32 fits in two
-    // score tiles for HDP <= 128)
-    float *s_tile = carve.take<float>(2 * L::SCORE_TILE); // [64 rows, LDS]
-    float *dp_tile = s_tile + TC_ROWS * L::LDS;           // [64 rows, LDS]
-    static_assert(TcLayout<HDP>::OUT_TILE <= 2 * TcLayout<HDP>::SCORE_TILE, "staging fits");
     __shared__ long long row_index[TC_ROWS], key_row[TC_KEYS];
     __shared__ int row_qpos[TC_ROWS], kv_end_shared;
+    __shared__ float row_lse2[TC_ROWS], row_D_tile[TC_ROWS]; // lse (log2 units) and D per row
 
     // One-dimensional grid, chunk-major, and within a chunk the first key tiles (seen by the
     // most queries) first, as the row kernels order theirs.
@@ -690,14 +639,21 @@ __global__ void __launch_bounds__(TC_THREADS)
     int tile_end = min(tiling.query_tiles, tile_begin + split.chunk_tiles);
     load_key_value_tiles<HDP>(k_tile, v_tile, k, v, key_row, b, kvh, s0, T, nkv);
 
-    int warp = threadIdx.x >> 5;
-    LaneRow me = lane_row();
-    AccFrag dk_acc[HDP / 16], dv_acc[HDP / 16]; // this warp's keys [16 warp, +16) x HDP
+    // The transposed problem: lane (g, c) of warp w holds keys 16 w + g and 16 w + g + 8 of
+    // the tile (the A rows) against rows 8 j + 2 c, + 1 of the row tile (the B columns).
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, c = lane & 3;
+    const int key_in_tile[2] = {16 * warp + g, 16 * warp + g + 8};
+    const int key_at[2] = {s0 + key_in_tile[0], s0 + key_in_tile[1]};
+    float dk_acc[D_BLOCKS][4], dv_acc[D_BLOCKS][4]; // keys g, g + 8 at head dims 8 n + 2 c, + 1
 #pragma unroll
-    for (int n = 0; n < HDP / 16; n++) {
-        wmma::fill_fragment(dk_acc[n], 0.0f);
-        wmma::fill_fragment(dv_acc[n], 0.0f);
-    }
+    for (int n = 0; n < D_BLOCKS; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            dk_acc[n][e] = dv_acc[n][e] = 0.0f;
+    // ldmatrix lane i addresses row i % 8 of matrix i / 8: rows 16 kk + 8 ((i / 8) % 2) + i % 8
+    // of the row tile, head dims 16 pair + 8 (i / 16).
+    const int x_row = 8 * ((lane >> 3) & 1) + (lane & 7), x_dim = 8 * (lane >> 4);
 
     for (int head_tile = 0; head_tile < tiling.head_tiles; head_tile++) {
         for (int query_tile = tile_begin; query_tile < tile_end; query_tile++) {
@@ -713,51 +669,103 @@ __global__ void __launch_bounds__(TC_THREADS)
                            &kv_end_shared);
             load_tile_bf16<HDP>(q_tile, q, row_index);
             load_tile_bf16<HDP>(do_tile, dout, row_index);
+            if (threadIdx.x < TC_ROWS) {
+                long long at = row_index[threadIdx.x];
+                row_lse2[threadIdx.x] = at >= 0 ? lse[at] * LOG2E : 0.0f;
+                row_D_tile[threadIdx.x] = at >= 0 ? row_D[at] : 0.0f;
+            }
             __syncthreads();
 
-            // rows phase: this warp's 16 rows against the 64 keys
-            warp_rows_times_keys<HDP>(s_tile + 16 * warp * L::LDS, q_tile + 16 * warp * L::LDH,
-                                      k_tile);
-            warp_rows_times_keys<HDP>(dp_tile + 16 * warp * L::LDS, do_tile + 16 * warp * L::LDH,
-                                      v_tile);
-            __syncwarp();
-            int my_qpos = row_qpos[me.row];
-            long long my_index = row_index[me.row];
-            float lse2 = my_index >= 0 ? lse[my_index] * LOG2E : 0.0f;
-            float D = my_index >= 0 ? row_D[my_index] : 0.0f;
-            row_softmax_backward<HDP, true>(p_tile, ds_tile, s_tile, dp_tile, me, s0, my_qpos, lse2,
-                                            D, scale, scale_log2);
-            __syncthreads(); // every row's P and dS are in
-
-            // keys phase: this warp's 16 keys against the 64 rows
-            warp_accumulate_keys<HDP>(dv_acc, p_tile, 16 * warp, do_tile);
-            warp_accumulate_keys<HDP>(dk_acc, ds_tile, 16 * warp, q_tile);
+            // S^T = K Q^T and dP^T = V dout^T for the warp's 16 keys against the 64 rows.
+            float st[ROW_BLOCKS][4], dpt[ROW_BLOCKS][4];
+#pragma unroll
+            for (int j = 0; j < ROW_BLOCKS; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    st[j][e] = dpt[j][e] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < HDP / 16; kk++) {
+                const int col = 16 * kk + 2 * c;
+                const uint32_t ka[4] = {shared_u32(k_tile + key_in_tile[0] * LDH + col),
+                                        shared_u32(k_tile + key_in_tile[1] * LDH + col),
+                                        shared_u32(k_tile + key_in_tile[0] * LDH + col + 8),
+                                        shared_u32(k_tile + key_in_tile[1] * LDH + col + 8)};
+                const uint32_t va[4] = {shared_u32(v_tile + key_in_tile[0] * LDH + col),
+                                        shared_u32(v_tile + key_in_tile[1] * LDH + col),
+                                        shared_u32(v_tile + key_in_tile[0] * LDH + col + 8),
+                                        shared_u32(v_tile + key_in_tile[1] * LDH + col + 8)};
+#pragma unroll
+                for (int j = 0; j < ROW_BLOCKS; j++) {
+                    const bf16 *q_row = q_tile + (8 * j + g) * LDH + col; // B column g: row 8 j + g
+                    const bf16 *do_row = do_tile + (8 * j + g) * LDH + col;
+                    mma_16816(st[j], ka, shared_u32(q_row), shared_u32(q_row + 8));
+                    mma_16816(dpt[j], va, shared_u32(do_row), shared_u32(do_row + 8));
+                }
+            }
+            // P^T = exp(S^T / sqrt(hd) - lse) and dS^T = P^T (dP^T - D) / sqrt(hd), 0 where
+            // the key lies after the row's position; P^T in st, dS^T in dpt.
+#pragma unroll
+            for (int j = 0; j < ROW_BLOCKS; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int row = 8 * j + 2 * c + (e & 1), key = key_at[e >> 1];
+                    float p = 0.0f;
+                    if (key <= row_qpos[row])
+                        p = exp2f(st[j][e] * scale_log2 - row_lse2[row]);
+                    dpt[j][e] = p * (dpt[j][e] - row_D_tile[row]) * scale;
+                    st[j][e] = p;
+                }
+                // dV += P^T dout and dK += dS^T Q, 16 rows a step; dout and q read as
+                // [rows, head dims] through ldmatrix.trans.
+#pragma unroll
+            for (int kk = 0; kk < TC_ROWS / 16; kk++) {
+                const uint32_t pa[4] = {pack_bf16x2(st[2 * kk][0], st[2 * kk][1]),
+                                        pack_bf16x2(st[2 * kk][2], st[2 * kk][3]),
+                                        pack_bf16x2(st[2 * kk + 1][0], st[2 * kk + 1][1]),
+                                        pack_bf16x2(st[2 * kk + 1][2], st[2 * kk + 1][3])};
+                const uint32_t dsa[4] = {pack_bf16x2(dpt[2 * kk][0], dpt[2 * kk][1]),
+                                         pack_bf16x2(dpt[2 * kk][2], dpt[2 * kk][3]),
+                                         pack_bf16x2(dpt[2 * kk + 1][0], dpt[2 * kk + 1][1]),
+                                         pack_bf16x2(dpt[2 * kk + 1][2], dpt[2 * kk + 1][3])};
+#pragma unroll
+                for (int pair = 0; pair < D_BLOCKS / 2; pair++) {
+                    const int at = (16 * kk + x_row) * LDH + 16 * pair + x_dim;
+                    uint32_t xb[4];
+                    ldmatrix_x4_trans(xb, do_tile + at);
+                    mma_16816(dv_acc[2 * pair], pa, xb[0], xb[1]);
+                    mma_16816(dv_acc[2 * pair + 1], pa, xb[2], xb[3]);
+                    ldmatrix_x4_trans(xb, q_tile + at);
+                    mma_16816(dk_acc[2 * pair], dsa, xb[0], xb[1]);
+                    mma_16816(dk_acc[2 * pair + 1], dsa, xb[2], xb[3]);
+                }
+            }
         }
     }
 
-    // Stage dK then dV through shared memory and add them to the fp32 outputs (or write
-    // them to the chunk's parts).
-    float *stage = s_tile; // [64 keys, LDO]
-    int lane = threadIdx.x & 31;
+    // Add dK and dV to the fp32 outputs (or write them to the chunk's parts).
     const size_t part_offset = (size_t)chunk * B * T * nkv * hd;
-    for (int which = 0; which < 2; which++) {
-        float *out = which == 0 ? dk : dv;
-        if (split.chunks > 1)
-            out = (which == 0 ? dk_part : dv_part) + part_offset;
-        __syncthreads(); // the rows phase (or the previous output) is done with the staging
+    float *dk_out = split.chunks > 1 ? dk_part + part_offset : dk;
+    float *dv_out = split.chunks > 1 ? dv_part + part_offset : dv;
 #pragma unroll
-        for (int n = 0; n < HDP / 16; n++)
-            wmma::store_matrix_sync(stage + 16 * warp * L::LDO + n * 16,
-                                    which == 0 ? dk_acc[n] : dv_acc[n], L::LDO,
-                                    wmma::mem_row_major);
-        __syncthreads();
-        for (int j = warp; j < TC_KEYS; j += TC_WARPS) {
-            if (s0 + j < T)
-                for (int d = lane; d < hd; d += 32) {
-                    float *at = out + (((long long)b * T + s0 + j) * nkv + kvh) * hd + d;
-                    *at = split.chunks > 1 ? stage[j * L::LDO + d] : *at + stage[j * L::LDO + d];
+    for (int h = 0; h < 2; h++) {
+        if (key_at[h] >= T)
+            continue;
+        const long long base = (((long long)b * T + key_at[h]) * nkv + kvh) * hd;
+#pragma unroll
+        for (int n = 0; n < D_BLOCKS; n++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const int d = 8 * n + 2 * c + e;
+                if (d >= hd)
+                    continue;
+                if (split.chunks > 1) {
+                    dk_out[base + d] = dk_acc[n][2 * h + e];
+                    dv_out[base + d] = dv_acc[n][2 * h + e];
+                } else {
+                    dk_out[base + d] += dk_acc[n][2 * h + e];
+                    dv_out[base + d] += dv_acc[n][2 * h + e];
                 }
-        }
+            }
     }
 }
 
@@ -801,12 +809,10 @@ template <int HDP> static size_t forward_shared_bytes(void) {
     return 3 * TcLayout<HDP>::HALF_TILE + 128;
 }
 template <int HDP> static size_t dq_shared_bytes(void) {
-    using L = TcLayout<HDP>;
-    return 4 * L::HALF_TILE + L::PROB_TILE + 2 * L::SCORE_TILE + L::OUT_TILE + 128;
+    return 4 * TcLayout<HDP>::HALF_TILE + 128;
 }
 template <int HDP> static size_t dkdv_shared_bytes(void) {
-    using L = TcLayout<HDP>;
-    return 4 * L::HALF_TILE + 2 * L::PROB_TILE + 2 * L::SCORE_TILE + 128;
+    return 4 * TcLayout<HDP>::HALF_TILE + 128;
 }
 
 // Blocks that keep the GPU busy to the end: about four waves of 3 resident blocks per SM (the
