@@ -150,6 +150,37 @@ __device__ __forceinline__ void load_key_value_tiles(bf16 *k_tile, bf16 *v_tile,
     load_tile_bf16<HDP>(v_tile, v, key_row);
 }
 
+// cp.async: a 16-byte copy from global to shared memory that does not wait for the data
+// (src-size 0 writes 16 zero bytes and reads nothing). Copies are grouped by commit and
+// waited for by group, so a tile can be on its way while the previous one is worked on.
+__device__ __forceinline__ void cp_async_16(void *shared_dst, const void *global_src, bool valid) {
+    const uint32_t at = (uint32_t)__cvta_generic_to_shared(shared_dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(at), "l"(global_src),
+                 "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit(void) {
+    asm volatile("cp.async.commit_group;\n" ::);
+}
+// Waits until at most `pending` of this thread's latest groups are still on their way.
+template <int pending> __device__ __forceinline__ void cp_async_wait(void) {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(pending));
+}
+
+// Keys [s0, s0 + 64) of kv head kvh in sequence b into the bf16 k and v tiles, as cp.async
+// copies the caller commits and waits for (zero rows past T).
+template <int HDP>
+__device__ void issue_key_value_tiles(bf16 *k_tile, bf16 *v_tile, const bf16 *k, const bf16 *v,
+                                      int b, int kvh, int s0, int T, int nkv) {
+    constexpr int LDH = TcLayout<HDP>::LDH, PIECES = HDP / 8; // 16-byte pieces per row
+    for (int idx = threadIdx.x; idx < TC_KEYS * PIECES; idx += TC_THREADS) {
+        const int r = idx / PIECES, d = (idx % PIECES) * 8, s = s0 + r;
+        const bool valid = s < T;
+        const long long row = valid ? ((long long)b * T + s) * nkv + kvh : 0;
+        cp_async_16(k_tile + r * LDH + d, k + row * HDP + d, valid);
+        cp_async_16(v_tile + r * LDH + d, v + row * HDP + d, valid);
+    }
+}
+
 // Carves the dynamic shared memory into 128-byte aligned regions (ldmatrix wants 16).
 struct SharedCarver {
     unsigned char *at;
@@ -261,9 +292,11 @@ __global__ void __launch_bounds__(TC_THREADS)
     extern __shared__ unsigned char smem_raw[];
     SharedCarver carve(smem_raw);
     bf16 *q_tile = carve.take<bf16>(L::HALF_TILE); // [64 rows, LDH]
-    bf16 *k_tile = carve.take<bf16>(L::HALF_TILE); // [64 keys, LDH]
-    bf16 *v_tile = carve.take<bf16>(L::HALF_TILE); // [64 keys, LDH]
-    __shared__ long long row_index[TC_ROWS], key_row[TC_KEYS];
+    // [64 keys, LDH] each, two of each: the next key tile arrives while one is worked on
+    bf16 *k_bufs = carve.take<bf16>(2 * L::HALF_TILE); // buffer i at i * TILE
+    bf16 *v_bufs = carve.take<bf16>(2 * L::HALF_TILE);
+    constexpr int TILE = TC_ROWS * LDH; // elements of one tile
+    __shared__ long long row_index[TC_ROWS];
     __shared__ int row_qpos[TC_ROWS], kv_end_shared;
 
     RowChunkId id = row_chunk_of_block(tiling, nkv, B, split);
@@ -297,79 +330,90 @@ __global__ void __launch_bounds__(TC_THREADS)
     float m0 = -INFINITY, m1 = -INFINITY; // running max of rows 0, 1 (log2 units)
     float l0 = 0.0f, l1 = 0.0f;           // this lane's part of their running sums
 
-    for (int s0 = s_begin; s0 < s_end; s0 += TC_KEYS) {
-        __syncthreads(); // the previous k, v tiles are no longer read; key_row reusable
-        load_key_value_tiles<HDP>(k_tile, v_tile, k, v, key_row, b, kvh, s0, T, nkv);
-        __syncthreads();
-        if (warp_last < s0)
-            continue; // every key of the tile lies in the future of this warp's rows
+    // Tile i + 1 is copied while tile i is worked on. The buffer it goes to was last read
+    // in iteration i - 1, before that iteration's closing barrier.
+    issue_key_value_tiles<HDP>(k_bufs, v_bufs, k, v, b, kvh, s_begin, T, nkv);
+    cp_async_commit();
+    for (int s0 = s_begin, buf = 0; s0 < s_end; s0 += TC_KEYS, buf ^= 1) {
+        if (s0 + TC_KEYS < s_end)
+            issue_key_value_tiles<HDP>(k_bufs + (buf ^ 1) * TILE, v_bufs + (buf ^ 1) * TILE, k, v,
+                                       b, kvh, s0 + TC_KEYS, T, nkv);
+        cp_async_commit();  // (an empty group on the last tile: the wait below stays the same)
+        cp_async_wait<1>(); // this tile's copies are in (the next tile's may be on the way)
+        __syncthreads();    // ... every thread's
+        const bf16 *k_tile = k_bufs + buf * TILE, *v_tile = v_bufs + buf * TILE;
+        // the tile's keys lie in the future of every row of this warp: nothing to do
+        if (warp_last >= s0) {
 
-        float sc[KEY_BLOCKS][4]; // S, then P: rows 0, 1 at keys s0 + 8 j + 2 c, + 1
+            float sc[KEY_BLOCKS][4]; // S, then P: rows 0, 1 at keys s0 + 8 j + 2 c, + 1
 #pragma unroll
-        for (int j = 0; j < KEY_BLOCKS; j++) {
-            sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.0f;
-            const bf16 *key = k_tile + (8 * j + g) * LDH + 2 * c; // B column g: key 8 j + g
+            for (int j = 0; j < KEY_BLOCKS; j++) {
+                sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.0f;
+                const bf16 *key = k_tile + (8 * j + g) * LDH + 2 * c; // B column g: key 8 j + g
 #pragma unroll
-            for (int kk = 0; kk < HDP / 16; kk++)
-                mma_16816(sc[j], qa[kk], shared_u32(key + 16 * kk), shared_u32(key + 16 * kk + 8));
-        }
-        // The mask (key after the row's position: -inf) and the tile's row maxima.
-        float max0 = -INFINITY, max1 = -INFINITY;
-#pragma unroll
-        for (int j = 0; j < KEY_BLOCKS; j++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                const int key = s0 + 8 * j + 2 * c + e;
-                sc[j][e] = key <= qpos0 ? sc[j][e] * scale_log2 : -INFINITY;
-                sc[j][2 + e] = key <= qpos1 ? sc[j][2 + e] * scale_log2 : -INFINITY;
-                max0 = fmaxf(max0, sc[j][e]);
-                max1 = fmaxf(max1, sc[j][2 + e]);
+                for (int kk = 0; kk < HDP / 16; kk++)
+                    mma_16816(sc[j], qa[kk], shared_u32(key + 16 * kk),
+                              shared_u32(key + 16 * kk + 8));
             }
+            // The mask (key after the row's position: -inf) and the tile's row maxima.
+            float max0 = -INFINITY, max1 = -INFINITY;
 #pragma unroll
-        for (int offset = 1; offset <= 2; offset <<= 1) {
-            max0 = fmaxf(max0, __shfl_xor_sync(0xffffffffu, max0, offset));
-            max1 = fmaxf(max1, __shfl_xor_sync(0xffffffffu, max1, offset));
-        }
-        const float new0 = fmaxf(m0, max0), new1 = fmaxf(m1, max1);
-        // a row that has seen nothing yet (or an idle row) keeps zeros
-        const bool none0 = new0 == -INFINITY, none1 = new1 == -INFINITY;
-        const float corr0 = none0 ? 1.0f : exp2f(m0 - new0),
-                    corr1 = none1 ? 1.0f : exp2f(m1 - new1);
-        m0 = new0, m1 = new1;
-        float sum0 = 0.0f, sum1 = 0.0f;
+            for (int j = 0; j < KEY_BLOCKS; j++)
 #pragma unroll
-        for (int j = 0; j < KEY_BLOCKS; j++)
+                for (int e = 0; e < 2; e++) {
+                    const int key = s0 + 8 * j + 2 * c + e;
+                    sc[j][e] = key <= qpos0 ? sc[j][e] * scale_log2 : -INFINITY;
+                    sc[j][2 + e] = key <= qpos1 ? sc[j][2 + e] * scale_log2 : -INFINITY;
+                    max0 = fmaxf(max0, sc[j][e]);
+                    max1 = fmaxf(max1, sc[j][2 + e]);
+                }
 #pragma unroll
-            for (int e = 0; e < 2; e++) {
-                sc[j][e] = none0 ? 0.0f : exp2f(sc[j][e] - new0);
-                sc[j][2 + e] = none1 ? 0.0f : exp2f(sc[j][2 + e] - new1);
-                sum0 += sc[j][e];
-                sum1 += sc[j][2 + e];
+            for (int offset = 1; offset <= 2; offset <<= 1) {
+                max0 = fmaxf(max0, __shfl_xor_sync(0xffffffffu, max0, offset));
+                max1 = fmaxf(max1, __shfl_xor_sync(0xffffffffu, max1, offset));
             }
-        l0 = l0 * corr0 + sum0;
-        l1 = l1 * corr1 + sum1;
+            const float new0 = fmaxf(m0, max0), new1 = fmaxf(m1, max1);
+            // a row that has seen nothing yet (or an idle row) keeps zeros
+            const bool none0 = new0 == -INFINITY, none1 = new1 == -INFINITY;
+            const float corr0 = none0 ? 1.0f : exp2f(m0 - new0),
+                        corr1 = none1 ? 1.0f : exp2f(m1 - new1);
+            m0 = new0, m1 = new1;
+            float sum0 = 0.0f, sum1 = 0.0f;
 #pragma unroll
-        for (int n = 0; n < D_BLOCKS; n++) {
-            acc[n][0] *= corr0, acc[n][1] *= corr0;
-            acc[n][2] *= corr1, acc[n][3] *= corr1;
-        }
-        // O += P V, 16 keys (two key blocks) a step. ldmatrix lane i gives row i % 8 of
-        // matrix i / 8: keys 16 kk + 8 ((i / 8) % 2) + i % 8, head dims 16 pair + 8 (i / 16).
-        const int v_key = 8 * ((lane >> 3) & 1) + (lane & 7), v_dim = 8 * (lane >> 4);
+            for (int j = 0; j < KEY_BLOCKS; j++)
 #pragma unroll
-        for (int kk = 0; kk < TC_KEYS / 16; kk++) {
-            uint32_t pa[4] = {pack_bf16x2(sc[2 * kk][0], sc[2 * kk][1]),
-                              pack_bf16x2(sc[2 * kk][2], sc[2 * kk][3]),
-                              pack_bf16x2(sc[2 * kk + 1][0], sc[2 * kk + 1][1]),
-                              pack_bf16x2(sc[2 * kk + 1][2], sc[2 * kk + 1][3])};
+                for (int e = 0; e < 2; e++) {
+                    sc[j][e] = none0 ? 0.0f : exp2f(sc[j][e] - new0);
+                    sc[j][2 + e] = none1 ? 0.0f : exp2f(sc[j][2 + e] - new1);
+                    sum0 += sc[j][e];
+                    sum1 += sc[j][2 + e];
+                }
+            l0 = l0 * corr0 + sum0;
+            l1 = l1 * corr1 + sum1;
 #pragma unroll
-            for (int pair = 0; pair < D_BLOCKS / 2; pair++) {
-                uint32_t vb[4];
-                ldmatrix_x4_trans(vb, v_tile + (16 * kk + v_key) * LDH + 16 * pair + v_dim);
-                mma_16816(acc[2 * pair], pa, vb[0], vb[1]);
-                mma_16816(acc[2 * pair + 1], pa, vb[2], vb[3]);
+            for (int n = 0; n < D_BLOCKS; n++) {
+                acc[n][0] *= corr0, acc[n][1] *= corr0;
+                acc[n][2] *= corr1, acc[n][3] *= corr1;
+            }
+            // O += P V, 16 keys (two key blocks) a step. ldmatrix lane i gives row i % 8 of
+            // matrix i / 8: keys 16 kk + 8 ((i / 8) % 2) + i % 8, head dims 16 pair + 8 (i / 16).
+            const int v_key = 8 * ((lane >> 3) & 1) + (lane & 7), v_dim = 8 * (lane >> 4);
+#pragma unroll
+            for (int kk = 0; kk < TC_KEYS / 16; kk++) {
+                uint32_t pa[4] = {pack_bf16x2(sc[2 * kk][0], sc[2 * kk][1]),
+                                  pack_bf16x2(sc[2 * kk][2], sc[2 * kk][3]),
+                                  pack_bf16x2(sc[2 * kk + 1][0], sc[2 * kk + 1][1]),
+                                  pack_bf16x2(sc[2 * kk + 1][2], sc[2 * kk + 1][3])};
+#pragma unroll
+                for (int pair = 0; pair < D_BLOCKS / 2; pair++) {
+                    uint32_t vb[4];
+                    ldmatrix_x4_trans(vb, v_tile + (16 * kk + v_key) * LDH + 16 * pair + v_dim);
+                    mma_16816(acc[2 * pair], pa, vb[0], vb[1]);
+                    mma_16816(acc[2 * pair + 1], pa, vb[2], vb[3]);
+                }
             }
         }
+        __syncthreads(); // every warp is done with this tile's buffers
     }
 #pragma unroll
     for (int offset = 1; offset <= 2; offset <<= 1) {
@@ -447,9 +491,11 @@ __global__ void __launch_bounds__(TC_THREADS)
     SharedCarver carve(smem_raw);
     bf16 *q_tile = carve.take<bf16>(L::HALF_TILE);  // [64 rows, LDH]
     bf16 *do_tile = carve.take<bf16>(L::HALF_TILE); // [64 rows, LDH]
-    bf16 *k_tile = carve.take<bf16>(L::HALF_TILE);  // [64 keys, LDH]
-    bf16 *v_tile = carve.take<bf16>(L::HALF_TILE);  // [64 keys, LDH]
-    __shared__ long long row_index[TC_ROWS], key_row[TC_KEYS];
+    // [64 keys, LDH] each, two of each: the next key tile arrives while one is worked on
+    bf16 *k_bufs = carve.take<bf16>(2 * L::HALF_TILE); // buffer i at i * TILE
+    bf16 *v_bufs = carve.take<bf16>(2 * L::HALF_TILE);
+    constexpr int TILE = TC_ROWS * LDH; // elements of one tile
+    __shared__ long long row_index[TC_ROWS];
     __shared__ int row_qpos[TC_ROWS], kv_end_shared;
 
     RowChunkId id = row_chunk_of_block(tiling, nkv, B, split);
@@ -504,53 +550,64 @@ __global__ void __launch_bounds__(TC_THREADS)
     for (int n = 0; n < D_BLOCKS; n++)
         acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
 
-    for (int s0 = s_begin; s0 < s_end; s0 += TC_KEYS) {
-        __syncthreads();
-        load_key_value_tiles<HDP>(k_tile, v_tile, k, v, key_row, b, kvh, s0, T, nkv);
-        __syncthreads();
-        if (warp_last < s0)
-            continue;
+    // Tile i + 1 is copied while tile i is worked on. The buffer it goes to was last read
+    // in iteration i - 1, before that iteration's closing barrier.
+    issue_key_value_tiles<HDP>(k_bufs, v_bufs, k, v, b, kvh, s_begin, T, nkv);
+    cp_async_commit();
+    for (int s0 = s_begin, buf = 0; s0 < s_end; s0 += TC_KEYS, buf ^= 1) {
+        if (s0 + TC_KEYS < s_end)
+            issue_key_value_tiles<HDP>(k_bufs + (buf ^ 1) * TILE, v_bufs + (buf ^ 1) * TILE, k, v,
+                                       b, kvh, s0 + TC_KEYS, T, nkv);
+        cp_async_commit();  // (an empty group on the last tile: the wait below stays the same)
+        cp_async_wait<1>(); // this tile's copies are in (the next tile's may be on the way)
+        __syncthreads();    // ... every thread's
+        const bf16 *k_tile = k_bufs + buf * TILE, *v_tile = v_bufs + buf * TILE;
+        // the tile's keys lie in the future of every row of this warp: nothing to do
+        if (warp_last >= s0) {
 
-        // S = Q K^T and dP = dout V^T, then dS = P (dP - D) / sqrt(hd) in place of dP.
-        float sc[KEY_BLOCKS][4], dp[KEY_BLOCKS][4];
+            // S = Q K^T and dP = dout V^T, then dS = P (dP - D) / sqrt(hd) in place of dP.
+            float sc[KEY_BLOCKS][4], dp[KEY_BLOCKS][4];
 #pragma unroll
-        for (int j = 0; j < KEY_BLOCKS; j++) {
-            sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.0f;
-            dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.0f;
-            const bf16 *key = k_tile + (8 * j + g) * LDH + 2 * c;
-            const bf16 *value = v_tile + (8 * j + g) * LDH + 2 * c;
+            for (int j = 0; j < KEY_BLOCKS; j++) {
+                sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.0f;
+                dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.0f;
+                const bf16 *key = k_tile + (8 * j + g) * LDH + 2 * c;
+                const bf16 *value = v_tile + (8 * j + g) * LDH + 2 * c;
 #pragma unroll
-            for (int kk = 0; kk < HDP / 16; kk++) {
-                mma_16816(sc[j], qa[kk], shared_u32(key + 16 * kk), shared_u32(key + 16 * kk + 8));
-                mma_16816(dp[j], da[kk], shared_u32(value + 16 * kk),
-                          shared_u32(value + 16 * kk + 8));
+                for (int kk = 0; kk < HDP / 16; kk++) {
+                    mma_16816(sc[j], qa[kk], shared_u32(key + 16 * kk),
+                              shared_u32(key + 16 * kk + 8));
+                    mma_16816(dp[j], da[kk], shared_u32(value + 16 * kk),
+                              shared_u32(value + 16 * kk + 8));
+                }
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int h = e >> 1, key_at = s0 + 8 * j + 2 * c + (e & 1);
+                    const int row_qpos_h = h ? qpos1 : qpos0;
+                    float p = 0.0f;
+                    if (key_at <= row_qpos_h)
+                        p = exp2f(sc[j][e] * scale_log2 - lse2[h]);
+                    dp[j][e] = p * (dp[j][e] - D[h]) * scale;
+                }
             }
+            // dQ += dS K, 16 keys a step; K read as [keys, head dims] through ldmatrix.trans.
+            const int k_key = 8 * ((lane >> 3) & 1) + (lane & 7), k_dim = 8 * (lane >> 4);
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int h = e >> 1, key_at = s0 + 8 * j + 2 * c + (e & 1);
-                const int row_qpos_h = h ? qpos1 : qpos0;
-                float p = 0.0f;
-                if (key_at <= row_qpos_h)
-                    p = exp2f(sc[j][e] * scale_log2 - lse2[h]);
-                dp[j][e] = p * (dp[j][e] - D[h]) * scale;
+            for (int kk = 0; kk < TC_KEYS / 16; kk++) {
+                uint32_t dsa[4] = {pack_bf16x2(dp[2 * kk][0], dp[2 * kk][1]),
+                                   pack_bf16x2(dp[2 * kk][2], dp[2 * kk][3]),
+                                   pack_bf16x2(dp[2 * kk + 1][0], dp[2 * kk + 1][1]),
+                                   pack_bf16x2(dp[2 * kk + 1][2], dp[2 * kk + 1][3])};
+#pragma unroll
+                for (int pair = 0; pair < D_BLOCKS / 2; pair++) {
+                    uint32_t kb[4];
+                    ldmatrix_x4_trans(kb, k_tile + (16 * kk + k_key) * LDH + 16 * pair + k_dim);
+                    mma_16816(acc[2 * pair], dsa, kb[0], kb[1]);
+                    mma_16816(acc[2 * pair + 1], dsa, kb[2], kb[3]);
+                }
             }
         }
-        // dQ += dS K, 16 keys a step; K read as [keys, head dims] through ldmatrix.trans.
-        const int k_key = 8 * ((lane >> 3) & 1) + (lane & 7), k_dim = 8 * (lane >> 4);
-#pragma unroll
-        for (int kk = 0; kk < TC_KEYS / 16; kk++) {
-            uint32_t dsa[4] = {pack_bf16x2(dp[2 * kk][0], dp[2 * kk][1]),
-                               pack_bf16x2(dp[2 * kk][2], dp[2 * kk][3]),
-                               pack_bf16x2(dp[2 * kk + 1][0], dp[2 * kk + 1][1]),
-                               pack_bf16x2(dp[2 * kk + 1][2], dp[2 * kk + 1][3])};
-#pragma unroll
-            for (int pair = 0; pair < D_BLOCKS / 2; pair++) {
-                uint32_t kb[4];
-                ldmatrix_x4_trans(kb, k_tile + (16 * kk + k_key) * LDH + 16 * pair + k_dim);
-                mma_16816(acc[2 * pair], dsa, kb[0], kb[1]);
-                mma_16816(acc[2 * pair + 1], dsa, kb[2], kb[3]);
-            }
-        }
+        __syncthreads(); // every warp is done with this tile's buffers
     }
 
     const long long rows = (long long)B * Mq * nh;
@@ -806,10 +863,10 @@ static int padded_head_dim(int hd) {
 }
 
 template <int HDP> static size_t forward_shared_bytes(void) {
-    return 3 * TcLayout<HDP>::HALF_TILE + 128;
+    return 5 * TcLayout<HDP>::HALF_TILE + 128; // q, two k, two v
 }
 template <int HDP> static size_t dq_shared_bytes(void) {
-    return 4 * TcLayout<HDP>::HALF_TILE + 128;
+    return 6 * TcLayout<HDP>::HALF_TILE + 128; // q, dout, two k, two v
 }
 template <int HDP> static size_t dkdv_shared_bytes(void) {
     return 4 * TcLayout<HDP>::HALF_TILE + 128;
