@@ -27,8 +27,9 @@ void options_defaults(Options *opt) {
     memset(opt, 0, sizeof(*opt));
     opt->mode = MODE_TRAIN;
     snprintf(opt->preset, sizeof(opt->preset), "small");
-    // Measured on the H100 (docs/PERFORMANCE.md, sixth measurement): 1.9 GB less at the seed
-    // shape for 1.3% of the step, so on; --recompute_elementwise (1.2 GB for 2.7%) stays off.
+    // On: with several ranks it saves the value rows received (2 GB per rank at the seed
+    // shape), with one the key rows (112 MB), for a row gather a layer (docs/PERFORMANCE.md,
+    // sixth and eighth measurements); --recompute_elementwise (1.2 GB for 2.7%) stays off.
     opt->refetch_slot_rows = 1;
     opt->micro_batch = 8;
     opt->batch = 16;
@@ -450,8 +451,10 @@ void options_print_help(FILE *out) {
             "activations");
     fprintf(out,
             "  --%-20s %d  1: the backward fetches the slot rows each token read again instead "
-            "of keeping them (saves (L-1) N K (R+H) floats: 2 GB at the seed shape, micro_batch "
-            "4; one more gather, and with several ranks one more row exchange, a layer)\n",
+            "of keeping them: the key rows, and with several ranks the value rows received (one "
+            "rank reads its value rows in its table and keeps none). Saves (L-1) N K R floats "
+            "with one rank (112 MB at the seed shape, micro_batch 4), (L-1) N K (R+H) with "
+            "several (2 GB), for one more gather (and row exchange) a layer\n",
             "refetch_slot_rows", d.refetch_slot_rows);
     fprintf(out,
             "  --%-20s %d  1: the backward recomputes the two RMSNorms, the conv, GELU and the "
