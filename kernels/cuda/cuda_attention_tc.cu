@@ -181,6 +181,31 @@ __device__ void issue_key_value_tiles(bf16 *k_tile, bf16 *v_tile, const bf16 *k,
     }
 }
 
+// Walks the key tiles [s_begin, s_end) of kv head kvh in sequence b, 64 keys at a time, and
+// calls work(k_tile, v_tile, s0) for each tile some row of the warp sees (s0 <= warp_last:
+// the other tiles lie in the future of all its rows). Tile i + 1 is copied (cp.async) into the
+// other pair of buffers while tile i is worked on; that pair was last read in iteration
+// i - 1, before its closing barrier. k_bufs, v_bufs [2, 64, LDH] each.
+template <int HDP, typename Work>
+__device__ __forceinline__ void
+walk_key_tiles(bf16 *k_bufs, bf16 *v_bufs, const bf16 *k, const bf16 *v, int b, int kvh,
+               int s_begin, int s_end, int T, int nkv, int warp_last, Work &&work) {
+    constexpr int TILE = TC_KEYS * TcLayout<HDP>::LDH; // elements of one tile
+    issue_key_value_tiles<HDP>(k_bufs, v_bufs, k, v, b, kvh, s_begin, T, nkv);
+    cp_async_commit();
+    for (int s0 = s_begin, buf = 0; s0 < s_end; s0 += TC_KEYS, buf ^= 1) {
+        if (s0 + TC_KEYS < s_end)
+            issue_key_value_tiles<HDP>(k_bufs + (buf ^ 1) * TILE, v_bufs + (buf ^ 1) * TILE, k, v,
+                                       b, kvh, s0 + TC_KEYS, T, nkv);
+        cp_async_commit();  // (an empty group on the last tile: the wait below stays the same)
+        cp_async_wait<1>(); // this tile's copies are in (the next tile's may be on the way)
+        __syncthreads();    // ... every thread's
+        if (warp_last >= s0)
+            work(k_bufs + buf * TILE, v_bufs + buf * TILE, s0);
+        __syncthreads(); // every warp is done with this tile's buffers
+    }
+}
+
 // Carves the dynamic shared memory into 128-byte aligned regions (ldmatrix wants 16).
 struct SharedCarver {
     unsigned char *at;
@@ -275,6 +300,65 @@ __device__ __forceinline__ uint32_t shared_u32(const bf16 *at) { // two bf16, 4-
     return *reinterpret_cast<const uint32_t *>(at);
 }
 
+// Rows row0 and row1 (the lane's g and g + 8) of a bf16 tile, head dims [16 kk, +16), as the
+// A fragment of one product. tile [rows, LDH]
+template <int HDP>
+__device__ __forceinline__ void load_a_rows(uint32_t (&a)[4], const bf16 *tile, int row0, int row1,
+                                            int kk, int c) {
+    constexpr int LDH = TcLayout<HDP>::LDH;
+    const int col = 16 * kk + 2 * c;
+    a[0] = shared_u32(tile + row0 * LDH + col);
+    a[1] = shared_u32(tile + row1 * LDH + col);
+    a[2] = shared_u32(tile + row0 * LDH + col + 8);
+    a[3] = shared_u32(tile + row1 * LDH + col + 8);
+}
+
+// Columns [16 kk, +16) (8-column blocks 2 kk and 2 kk + 1) of a warp's 16-row accumulator,
+// rounded to bf16, as the A fragment of the next product: the layouts match.
+template <int BLOCKS>
+__device__ __forceinline__ void accumulator_as_a(uint32_t (&a)[4], const float (&x)[BLOCKS][4],
+                                                 int kk) {
+    a[0] = pack_bf16x2(x[2 * kk][0], x[2 * kk][1]);
+    a[1] = pack_bf16x2(x[2 * kk][2], x[2 * kk][3]);
+    a[2] = pack_bf16x2(x[2 * kk + 1][0], x[2 * kk + 1][1]);
+    a[3] = pack_bf16x2(x[2 * kk + 1][2], x[2 * kk + 1][3]);
+}
+
+// acc [16, HDP] += a [16, 16] . tile rows [16 kk, +16) [16, HDP]: O += P V, dQ += dS K,
+// dV += P^T dO, dK += dS^T Q. The row-major tile is read as the B operand through
+// ldmatrix.trans: lane i gives row i % 8 of matrix i / 8, i.e. tile row
+// 16 kk + 8 ((i / 8) % 2) + i % 8 at head dims 16 pair + 8 (i / 16). tile [rows, LDH]
+template <int HDP>
+__device__ __forceinline__ void accumulate_a_times_rows(float (&acc)[HDP / 8][4],
+                                                        const uint32_t (&a)[4], const bf16 *tile,
+                                                        int kk, int lane) {
+    constexpr int LDH = TcLayout<HDP>::LDH;
+    static_assert(HDP % 16 == 0, "ldmatrix.x4 takes the head dims 16 at a time");
+    const int row = 16 * kk + 8 * ((lane >> 3) & 1) + (lane & 7), dim = 8 * (lane >> 4);
+#pragma unroll
+    for (int pair = 0; pair < HDP / 16; pair++) {
+        uint32_t b[4];
+        ldmatrix_x4_trans(b, tile + row * LDH + 16 * pair + dim);
+        mma_16816(acc[2 * pair], a, b[0], b[1]);
+        mma_16816(acc[2 * pair + 1], a, b[2], b[3]);
+    }
+}
+
+// Row h (0: the lane's g, 1: g + 8) of a warp's [16, HDP] accumulator, times `scale`, into
+// out [hd] (the lane's head dims 8 n + 2 c, + 1 below hd): added to what is there, or written.
+template <int BLOCKS>
+__device__ __forceinline__ void store_accumulator_row(float *out, const float (&acc)[BLOCKS][4],
+                                                      int h, int c, int hd, float scale, bool add) {
+#pragma unroll
+    for (int n = 0; n < BLOCKS; n++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            const int d = 8 * n + 2 * c + e;
+            if (d < hd)
+                out[d] = scale * acc[n][2 * h + e] + (add ? out[d] : 0.0f);
+        }
+}
+
 // o [B*Mq, nh, hd]; lse [B*Mq, nh]; qpos [B*Mq]; the padded bf16 copies (HDP per row)
 // q [B*Mq, nh, HDP], k, v [B, T, nkv, HDP].
 // With split.chunks > 1 the block writes its chunk's partial result instead of o and lse:
@@ -288,14 +372,12 @@ __global__ void __launch_bounds__(TC_THREADS)
                                 float scale_log2) {
     using L = TcLayout<HDP>;
     constexpr int LDH = L::LDH, KEY_BLOCKS = TC_KEYS / 8, D_BLOCKS = HDP / 8;
-    static_assert(D_BLOCKS % 2 == 0, "ldmatrix.x4 takes the head dims 16 at a time");
     extern __shared__ unsigned char smem_raw[];
     SharedCarver carve(smem_raw);
     bf16 *q_tile = carve.take<bf16>(L::HALF_TILE); // [64 rows, LDH]
     // [64 keys, LDH] each, two of each: the next key tile arrives while one is worked on
     bf16 *k_bufs = carve.take<bf16>(2 * L::HALF_TILE); // buffer i at i * TILE
     bf16 *v_bufs = carve.take<bf16>(2 * L::HALF_TILE);
-    constexpr int TILE = TC_ROWS * LDH; // elements of one tile
     __shared__ long long row_index[TC_ROWS];
     __shared__ int row_qpos[TC_ROWS], kv_end_shared;
 
@@ -317,12 +399,8 @@ __global__ void __launch_bounds__(TC_THREADS)
     const int warp_last = (int)warp_max((float)max(qpos0, qpos1)); // the warp sees keys <= this
     uint32_t qa[HDP / 16][4]; // the warp's q rows as A fragments
 #pragma unroll
-    for (int kk = 0; kk < HDP / 16; kk++) {
-        qa[kk][0] = shared_u32(q_tile + row0 * LDH + 16 * kk + 2 * c);
-        qa[kk][1] = shared_u32(q_tile + row1 * LDH + 16 * kk + 2 * c);
-        qa[kk][2] = shared_u32(q_tile + row0 * LDH + 16 * kk + 8 + 2 * c);
-        qa[kk][3] = shared_u32(q_tile + row1 * LDH + 16 * kk + 8 + 2 * c);
-    }
+    for (int kk = 0; kk < HDP / 16; kk++)
+        load_a_rows<HDP>(qa[kk], q_tile, row0, row1, kk, c);
     float acc[D_BLOCKS][4]; // O of rows 0 and 1 at head dims 8 n + 2 c, + 1
 #pragma unroll
     for (int n = 0; n < D_BLOCKS; n++)
@@ -330,21 +408,9 @@ __global__ void __launch_bounds__(TC_THREADS)
     float m0 = -INFINITY, m1 = -INFINITY; // running max of rows 0, 1 (log2 units)
     float l0 = 0.0f, l1 = 0.0f;           // this lane's part of their running sums
 
-    // Tile i + 1 is copied while tile i is worked on. The buffer it goes to was last read
-    // in iteration i - 1, before that iteration's closing barrier.
-    issue_key_value_tiles<HDP>(k_bufs, v_bufs, k, v, b, kvh, s_begin, T, nkv);
-    cp_async_commit();
-    for (int s0 = s_begin, buf = 0; s0 < s_end; s0 += TC_KEYS, buf ^= 1) {
-        if (s0 + TC_KEYS < s_end)
-            issue_key_value_tiles<HDP>(k_bufs + (buf ^ 1) * TILE, v_bufs + (buf ^ 1) * TILE, k, v,
-                                       b, kvh, s0 + TC_KEYS, T, nkv);
-        cp_async_commit();  // (an empty group on the last tile: the wait below stays the same)
-        cp_async_wait<1>(); // this tile's copies are in (the next tile's may be on the way)
-        __syncthreads();    // ... every thread's
-        const bf16 *k_tile = k_bufs + buf * TILE, *v_tile = v_bufs + buf * TILE;
-        // the tile's keys lie in the future of every row of this warp: nothing to do
-        if (warp_last >= s0) {
-
+    walk_key_tiles<HDP>(
+        k_bufs, v_bufs, k, v, b, kvh, s_begin, s_end, T, nkv, warp_last,
+        [&](const bf16 *k_tile, const bf16 *v_tile, int s0) {
             float sc[KEY_BLOCKS][4]; // S, then P: rows 0, 1 at keys s0 + 8 j + 2 c, + 1
 #pragma unroll
             for (int j = 0; j < KEY_BLOCKS; j++) {
@@ -395,26 +461,14 @@ __global__ void __launch_bounds__(TC_THREADS)
                 acc[n][0] *= corr0, acc[n][1] *= corr0;
                 acc[n][2] *= corr1, acc[n][3] *= corr1;
             }
-            // O += P V, 16 keys (two key blocks) a step. ldmatrix lane i gives row i % 8 of
-            // matrix i / 8: keys 16 kk + 8 ((i / 8) % 2) + i % 8, head dims 16 pair + 8 (i / 16).
-            const int v_key = 8 * ((lane >> 3) & 1) + (lane & 7), v_dim = 8 * (lane >> 4);
+        // O += P V, 16 keys (two key blocks) a step.
 #pragma unroll
             for (int kk = 0; kk < TC_KEYS / 16; kk++) {
-                uint32_t pa[4] = {pack_bf16x2(sc[2 * kk][0], sc[2 * kk][1]),
-                                  pack_bf16x2(sc[2 * kk][2], sc[2 * kk][3]),
-                                  pack_bf16x2(sc[2 * kk + 1][0], sc[2 * kk + 1][1]),
-                                  pack_bf16x2(sc[2 * kk + 1][2], sc[2 * kk + 1][3])};
-#pragma unroll
-                for (int pair = 0; pair < D_BLOCKS / 2; pair++) {
-                    uint32_t vb[4];
-                    ldmatrix_x4_trans(vb, v_tile + (16 * kk + v_key) * LDH + 16 * pair + v_dim);
-                    mma_16816(acc[2 * pair], pa, vb[0], vb[1]);
-                    mma_16816(acc[2 * pair + 1], pa, vb[2], vb[3]);
-                }
+                uint32_t pa[4];
+                accumulator_as_a(pa, sc, kk);
+                accumulate_a_times_rows<HDP>(acc, pa, v_tile, kk, lane);
             }
-        }
-        __syncthreads(); // every warp is done with this tile's buffers
-    }
+        });
 #pragma unroll
     for (int offset = 1; offset <= 2; offset <<= 1) {
         l0 += __shfl_xor_sync(0xffffffffu, l0, offset);
@@ -434,14 +488,7 @@ __global__ void __launch_bounds__(TC_THREADS)
             continue;
         const bool seen = row_l[h] > 0.0f; // false only for a row before the chunk's first key
         const float inv = seen ? 1.0f / row_l[h] : 0.0f;
-#pragma unroll
-        for (int n = 0; n < D_BLOCKS; n++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                const int d = 8 * n + 2 * c + e;
-                if (d < hd)
-                    o_out[at * hd + d] = acc[n][2 * h + e] * inv;
-            }
+        store_accumulator_row(o_out + at * hd, acc, h, c, hd, inv, false);
         if (c == 0)
             lse_out[at] = seen ? (row_m[h] + log2f(row_l[h])) * LN2 : -INFINITY;
     }
@@ -486,7 +533,6 @@ __global__ void __launch_bounds__(TC_THREADS)
                            float scale, float scale_log2) {
     using L = TcLayout<HDP>;
     constexpr int LDH = L::LDH, KEY_BLOCKS = TC_KEYS / 8, D_BLOCKS = HDP / 8;
-    static_assert(D_BLOCKS % 2 == 0, "ldmatrix.x4 takes the head dims 16 at a time");
     extern __shared__ unsigned char smem_raw[];
     SharedCarver carve(smem_raw);
     bf16 *q_tile = carve.take<bf16>(L::HALF_TILE);  // [64 rows, LDH]
@@ -494,7 +540,6 @@ __global__ void __launch_bounds__(TC_THREADS)
     // [64 keys, LDH] each, two of each: the next key tile arrives while one is worked on
     bf16 *k_bufs = carve.take<bf16>(2 * L::HALF_TILE); // buffer i at i * TILE
     bf16 *v_bufs = carve.take<bf16>(2 * L::HALF_TILE);
-    constexpr int TILE = TC_ROWS * LDH; // elements of one tile
     __shared__ long long row_index[TC_ROWS];
     __shared__ int row_qpos[TC_ROWS], kv_end_shared;
 
@@ -535,80 +580,50 @@ __global__ void __launch_bounds__(TC_THREADS)
     uint32_t qa[HDP / 16][4], da[HDP / 16][4]; // the warp's q and dout rows as A fragments
 #pragma unroll
     for (int kk = 0; kk < HDP / 16; kk++) {
-        const int col = 16 * kk + 2 * c;
-        qa[kk][0] = shared_u32(q_tile + tile_row[0] * LDH + col);
-        qa[kk][1] = shared_u32(q_tile + tile_row[1] * LDH + col);
-        qa[kk][2] = shared_u32(q_tile + tile_row[0] * LDH + col + 8);
-        qa[kk][3] = shared_u32(q_tile + tile_row[1] * LDH + col + 8);
-        da[kk][0] = shared_u32(do_tile + tile_row[0] * LDH + col);
-        da[kk][1] = shared_u32(do_tile + tile_row[1] * LDH + col);
-        da[kk][2] = shared_u32(do_tile + tile_row[0] * LDH + col + 8);
-        da[kk][3] = shared_u32(do_tile + tile_row[1] * LDH + col + 8);
+        load_a_rows<HDP>(qa[kk], q_tile, tile_row[0], tile_row[1], kk, c);
+        load_a_rows<HDP>(da[kk], do_tile, tile_row[0], tile_row[1], kk, c);
     }
     float acc[D_BLOCKS][4]; // dQ of rows g, g + 8 at head dims 8 n + 2 c, + 1
 #pragma unroll
     for (int n = 0; n < D_BLOCKS; n++)
         acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
 
-    // Tile i + 1 is copied while tile i is worked on. The buffer it goes to was last read
-    // in iteration i - 1, before that iteration's closing barrier.
-    issue_key_value_tiles<HDP>(k_bufs, v_bufs, k, v, b, kvh, s_begin, T, nkv);
-    cp_async_commit();
-    for (int s0 = s_begin, buf = 0; s0 < s_end; s0 += TC_KEYS, buf ^= 1) {
-        if (s0 + TC_KEYS < s_end)
-            issue_key_value_tiles<HDP>(k_bufs + (buf ^ 1) * TILE, v_bufs + (buf ^ 1) * TILE, k, v,
-                                       b, kvh, s0 + TC_KEYS, T, nkv);
-        cp_async_commit();  // (an empty group on the last tile: the wait below stays the same)
-        cp_async_wait<1>(); // this tile's copies are in (the next tile's may be on the way)
-        __syncthreads();    // ... every thread's
-        const bf16 *k_tile = k_bufs + buf * TILE, *v_tile = v_bufs + buf * TILE;
-        // the tile's keys lie in the future of every row of this warp: nothing to do
-        if (warp_last >= s0) {
-
-            // S = Q K^T and dP = dout V^T, then dS = P (dP - D) / sqrt(hd) in place of dP.
-            float sc[KEY_BLOCKS][4], dp[KEY_BLOCKS][4];
+    walk_key_tiles<HDP>(k_bufs, v_bufs, k, v, b, kvh, s_begin, s_end, T, nkv, warp_last,
+                        [&](const bf16 *k_tile, const bf16 *v_tile, int s0) {
+                            // S = Q K^T and dP = dout V^T, then dS = P (dP - D) / sqrt(hd) in place
+                            // of dP.
+                            float sc[KEY_BLOCKS][4], dp[KEY_BLOCKS][4];
 #pragma unroll
-            for (int j = 0; j < KEY_BLOCKS; j++) {
-                sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.0f;
-                dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.0f;
-                const bf16 *key = k_tile + (8 * j + g) * LDH + 2 * c;
-                const bf16 *value = v_tile + (8 * j + g) * LDH + 2 * c;
+                            for (int j = 0; j < KEY_BLOCKS; j++) {
+                                sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.0f;
+                                dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.0f;
+                                const bf16 *key = k_tile + (8 * j + g) * LDH + 2 * c;
+                                const bf16 *value = v_tile + (8 * j + g) * LDH + 2 * c;
 #pragma unroll
-                for (int kk = 0; kk < HDP / 16; kk++) {
-                    mma_16816(sc[j], qa[kk], shared_u32(key + 16 * kk),
-                              shared_u32(key + 16 * kk + 8));
-                    mma_16816(dp[j], da[kk], shared_u32(value + 16 * kk),
-                              shared_u32(value + 16 * kk + 8));
-                }
+                                for (int kk = 0; kk < HDP / 16; kk++) {
+                                    mma_16816(sc[j], qa[kk], shared_u32(key + 16 * kk),
+                                              shared_u32(key + 16 * kk + 8));
+                                    mma_16816(dp[j], da[kk], shared_u32(value + 16 * kk),
+                                              shared_u32(value + 16 * kk + 8));
+                                }
 #pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int h = e >> 1, key_at = s0 + 8 * j + 2 * c + (e & 1);
-                    const int row_qpos_h = h ? qpos1 : qpos0;
-                    float p = 0.0f;
-                    if (key_at <= row_qpos_h)
-                        p = exp2f(sc[j][e] * scale_log2 - lse2[h]);
-                    dp[j][e] = p * (dp[j][e] - D[h]) * scale;
-                }
-            }
-            // dQ += dS K, 16 keys a step; K read as [keys, head dims] through ldmatrix.trans.
-            const int k_key = 8 * ((lane >> 3) & 1) + (lane & 7), k_dim = 8 * (lane >> 4);
+                                for (int e = 0; e < 4; e++) {
+                                    const int h = e >> 1, key_at = s0 + 8 * j + 2 * c + (e & 1);
+                                    const int row_qpos_h = h ? qpos1 : qpos0;
+                                    float p = 0.0f;
+                                    if (key_at <= row_qpos_h)
+                                        p = exp2f(sc[j][e] * scale_log2 - lse2[h]);
+                                    dp[j][e] = p * (dp[j][e] - D[h]) * scale;
+                                }
+                            }
+        // dQ += dS K, 16 keys a step.
 #pragma unroll
-            for (int kk = 0; kk < TC_KEYS / 16; kk++) {
-                uint32_t dsa[4] = {pack_bf16x2(dp[2 * kk][0], dp[2 * kk][1]),
-                                   pack_bf16x2(dp[2 * kk][2], dp[2 * kk][3]),
-                                   pack_bf16x2(dp[2 * kk + 1][0], dp[2 * kk + 1][1]),
-                                   pack_bf16x2(dp[2 * kk + 1][2], dp[2 * kk + 1][3])};
-#pragma unroll
-                for (int pair = 0; pair < D_BLOCKS / 2; pair++) {
-                    uint32_t kb[4];
-                    ldmatrix_x4_trans(kb, k_tile + (16 * kk + k_key) * LDH + 16 * pair + k_dim);
-                    mma_16816(acc[2 * pair], dsa, kb[0], kb[1]);
-                    mma_16816(acc[2 * pair + 1], dsa, kb[2], kb[3]);
-                }
-            }
-        }
-        __syncthreads(); // every warp is done with this tile's buffers
-    }
+                            for (int kk = 0; kk < TC_KEYS / 16; kk++) {
+                                uint32_t dsa[4];
+                                accumulator_as_a(dsa, dp, kk);
+                                accumulate_a_times_rows<HDP>(acc, dsa, k_tile, kk, lane);
+                            }
+                        });
 
     const long long rows = (long long)B * Mq * nh;
     float *part = split.chunks == 1 ? NULL : dq_part + (size_t)id.chunk * rows * hd;
@@ -617,18 +632,10 @@ __global__ void __launch_bounds__(TC_THREADS)
         const long long at = row_index[tile_row[h]];
         if (at < 0)
             continue;
-#pragma unroll
-        for (int n = 0; n < D_BLOCKS; n++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                const int d = 8 * n + 2 * c + e;
-                if (d >= hd)
-                    continue;
-                if (part)
-                    part[at * hd + d] = acc[n][2 * h + e];
-                else
-                    dq[at * hd + d] += acc[n][2 * h + e];
-            }
+        if (part)
+            store_accumulator_row(part + at * hd, acc, h, c, hd, 1.0f, false);
+        else
+            store_accumulator_row(dq + at * hd, acc, h, c, hd, 1.0f, true);
     }
 }
 
@@ -673,7 +680,6 @@ __global__ void __launch_bounds__(TC_THREADS)
                              int Mq, int nh, int nkv, int hd, float scale, float scale_log2) {
     using L = TcLayout<HDP>;
     constexpr int LDH = L::LDH, ROW_BLOCKS = TC_ROWS / 8, D_BLOCKS = HDP / 8;
-    static_assert(D_BLOCKS % 2 == 0, "ldmatrix.x4 takes the head dims 16 at a time");
     extern __shared__ unsigned char smem_raw[];
     SharedCarver carve(smem_raw);
     bf16 *k_tile = carve.take<bf16>(L::HALF_TILE);  // [64 keys, LDH]
@@ -708,9 +714,6 @@ __global__ void __launch_bounds__(TC_THREADS)
 #pragma unroll
         for (int e = 0; e < 4; e++)
             dk_acc[n][e] = dv_acc[n][e] = 0.0f;
-    // ldmatrix lane i addresses row i % 8 of matrix i / 8: rows 16 kk + 8 ((i / 8) % 2) + i % 8
-    // of the row tile, head dims 16 pair + 8 (i / 16).
-    const int x_row = 8 * ((lane >> 3) & 1) + (lane & 7), x_dim = 8 * (lane >> 4);
 
     for (int head_tile = 0; head_tile < tiling.head_tiles; head_tile++) {
         for (int query_tile = tile_begin; query_tile < tile_end; query_tile++) {
@@ -743,14 +746,9 @@ __global__ void __launch_bounds__(TC_THREADS)
 #pragma unroll
             for (int kk = 0; kk < HDP / 16; kk++) {
                 const int col = 16 * kk + 2 * c;
-                const uint32_t ka[4] = {shared_u32(k_tile + key_in_tile[0] * LDH + col),
-                                        shared_u32(k_tile + key_in_tile[1] * LDH + col),
-                                        shared_u32(k_tile + key_in_tile[0] * LDH + col + 8),
-                                        shared_u32(k_tile + key_in_tile[1] * LDH + col + 8)};
-                const uint32_t va[4] = {shared_u32(v_tile + key_in_tile[0] * LDH + col),
-                                        shared_u32(v_tile + key_in_tile[1] * LDH + col),
-                                        shared_u32(v_tile + key_in_tile[0] * LDH + col + 8),
-                                        shared_u32(v_tile + key_in_tile[1] * LDH + col + 8)};
+                uint32_t ka[4], va[4];
+                load_a_rows<HDP>(ka, k_tile, key_in_tile[0], key_in_tile[1], kk, c);
+                load_a_rows<HDP>(va, v_tile, key_in_tile[0], key_in_tile[1], kk, c);
 #pragma unroll
                 for (int j = 0; j < ROW_BLOCKS; j++) {
                     const bf16 *q_row = q_tile + (8 * j + g) * LDH + col; // B column g: row 8 j + g
@@ -772,29 +770,14 @@ __global__ void __launch_bounds__(TC_THREADS)
                     dpt[j][e] = p * (dpt[j][e] - row_D_tile[row]) * scale;
                     st[j][e] = p;
                 }
-                // dV += P^T dout and dK += dS^T Q, 16 rows a step; dout and q read as
-                // [rows, head dims] through ldmatrix.trans.
+                // dV += P^T dout and dK += dS^T Q, 16 rows a step.
 #pragma unroll
             for (int kk = 0; kk < TC_ROWS / 16; kk++) {
-                const uint32_t pa[4] = {pack_bf16x2(st[2 * kk][0], st[2 * kk][1]),
-                                        pack_bf16x2(st[2 * kk][2], st[2 * kk][3]),
-                                        pack_bf16x2(st[2 * kk + 1][0], st[2 * kk + 1][1]),
-                                        pack_bf16x2(st[2 * kk + 1][2], st[2 * kk + 1][3])};
-                const uint32_t dsa[4] = {pack_bf16x2(dpt[2 * kk][0], dpt[2 * kk][1]),
-                                         pack_bf16x2(dpt[2 * kk][2], dpt[2 * kk][3]),
-                                         pack_bf16x2(dpt[2 * kk + 1][0], dpt[2 * kk + 1][1]),
-                                         pack_bf16x2(dpt[2 * kk + 1][2], dpt[2 * kk + 1][3])};
-#pragma unroll
-                for (int pair = 0; pair < D_BLOCKS / 2; pair++) {
-                    const int at = (16 * kk + x_row) * LDH + 16 * pair + x_dim;
-                    uint32_t xb[4];
-                    ldmatrix_x4_trans(xb, do_tile + at);
-                    mma_16816(dv_acc[2 * pair], pa, xb[0], xb[1]);
-                    mma_16816(dv_acc[2 * pair + 1], pa, xb[2], xb[3]);
-                    ldmatrix_x4_trans(xb, q_tile + at);
-                    mma_16816(dk_acc[2 * pair], dsa, xb[0], xb[1]);
-                    mma_16816(dk_acc[2 * pair + 1], dsa, xb[2], xb[3]);
-                }
+                uint32_t pa[4], dsa[4];
+                accumulator_as_a(pa, st, kk);
+                accumulator_as_a(dsa, dpt, kk);
+                accumulate_a_times_rows<HDP>(dv_acc, pa, do_tile, kk, lane);
+                accumulate_a_times_rows<HDP>(dk_acc, dsa, q_tile, kk, lane);
             }
         }
     }
@@ -808,21 +791,8 @@ __global__ void __launch_bounds__(TC_THREADS)
         if (key_at[h] >= T)
             continue;
         const long long base = (((long long)b * T + key_at[h]) * nkv + kvh) * hd;
-#pragma unroll
-        for (int n = 0; n < D_BLOCKS; n++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                const int d = 8 * n + 2 * c + e;
-                if (d >= hd)
-                    continue;
-                if (split.chunks > 1) {
-                    dk_out[base + d] = dk_acc[n][2 * h + e];
-                    dv_out[base + d] = dv_acc[n][2 * h + e];
-                } else {
-                    dk_out[base + d] += dk_acc[n][2 * h + e];
-                    dv_out[base + d] += dv_acc[n][2 * h + e];
-                }
-            }
+        store_accumulator_row(dk_out + base, dk_acc, h, c, hd, 1.0f, split.chunks == 1);
+        store_accumulator_row(dv_out + base, dv_acc, h, c, hd, 1.0f, split.chunks == 1);
     }
 }
 
