@@ -149,7 +149,11 @@ done
 # The first start has ended: its newest complete checkpoint is the one to resume from.
 newest=$(find "$run_dir" -name 'ckpt_*.h5' | sed 's/.*ckpt_\([0-9]*\)\.h5/\1/' | sort -n | tail -1)
 echo "job 3: first start stopped; newest checkpoint ckpt_$newest.h5"
-# Slurm holds a requeued job back for a while before it may start again; start it now.
+# Slurm holds a requeued job back for a while before it may start again; start it now, but
+# not within the second of the requeue: the requeue revokes the job's credentials, and
+# slurmd compares credential times in whole seconds, so a start in that same second is
+# refused ("Job credential revoked") and the job fails instead of resuming (seen once in CI).
+sleep 2
 scontrol update JobId="$job3" StartTime=now || fail "scontrol update StartTime failed"
 # The log is appended to: the second start's lines follow its "start 2" banner (the first
 # start also printed a "resumed from" line: from job 2's ckpt_30.h5).
