@@ -13,7 +13,7 @@
 //   backward: the row gradients go back:    <= K * (R + H) * 4 bytes
 // With P = 1 nothing travels: slot_topk and the key rows' gather_rows and scatter_add_rows on
 // the one shard. The value rows are never put in token order: the slot read reads them, and
-// adds their gradients, where they are (SlotValueRows, SlotValueGrads).
+// adds their gradients, where they are (SlotValueRows, slot_exchange_value_grads).
 #pragma once
 #include <stdint.h>
 

@@ -53,10 +53,6 @@ void cpu_slot_read_forward(float *y, float *w, float *loss, const float *h, cons
     loss[0] = (float)(loss[0] + scale * entropy_sum);
 }
 
-// y = h + sum_k w_k v_k, E = -sum_k w_k log w_k, w = softmax(s):
-//   dh += dy;  dv_k = w_k dy;  dw_k = dy . v_k  (+ scale * dE/dw_k = -scale (log w_k + 1));
-//   ds_k = w_k (dw_k - sum_j w_j dw_j).
-// The entropy part simplifies to ds_k = -scale w_k (log w_k + E) (the +1 cancels).
 // dvalues[idx[n*K + k]] += w_nk dy_n, in token order. Tokens that read the same row add
 // into it one after another, so the threads split the columns, not the tokens: the sums
 // are the same at any thread count.
@@ -79,6 +75,10 @@ static void add_value_row_grads(float *dvalues, const float *dy, const float *w,
     }
 }
 
+// y = h + sum_k w_k v_k, E = -sum_k w_k log w_k, w = softmax(s):
+//   dh += dy;  dv_k = w_k dy;  dw_k = dy . v_k  (+ scale * dE/dw_k = -scale (log w_k + 1));
+//   ds_k = w_k (dw_k - sum_j w_j dw_j).
+// The entropy part simplifies to ds_k = -scale w_k (log w_k + E) (the +1 cancels).
 void cpu_slot_read_backward(float *dh, float *ds, float *dvalues, const float *dy, const float *w,
                             const float *values, const int32_t *idx, float scale, int N, int K,
                             int H) {

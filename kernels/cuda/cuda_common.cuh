@@ -78,6 +78,22 @@ template <typename F> void with_cell_index(size_t cells, F &&f) {
         f.template operator()<size_t>();
 }
 
+// ---- atomic adds --------------------------------------------------------------------------
+// *dst += v, four floats, each added atomically (row scatters where indices repeat). The
+// float4 atomicAdd of compute capability 9.x does it in one instruction; older GPUs take
+// four. dst 16-byte aligned.
+__device__ inline void atomic_add_float4(float4 *dst, float4 v) {
+#if __CUDA_ARCH__ >= 900
+    atomicAdd(dst, v);
+#else
+    float *d = reinterpret_cast<float *>(dst);
+    atomicAdd(d, v.x);
+    atomicAdd(d + 1, v.y);
+    atomicAdd(d + 2, v.z);
+    atomicAdd(d + 3, v.w);
+#endif
+}
+
 // ---- reductions (deterministic: a fixed tree for a given blockDim) -------------------------
 __device__ inline float warp_sum(float v) {
     for (int offset = 16; offset > 0; offset >>= 1)

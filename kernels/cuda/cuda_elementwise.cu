@@ -31,8 +31,8 @@ __global__ void gather_rows_kernel(float *out, const float *table, const int32_t
 
 // dtable[idx[m] - row_offset, :] += drows[m, :]. Indices may repeat (a token seen twice,
 // a slot read by many tokens), so the adds are atomic: the order of the float additions,
-// hence the last bits of the result, varies from run to run. The float4 atomicAdd of
-// compute capability 9.x adds each of its four floats atomically (one instruction).
+// hence the last bits of the result, varies from run to run (atomic_add_float4 takes four
+// floats at once).
 template <int VEC>
 __global__ void scatter_add_rows_kernel(float *dtable, const float *drows, const int32_t *idx,
                                         int M, int D, int row_offset) {
@@ -43,15 +43,8 @@ __global__ void scatter_add_rows_kernel(float *dtable, const float *drows, const
         for (int u = blockIdx.x * blockDim.x + threadIdx.x; u < units;
              u += gridDim.x * blockDim.x) {
             if constexpr (VEC == 4) {
-                float4 v = reinterpret_cast<const float4 *>(src)[u];
-#if __CUDA_ARCH__ >= 900
-                atomicAdd(reinterpret_cast<float4 *>(dst) + u, v);
-#else
-                atomicAdd(dst + 4 * u, v.x);
-                atomicAdd(dst + 4 * u + 1, v.y);
-                atomicAdd(dst + 4 * u + 2, v.z);
-                atomicAdd(dst + 4 * u + 3, v.w);
-#endif
+                atomic_add_float4(reinterpret_cast<float4 *>(dst) + u,
+                                  reinterpret_cast<const float4 *>(src)[u]);
             } else {
                 atomicAdd(dst + u, src[u]);
             }

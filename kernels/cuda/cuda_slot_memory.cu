@@ -139,21 +139,13 @@ __device__ inline void load_value_rows(V (&v)[GROUP], const V *table, const int 
         v[i] = __ldg(table + (size_t)row[min(k0 + i, K - 1)] * row_len + c);
 }
 
-// *dst += v, atomically (tokens that read the same slot add into one row). The float4 add of
-// compute capability 9.x adds each of its four floats atomically, in one instruction.
+// *dst += v, atomically (tokens that read the same slot add into one row), for the scalar
+// and the float4 column paths.
 __device__ inline void atomic_add_vec(float *dst, float v) {
     atomicAdd(dst, v);
 }
 __device__ inline void atomic_add_vec(float4 *dst, float4 v) {
-#if __CUDA_ARCH__ >= 900
-    atomicAdd(dst, v);
-#else
-    float *d = reinterpret_cast<float *>(dst);
-    atomicAdd(d, v.x);
-    atomicAdd(d + 1, v.y);
-    atomicAdd(d + 2, v.z);
-    atomicAdd(d + 3, v.w);
-#endif
+    atomic_add_float4(dst, v);
 }
 
 // The token's K row indices, lane k loading slot k's, for every lane of the warp.
