@@ -34,9 +34,10 @@
 //             D = rowsum(dO * O) for the dk/dv kernel.
 //   dk, dv    one block per key tile of one kv head: walks every row tile (every query head
 //             of the group) whose last query sees the tile, and accumulates
-//             dV += P^T dO, dK += dS^T Q in registers all along. It works on the transposed
-//             products (S^T = K Q^T, dP^T = V dO^T) so that a warp's 16 keys are the
-//             accumulator rows, and P^T and dS^T are A operands as they stand.
+//             dV += P^T dO, dK += dS^T Q in registers all along. The next row tile is copied
+//             (cp.async) while one is worked on, as the key tiles of the other two kernels. It
+//             works on the transposed products (S^T = K Q^T, dP^T = V dO^T) so that a warp's 16
+//             keys are the accumulator rows, and P^T and dS^T are A operands as they stand.
 // Every output element is written by one block in a fixed order: results repeat bit for bit
 // (no atomics), unlike the fp32 kernel's dk/dv.
 //
@@ -51,6 +52,7 @@
 #include <cuda_bf16.h>
 
 #include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/cuda_mma.cuh"
 
 typedef __nv_bfloat16 bf16;
 
@@ -89,6 +91,34 @@ static TcTiling tc_tiling(int nh, int nkv, int Mq) {
     return t;
 }
 
+// Where row r of a row tile sits: it holds the query_in_tile-th of the tile's queries for the
+// head_in_tile-th of its heads. query_in_tile is -1 for a row past the queries_per_tile x
+// heads_per_tile rows the tiling uses (idle in every tile: a group of 3 leaves row 63 so).
+struct TileRowPlace {
+    int query_in_tile, head_in_tile;
+};
+__device__ inline TileRowPlace tile_row_place(TcTiling t, int r) {
+    TileRowPlace place = {r / t.heads_per_tile, r % t.heads_per_tile};
+    if (r >= t.queries_per_tile * t.heads_per_tile)
+        place.query_in_tile = -1;
+    return place;
+}
+
+// The row at `place` of row tile (head_tile, query_tile) of kv head kvh: its query (index among
+// the Mq gathered queries of the sequence) and query head. query is -1 for an idle row: past
+// the rows the tiling uses, past the last query, or past the group's heads.
+struct TileRow {
+    int query, head;
+};
+__device__ inline TileRow tile_row(TcTiling t, TileRowPlace place, int kvh, int head_tile,
+                                   int query_tile, int Mq) {
+    const int query = query_tile * t.queries_per_tile + place.query_in_tile;
+    const int head_in_group = head_tile * t.heads_per_tile + place.head_in_tile;
+    const bool valid = place.query_in_tile >= 0 && query < Mq && head_in_group < t.group;
+    TileRow row = {valid ? query : -1, kvh * t.group + head_in_group};
+    return row;
+}
+
 // The rows of one tile: row_index[r] = (b * Mq + query) * nh + head (the row of q, o, dout
 // and lse), or -1 for an idle row; row_qpos[r] its position (-1 when idle). Returns the
 // number of keys some row of the tile sees (max qpos + 1). Every thread of the block calls it.
@@ -99,14 +129,11 @@ __device__ int load_tile_rows(TcTiling t, int b, int kvh, int head_tile, int que
         *kv_end = 0;
     __syncthreads();
     if (threadIdx.x < TC_ROWS) {
-        int r = threadIdx.x;
-        int query = query_tile * t.queries_per_tile + r / t.heads_per_tile;
-        int head_in_group = head_tile * t.heads_per_tile + r % t.heads_per_tile;
-        bool valid =
-            r < t.queries_per_tile * t.heads_per_tile && query < Mq && head_in_group < t.group;
-        int head = kvh * t.group + head_in_group;
-        row_index[r] = valid ? ((long long)b * Mq + query) * nh + head : -1;
-        row_qpos[r] = valid ? qpos[b * Mq + query] : -1;
+        const int r = threadIdx.x;
+        const TileRow row = tile_row(t, tile_row_place(t, r), kvh, head_tile, query_tile, Mq);
+        const bool valid = row.query >= 0;
+        row_index[r] = valid ? ((long long)b * Mq + row.query) * nh + row.head : -1;
+        row_qpos[r] = valid ? qpos[b * Mq + row.query] : -1;
         if (valid)
             atomicMax(kv_end, row_qpos[r] + 1);
     }
@@ -129,41 +156,29 @@ __device__ void load_tile_bf16(bf16 *dst, const bf16 *src, const long long *row)
     }
 }
 
-// The rows of keys [s0, s0 + 64) of kv head kvh in sequence b in k and v (-1 past T).
-__device__ void key_rows(long long *row, int b, int kvh, int s0, int T, int nkv) {
-    if (threadIdx.x < TC_KEYS) {
-        int s = s0 + threadIdx.x;
-        row[threadIdx.x] = s < T ? ((long long)b * T + s) * nkv + kvh : -1;
+// The row of a bf16 copy that a tile row gets: row `index`, or zeros where not valid (index is
+// 0 then: the address stays inside the copy, though nothing is read).
+struct SourceRow {
+    bool valid;
+    long long index;
+};
+
+// 64 rows of two row-padded bf16 copies (HDP elements a row, as load_tile_bf16 reads) into
+// two [64, LDH] tiles, as cp.async copies the caller commits and waits for: row r of tile_a
+// and tile_b gets the row source_row(r) of src_a and src_b says. Key rows of k and v, or the
+// (query, head) rows of q and dout. A warp copies whole rows (4 of them for HDP = 64) an
+// instruction.
+template <int HDP, typename RowOf>
+__device__ __forceinline__ void issue_tile_pair(bf16 *tile_a, bf16 *tile_b, const bf16 *src_a,
+                                                const bf16 *src_b, RowOf source_row) {
+    constexpr int LDH = TcLayout<HDP>::LDH, PIECES = HDP / 8; // 16-byte pieces per row
+    static_assert(TC_KEYS == TC_ROWS, "key tiles and row tiles share the copy");
+    for (int idx = threadIdx.x; idx < TC_ROWS * PIECES; idx += TC_THREADS) {
+        const int r = idx / PIECES, d = (idx % PIECES) * 8;
+        const SourceRow row = source_row(r);
+        cp_async_16(tile_a + r * LDH + d, src_a + row.index * HDP + d, row.valid);
+        cp_async_16(tile_b + r * LDH + d, src_b + row.index * HDP + d, row.valid);
     }
-}
-
-// Keys [s0, s0 + 64) of kv head kvh in sequence b into the bf16 k and v tiles (zero rows
-// past T). key_row [64] is shared scratch for their rows; the caller makes sure no thread
-// still reads the tiles or key_row, and syncs before using the tiles.
-template <int HDP>
-__device__ __forceinline__ void load_key_value_tiles(bf16 *k_tile, bf16 *v_tile, const bf16 *k,
-                                                     const bf16 *v, long long *key_row, int b,
-                                                     int kvh, int s0, int T, int nkv) {
-    key_rows(key_row, b, kvh, s0, T, nkv);
-    __syncthreads();
-    load_tile_bf16<HDP>(k_tile, k, key_row);
-    load_tile_bf16<HDP>(v_tile, v, key_row);
-}
-
-// cp.async: a 16-byte copy from global to shared memory that does not wait for the data
-// (src-size 0 writes 16 zero bytes and reads nothing). Copies are grouped by commit and
-// waited for by group, so a tile can be on its way while the previous one is worked on.
-__device__ __forceinline__ void cp_async_16(void *shared_dst, const void *global_src, bool valid) {
-    const uint32_t at = (uint32_t)__cvta_generic_to_shared(shared_dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(at), "l"(global_src),
-                 "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit(void) {
-    asm volatile("cp.async.commit_group;\n" ::);
-}
-// Waits until at most `pending` of this thread's latest groups are still on their way.
-template <int pending> __device__ __forceinline__ void cp_async_wait(void) {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(pending));
 }
 
 // Keys [s0, s0 + 64) of kv head kvh in sequence b into the bf16 k and v tiles, as cp.async
@@ -171,14 +186,11 @@ template <int pending> __device__ __forceinline__ void cp_async_wait(void) {
 template <int HDP>
 __device__ void issue_key_value_tiles(bf16 *k_tile, bf16 *v_tile, const bf16 *k, const bf16 *v,
                                       int b, int kvh, int s0, int T, int nkv) {
-    constexpr int LDH = TcLayout<HDP>::LDH, PIECES = HDP / 8; // 16-byte pieces per row
-    for (int idx = threadIdx.x; idx < TC_KEYS * PIECES; idx += TC_THREADS) {
-        const int r = idx / PIECES, d = (idx % PIECES) * 8, s = s0 + r;
+    issue_tile_pair<HDP>(k_tile, v_tile, k, v, [=](int r) {
+        const int s = s0 + r;
         const bool valid = s < T;
-        const long long row = valid ? ((long long)b * T + s) * nkv + kvh : 0;
-        cp_async_16(k_tile + r * LDH + d, k + row * HDP + d, valid);
-        cp_async_16(v_tile + r * LDH + d, v + row * HDP + d, valid);
-    }
+        return SourceRow{valid, valid ? ((long long)b * T + s) * nkv + kvh : 0};
+    });
 }
 
 // Walks the key tiles [s_begin, s_end) of kv head kvh in sequence b, 64 keys at a time, and
@@ -206,11 +218,15 @@ walk_key_tiles(bf16 *k_bufs, bf16 *v_bufs, const bf16 *k, const bf16 *v, int b, 
     }
 }
 
-// Carves the dynamic shared memory into 128-byte aligned regions (ldmatrix wants 16).
+// Carves the dynamic shared memory into 128-byte aligned regions (ldmatrix wants 16). The
+// padding is added to the pointer, not applied through an integer cast of it, so the compiler
+// still knows that every region is shared memory: the tile reads compile to ld.shared with
+// 32-bit addresses. (Rounded through uintptr_t they were generic loads on 64-bit addresses:
+// the dq and dk/dv kernels spilled at HDP = 128, and took more registers at every HDP.)
 struct SharedCarver {
     unsigned char *at;
     __device__ explicit SharedCarver(unsigned char *base)
-        : at((unsigned char *)(((uintptr_t)base + 127) & ~(uintptr_t)127)) {}
+        : at(base + ((128u - (uint32_t)__cvta_generic_to_shared(base)) & 127u)) {}
     template <typename T> __device__ T *take(size_t bytes) {
         T *p = (T *)at;
         at += (bytes + 127) & ~(size_t)127;
@@ -271,30 +287,6 @@ __device__ inline int chunks_seen(int qpos, KeySplit split) {
 }
 
 // ---- the tensor-core instructions ----------------------------------------------------------
-
-// c += a . b, one m16n8k16 product (bf16 inputs, fp32 accumulation).
-__device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                          uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
-                 "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// Four 8 x 8 bf16 matrices from shared memory, transposed: lanes 8 i .. 8 i + 7 give the
-// addresses of the 8 rows (16 bytes each) of matrix i; r[i] gets its elements (2 c, g) and
-// (2 c + 1, g): the B fragment of rows [keys] read as columns.
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const bf16 *row) {
-    const uint32_t at = (uint32_t)__cvta_generic_to_shared(row);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(at));
-}
-
-__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi); // .x, the low half, = lo
-    return *reinterpret_cast<uint32_t *>(&v);
-}
 
 __device__ __forceinline__ uint32_t shared_u32(const bf16 *at) { // two bf16, 4-byte aligned
     return *reinterpret_cast<const uint32_t *>(at);
@@ -666,6 +658,91 @@ __global__ void attention_query_chunk_last_kernel(int *chunk_last, const int32_t
     chunk_last[i] = last;
 }
 
+// ---- the dk/dv kernel's walk over row tiles ----------------------------------------------------
+
+// What the dk/dv kernel reads of the rows: the padded bf16 copies q, dout [B*Mq, nh, HDP], lse
+// [B*Mq, nh] (natural log, from the forward), D [B*Mq, nh] (rowsum(dout * o), from the dq
+// kernel) and qpos [B*Mq].
+struct RowSources {
+    const bf16 *q, *dout;
+    const float *lse, *D;
+    const int32_t *qpos;
+};
+
+// The statistics of a row tile's rows, in shared memory beside its q and dout tiles.
+struct RowStats {
+    int qpos[TC_ROWS];  // the row sees keys <= qpos (-1 for an idle row: none)
+    float lse[TC_ROWS]; // natural log, as the forward wrote it (0 when idle)
+    float D[TC_ROWS];   // (0 when idle)
+};
+
+// One row tile of the walk: query tile query_tile of head tile head_tile (head_tile ==
+// head_tiles: the walk is over).
+struct RowTileAt {
+    int head_tile, query_tile;
+};
+
+// The first query tile in [from, tile_end) with a query that sees key s0 (its position is
+// >= s0), or tile_end: the tiles in between lie wholly in the key tile's past, which is the
+// test of each tile's last query. Each warp scans 32 queries at a time (one coalesced load and
+// a ballot) and every warp finds the same tile. qpos_b [Mq]: the positions of the sequence's
+// queries. Every thread of the block calls it.
+__device__ __forceinline__ int next_query_tile_seeing(const int32_t *qpos_b, int from, int tile_end,
+                                                      int queries_per_tile, int Mq, int s0) {
+    const int lane = threadIdx.x & 31, query_end = min(Mq, tile_end * queries_per_tile);
+    for (int first = from * queries_per_tile; first < query_end; first += 32) {
+        const int query = first + lane;
+        const unsigned seeing =
+            __ballot_sync(0xffffffffu, query < query_end && qpos_b[query] >= s0);
+        if (seeing != 0u)
+            return (first + __ffs(seeing) - 1) / queries_per_tile; // the lowest query that sees
+    }
+    return tile_end;
+}
+
+// The row tile the walk visits after `at`: the next query tile of the chunk [tile_begin,
+// tile_end) that sees key s0 in the same head tile, else the first one of the next head tile
+// (there is one: the same query tiles see the keys in every head tile).
+__device__ __forceinline__ RowTileAt next_row_tile(RowTileAt at, TcTiling t, const int32_t *qpos_b,
+                                                   int tile_begin, int tile_end, int Mq, int s0) {
+    RowTileAt next = {at.head_tile, next_query_tile_seeing(qpos_b, at.query_tile + 1, tile_end,
+                                                           t.queries_per_tile, Mq, s0)};
+    if (next.query_tile == tile_end && ++next.head_tile < t.head_tiles)
+        next.query_tile =
+            next_query_tile_seeing(qpos_b, tile_begin, tile_end, t.queries_per_tile, Mq, s0);
+    return next;
+}
+
+// Row tile `at` of kv head kvh in sequence b, as cp.async copies the caller commits and waits
+// for: its q and dout rows into q_tile, do_tile [64, LDH] (zero rows where idle) and its rows'
+// statistics into stats (an idle row gets its own by plain stores, which the same barrier
+// publishes). row_place [64] from tile_row_place.
+template <int HDP>
+__device__ __forceinline__ void
+issue_row_tile(bf16 *q_tile, bf16 *do_tile, RowStats *stats, const TileRowPlace *row_place,
+               RowSources src, TcTiling t, RowTileAt at, int b, int kvh, int Mq, int nh) {
+    issue_tile_pair<HDP>(q_tile, do_tile, src.q, src.dout, [&](int r) {
+        const TileRow row = tile_row(t, row_place[r], kvh, at.head_tile, at.query_tile, Mq);
+        const bool valid = row.query >= 0;
+        return SourceRow{valid, valid ? ((long long)b * Mq + row.query) * nh + row.head : 0};
+    });
+    if (threadIdx.x < TC_ROWS) {
+        const int r = threadIdx.x;
+        const TileRow row = tile_row(t, row_place[r], kvh, at.head_tile, at.query_tile, Mq);
+        if (row.query >= 0) {
+            const long long query_at = (long long)b * Mq + row.query;
+            const long long row_at = query_at * nh + row.head;
+            cp_async_4(&stats->qpos[r], src.qpos + query_at);
+            cp_async_4(&stats->lse[r], src.lse + row_at);
+            cp_async_4(&stats->D[r], src.D + row_at);
+        } else {
+            stats->qpos[r] = -1; // so P and dS are 0 on the row
+            stats->lse[r] = 0.0f;
+            stats->D[r] = 0.0f;
+        }
+    }
+}
+
 // dk, dv [B, T, nkv, hd] += dS^T Q, P^T dO over every query head of one kv head, for one
 // tile of 64 keys of one sequence. row_D [B*Mq, nh] from the dq kernel. With
 // split.chunks > 1 a block walks one chunk of the query tiles and writes its sums to
@@ -679,16 +756,25 @@ __global__ void __launch_bounds__(TC_THREADS)
                              const int32_t *qpos, TcTiling tiling, QuerySplit split, int B, int T,
                              int Mq, int nh, int nkv, int hd, float scale, float scale_log2) {
     using L = TcLayout<HDP>;
-    constexpr int LDH = L::LDH, ROW_BLOCKS = TC_ROWS / 8, D_BLOCKS = HDP / 8;
+    constexpr int LDH = L::LDH, D_BLOCKS = HDP / 8;
+    constexpr int TILE = TC_ROWS * LDH; // elements of one row tile
+    // A row tile is worked on in ROW_PARTS parts of PART_ROWS rows, S^T and dP^T held for one
+    // part at a time: that sets the registers. At HDP = 64 two parts take 166, under the 168
+    // that let 3 blocks share an SM (one part took 172: 2 blocks). At HDP = 128 one part: two
+    // took more registers and spilled (the compiler seems to keep the first part's K and V
+    // fragments, the same loads, for the second).
+    constexpr int ROW_PARTS = HDP == 128 ? 1 : HDP == 64 ? 2 : 4;
+    constexpr int PART_ROWS = TC_ROWS / ROW_PARTS;
+    constexpr int PART_BLOCKS = PART_ROWS / 8;
     extern __shared__ unsigned char smem_raw[];
     SharedCarver carve(smem_raw);
-    bf16 *k_tile = carve.take<bf16>(L::HALF_TILE);  // [64 keys, LDH]
-    bf16 *v_tile = carve.take<bf16>(L::HALF_TILE);  // [64 keys, LDH]
-    bf16 *q_tile = carve.take<bf16>(L::HALF_TILE);  // [64 rows, LDH]
-    bf16 *do_tile = carve.take<bf16>(L::HALF_TILE); // [64 rows, LDH]
-    __shared__ long long row_index[TC_ROWS], key_row[TC_KEYS];
-    __shared__ int row_qpos[TC_ROWS], kv_end_shared;
-    __shared__ float row_lse2[TC_ROWS], row_D_tile[TC_ROWS]; // lse (log2 units) and D per row
+    bf16 *k_tile = carve.take<bf16>(L::HALF_TILE); // [64 keys, LDH]
+    bf16 *v_tile = carve.take<bf16>(L::HALF_TILE); // [64 keys, LDH]
+    // [64 rows, LDH] each, two of each: the next row tile arrives while one is worked on
+    bf16 *q_bufs = carve.take<bf16>(2 * L::HALF_TILE); // buffer i at i * TILE
+    bf16 *do_bufs = carve.take<bf16>(2 * L::HALF_TILE);
+    __shared__ RowStats row_stats[2];           // the rows of buffers 0 and 1
+    __shared__ TileRowPlace row_place[TC_ROWS]; // where each row sits, in every row tile
 
     // One-dimensional grid, chunk-major, and within a chunk the first key tiles (seen by the
     // most queries) first, as the row kernels order theirs.
@@ -700,7 +786,11 @@ __global__ void __launch_bounds__(TC_THREADS)
         return; // no query of the chunk sees these keys (the sum skips the chunk too)
     int tile_begin = chunk * split.chunk_tiles;
     int tile_end = min(tiling.query_tiles, tile_begin + split.chunk_tiles);
-    load_key_value_tiles<HDP>(k_tile, v_tile, k, v, key_row, b, kvh, s0, T, nkv);
+    if (threadIdx.x < TC_ROWS)
+        row_place[threadIdx.x] = tile_row_place(tiling, threadIdx.x);
+    __syncthreads(); // every thread's copies read row_place
+    const RowSources rows_in = {q, dout, lse, row_D, qpos};
+    const int32_t *qpos_b = qpos + (long long)b * Mq; // [Mq]
 
     // The transposed problem: lane (g, c) of warp w holds keys 16 w + g and 16 w + g + 8 of
     // the tile (the A rows) against rows 8 j + 2 c, + 1 of the row tile (the B columns).
@@ -715,31 +805,43 @@ __global__ void __launch_bounds__(TC_THREADS)
         for (int e = 0; e < 4; e++)
             dk_acc[n][e] = dv_acc[n][e] = 0.0f;
 
-    for (int head_tile = 0; head_tile < tiling.head_tiles; head_tile++) {
-        for (int query_tile = tile_begin; query_tile < tile_end; query_tile++) {
-            // the tile's last query: the queries of a tile are consecutive, each thread reads
-            // them, so the decision to skip is the same in every thread
-            int q_first = query_tile * tiling.queries_per_tile, tile_last = -1;
-            for (int i = q_first; i < q_first + tiling.queries_per_tile && i < Mq; i++)
-                tile_last = max(tile_last, qpos[b * Mq + i]);
-            if (tile_last < s0)
-                continue;
-            __syncthreads(); // the previous row tile is no longer read
-            load_tile_rows(tiling, b, kvh, head_tile, query_tile, qpos, Mq, nh, row_index, row_qpos,
-                           &kv_end_shared);
-            load_tile_bf16<HDP>(q_tile, q, row_index);
-            load_tile_bf16<HDP>(do_tile, dout, row_index);
-            if (threadIdx.x < TC_ROWS) {
-                long long at = row_index[threadIdx.x];
-                row_lse2[threadIdx.x] = at >= 0 ? lse[at] * LOG2E : 0.0f;
-                row_D_tile[threadIdx.x] = at >= 0 ? row_D[at] : 0.0f;
-            }
-            __syncthreads();
+    // The walk: for every head tile, the chunk's query tiles that see the keys, in order. Row
+    // tile i + 1 is copied (cp.async) into the other buffers while tile i is worked on; those
+    // were last read in iteration i - 1, before its closing barrier. The k and v tiles come
+    // with the first row tile and stay. When no tile sees the keys nothing is copied and the
+    // sums stay 0.
+    RowTileAt tile = {
+        0, next_query_tile_seeing(qpos_b, tile_begin, tile_end, tiling.queries_per_tile, Mq, s0)};
+    if (tile.query_tile == tile_end) {
+        tile.head_tile = tiling.head_tiles;
+    } else {
+        issue_key_value_tiles<HDP>(k_tile, v_tile, k, v, b, kvh, s0, T, nkv);
+        issue_row_tile<HDP>(q_bufs, do_bufs, &row_stats[0], row_place, rows_in, tiling, tile, b,
+                            kvh, Mq, nh);
+    }
+    cp_async_commit();
+    for (int buf = 0; tile.head_tile < tiling.head_tiles; buf ^= 1) {
+        const RowTileAt next = next_row_tile(tile, tiling, qpos_b, tile_begin, tile_end, Mq, s0);
+        if (next.head_tile < tiling.head_tiles)
+            issue_row_tile<HDP>(q_bufs + (buf ^ 1) * TILE, do_bufs + (buf ^ 1) * TILE,
+                                &row_stats[buf ^ 1], row_place, rows_in, tiling, next, b, kvh, Mq,
+                                nh);
+        cp_async_commit();  // (an empty group after the last tile: the wait below stays the same)
+        cp_async_wait<1>(); // this tile's copies are in (the next tile's may be on the way)
+        __syncthreads();    // ... every thread's
+        const bf16 *q_tile = q_bufs + buf * TILE, *do_tile = do_bufs + buf * TILE;
+        const RowStats &rows = row_stats[buf];
 
-            // S^T = K Q^T and dP^T = V dout^T for the warp's 16 keys against the 64 rows.
-            float st[ROW_BLOCKS][4], dpt[ROW_BLOCKS][4];
+        // The rows in ROW_PARTS parts, S^T and dP^T held for one part at a time (the products
+        // and the order of every sum are the same for any number of parts).
 #pragma unroll
-            for (int j = 0; j < ROW_BLOCKS; j++)
+        for (int part = 0; part < ROW_PARTS; part++) {
+            // S^T = K Q^T and dP^T = V dout^T for the warp's 16 keys against the part's rows:
+            // block j holds rows row0 + 8 j + 2 c, + 1 (B column g: row row0 + 8 j + g).
+            const int row0 = PART_ROWS * part;
+            float st[PART_BLOCKS][4], dpt[PART_BLOCKS][4];
+#pragma unroll
+            for (int j = 0; j < PART_BLOCKS; j++)
 #pragma unroll
                 for (int e = 0; e < 4; e++)
                     st[j][e] = dpt[j][e] = 0.0f;
@@ -750,36 +852,41 @@ __global__ void __launch_bounds__(TC_THREADS)
                 load_a_rows<HDP>(ka, k_tile, key_in_tile[0], key_in_tile[1], kk, c);
                 load_a_rows<HDP>(va, v_tile, key_in_tile[0], key_in_tile[1], kk, c);
 #pragma unroll
-                for (int j = 0; j < ROW_BLOCKS; j++) {
-                    const bf16 *q_row = q_tile + (8 * j + g) * LDH + col; // B column g: row 8 j + g
-                    const bf16 *do_row = do_tile + (8 * j + g) * LDH + col;
+                for (int j = 0; j < PART_BLOCKS; j++) {
+                    const bf16 *q_row = q_tile + (row0 + 8 * j + g) * LDH + col;
+                    const bf16 *do_row = do_tile + (row0 + 8 * j + g) * LDH + col;
                     mma_16816(st[j], ka, shared_u32(q_row), shared_u32(q_row + 8));
                     mma_16816(dpt[j], va, shared_u32(do_row), shared_u32(do_row + 8));
                 }
             }
             // P^T = exp(S^T / sqrt(hd) - lse) and dS^T = P^T (dP^T - D) / sqrt(hd), 0 where
-            // the key lies after the row's position; P^T in st, dS^T in dpt.
+            // the key lies after the row's position; P^T in st, dS^T in dpt. (__fmul_rn: lse
+            // goes to log2 units rounded on its own, not fused with S^T, as when it was done
+            // once per row.)
 #pragma unroll
-            for (int j = 0; j < ROW_BLOCKS; j++)
+            for (int j = 0; j < PART_BLOCKS; j++)
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
-                    const int row = 8 * j + 2 * c + (e & 1), key = key_at[e >> 1];
+                    const int row = row0 + 8 * j + 2 * c + (e & 1), key = key_at[e >> 1];
                     float p = 0.0f;
-                    if (key <= row_qpos[row])
-                        p = exp2f(st[j][e] * scale_log2 - row_lse2[row]);
-                    dpt[j][e] = p * (dpt[j][e] - row_D_tile[row]) * scale;
+                    if (key <= rows.qpos[row])
+                        p = exp2f(st[j][e] * scale_log2 - __fmul_rn(rows.lse[row], LOG2E));
+                    dpt[j][e] = p * (dpt[j][e] - rows.D[row]) * scale;
                     st[j][e] = p;
                 }
                 // dV += P^T dout and dK += dS^T Q, 16 rows a step.
 #pragma unroll
-            for (int kk = 0; kk < TC_ROWS / 16; kk++) {
+            for (int kk = 0; kk < PART_ROWS / 16; kk++) {
+                const int rows16 = row0 / 16 + kk; // rows [16 rows16, +16) of the tile
                 uint32_t pa[4], dsa[4];
                 accumulator_as_a(pa, st, kk);
                 accumulator_as_a(dsa, dpt, kk);
-                accumulate_a_times_rows<HDP>(dv_acc, pa, do_tile, kk, lane);
-                accumulate_a_times_rows<HDP>(dk_acc, dsa, q_tile, kk, lane);
+                accumulate_a_times_rows<HDP>(dv_acc, pa, do_tile, rows16, lane);
+                accumulate_a_times_rows<HDP>(dk_acc, dsa, q_tile, rows16, lane);
             }
         }
+        __syncthreads(); // every warp is done with this tile's buffers
+        tile = next;
     }
 
     // Add dK and dV to the fp32 outputs (or write them to the chunk's parts).
@@ -839,11 +946,11 @@ template <int HDP> static size_t dq_shared_bytes(void) {
     return 6 * TcLayout<HDP>::HALF_TILE + 128; // q, dout, two k, two v
 }
 template <int HDP> static size_t dkdv_shared_bytes(void) {
-    return 4 * TcLayout<HDP>::HALF_TILE + 128;
+    return 6 * TcLayout<HDP>::HALF_TILE + 128; // k, v, two q, two dout
 }
 
 // Blocks that keep the GPU busy to the end: about four waves of 3 resident blocks per SM (the
-// forward's registers, about 134 a thread at HDP = 64, allow 3). A smaller grid gets its
+// forward's registers, about 130 a thread at HDP = 64, allow 3). A smaller grid gets its
 // walks cut into chunks.
 static int busy_grid_blocks(void) {
     static int sms = 0;
