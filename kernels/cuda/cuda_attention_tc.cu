@@ -953,13 +953,7 @@ template <int HDP> static size_t dkdv_shared_bytes(void) {
 // forward's registers, about 130 a thread at HDP = 64, allow 3). A smaller grid gets its
 // walks cut into chunks.
 static int busy_grid_blocks(void) {
-    static int sms = 0;
-    if (sms == 0) {
-        int device = 0;
-        CUDA_CHECK(cudaGetDevice(&device));
-        CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-    }
-    return 12 * sms;
+    return 12 * cuda_sm_count();
 }
 
 // Key chunks for row_blocks row tiles over T keys. About half the (row tile, chunk) blocks

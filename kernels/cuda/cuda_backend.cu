@@ -6,6 +6,7 @@
 typedef struct CudaBackend {
     int initialized;
     int device;
+    int sm_count; // of the device, asked once at init (launch shapes read it)
     cudaStream_t stream;
     cublasHandle_t cublas;
     void *workspace; // device scratch, see cuda_workspace
@@ -13,7 +14,9 @@ typedef struct CudaBackend {
     MatmulPrecision matmul; // of every linear GEMM, see cuda_matmul_compute_type
 } CudaBackend;
 
-static CudaBackend backend = {0, -1, NULL, NULL, NULL, 0, MATMUL_FP32};
+// No device bound (before cuda_init and after cuda_shutdown).
+static const CudaBackend unbound_backend = {0, -1, 0, NULL, NULL, NULL, 0, MATMUL_FP32};
+static CudaBackend backend = unbound_backend;
 
 static void require_initialized(const char *what) {
     if (!backend.initialized)
@@ -35,6 +38,7 @@ void cuda_init(int device) {
         hs_fatal_at(__FILE__, __LINE__, "cuda backend: device %d does not exist (%d visible)",
                     device, count);
     CUDA_CHECK(cudaSetDevice(device));
+    CUDA_CHECK(cudaDeviceGetAttribute(&backend.sm_count, cudaDevAttrMultiProcessorCount, device));
     CUDA_CHECK(cudaStreamCreateWithFlags(&backend.stream, cudaStreamNonBlocking));
     CUBLAS_CHECK(cublasCreate(&backend.cublas));
     CUBLAS_CHECK(cublasSetStream(backend.cublas, backend.stream));
@@ -52,7 +56,7 @@ void cuda_shutdown(void) {
         CUDA_CHECK(cudaFree(backend.workspace));
     CUBLAS_CHECK(cublasDestroy(backend.cublas));
     CUDA_CHECK(cudaStreamDestroy(backend.stream));
-    backend = (CudaBackend){0, -1, NULL, NULL, NULL, 0, MATMUL_FP32};
+    backend = unbound_backend;
 }
 
 // The handle's math mode matters only to calls that take no cublasComputeType_t (cuBLAS
@@ -98,6 +102,11 @@ cublasComputeType_t cuda_matmul_compute_type(void) {
 cudaStream_t cuda_stream(void) {
     require_initialized("an op");
     return backend.stream;
+}
+
+int cuda_sm_count(void) {
+    require_initialized("an op");
+    return backend.sm_count;
 }
 
 cublasHandle_t cuda_cublas(void) {

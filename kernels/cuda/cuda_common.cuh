@@ -47,6 +47,8 @@ static inline void cublas_check_at(const char *file, int line, cublasStatus_t st
 // ---- backend state (kernels/cuda/cuda_backend.cu) -----------------------------------------
 cudaStream_t cuda_stream(void);
 cublasHandle_t cuda_cublas(void);
+// Streaming multiprocessors of the backend's device.
+int cuda_sm_count(void);
 // A device scratch buffer of at least `bytes`, owned by the backend and reused by every op.
 // Ops run in order on the one stream, so an op may use it freely until it returns; it must
 // not hold on to it. Growing it synchronizes the stream.
@@ -58,6 +60,16 @@ cublasComputeType_t cuda_matmul_compute_type(void);
 // their bf16 tensor-core kernels (cuda_attention_tc.cu, cuda_slot_topk_tc.cu).
 static inline bool cuda_bf16_tensor_cores(void) {
     return cuda_matmul_compute_type() == CUBLAS_COMPUTE_32F_FAST_16BF;
+}
+
+// Blocks of `kernel` (`threads` a block, `shared_bytes` of dynamic shared memory) that the
+// whole GPU holds at once: a grid of this many runs in one wave.
+template <typename Kernel>
+static inline int cuda_resident_blocks(Kernel kernel, int threads, size_t shared_bytes) {
+    int per_sm = 0;
+    CUDA_CHECK(
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, shared_bytes));
+    return (per_sm < 1 ? 1 : per_sm) * cuda_sm_count();
 }
 
 // Grid size for a grid-stride loop over n elements (capped; the loops cover the rest).

@@ -412,12 +412,12 @@ static int fused_threads(int V) {
     return V >= 8192 ? 1024 : 256;
 }
 
-// An attribute of the current device (the backend binds one device per process).
-static int device_attribute(cudaDeviceAttr attribute) {
-    int device = 0, value = 0;
+// The most dynamic shared memory one block of this device may opt in to.
+static size_t max_shared_per_block(void) {
+    int device = 0, bytes = 0;
     CUDA_CHECK(cudaGetDevice(&device));
-    CUDA_CHECK(cudaDeviceGetAttribute(&value, attribute, device));
-    return value;
+    CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    return (size_t)bytes;
 }
 
 // One launch of the fused kernel over N rows, its grid as many blocks as fit on the GPU at
@@ -426,17 +426,14 @@ static int device_attribute(cudaDeviceAttr attribute) {
 template <bool kCached, int kWidth, typename DOut>
 static void launch_fused_kernel(float *ce, DOut *dlogits, int ld_out, int32_t *argmax,
                                 const float *logits, int ld_in, const int32_t *targets, float scale,
-                                int N, int V, int sm_count) {
+                                int N, int V) {
     auto kernel = cross_entropy_fused_kernel<kCached, kWidth, DOut>;
     const int threads = fused_threads(V);
     const size_t shared_bytes = kCached ? (size_t)V * sizeof(float) : 0;
     if (kCached)
         CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         (int)shared_bytes));
-    int blocks_per_sm = 0;
-    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_per_sm, kernel, threads,
-                                                             shared_bytes));
-    const int resident = (blocks_per_sm > 0 ? blocks_per_sm : 1) * sm_count;
+    const int resident = cuda_resident_blocks(kernel, threads, shared_bytes);
     const int blocks = N < resident ? N : resident;
     kernel<<<blocks, threads, shared_bytes, cuda_stream()>>>(ce, dlogits, ld_out, argmax, logits,
                                                              ld_in, targets, scale, N, V);
@@ -453,11 +450,8 @@ static void launch_cross_entropy_fused(float *ce, DOut *dlogits, int ld_out, int
     if (V <= 0)
         hs_fatal_at(__FILE__, __LINE__, "cross_entropy_fused: vocabulary size %d", V);
     static size_t shared_limit = 0; // queried once: the backend binds one device per process
-    static int sm_count = 0;
-    if (sm_count == 0) {
-        shared_limit = (size_t)device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin);
-        sm_count = device_attribute(cudaDevAttrMultiProcessorCount);
-    }
+    if (shared_limit == 0)
+        shared_limit = max_shared_per_block();
     // Room left beside the row for the reductions' static shared memory.
     const size_t row_bytes = (size_t)V * sizeof(float), static_bytes = 1024;
     const bool cached = row_bytes + static_bytes <= shared_limit;
@@ -466,16 +460,16 @@ static void launch_cross_entropy_fused(float *ce, DOut *dlogits, int ld_out, int
                        (ld_out % 4 == 0 && ((uintptr_t)dlogits & (4 * sizeof(DOut) - 1)) == 0));
     if (cached && wide)
         launch_fused_kernel<true, 4>(ce, dlogits, ld_out, argmax, logits, ld_in, targets, scale, N,
-                                     V, sm_count);
+                                     V);
     else if (cached)
         launch_fused_kernel<true, 1>(ce, dlogits, ld_out, argmax, logits, ld_in, targets, scale, N,
-                                     V, sm_count);
+                                     V);
     else if (wide)
         launch_fused_kernel<false, 4>(ce, dlogits, ld_out, argmax, logits, ld_in, targets, scale, N,
-                                      V, sm_count);
+                                      V);
     else
         launch_fused_kernel<false, 1>(ce, dlogits, ld_out, argmax, logits, ld_in, targets, scale, N,
-                                      V, sm_count);
+                                      V);
 }
 
 void cuda_cross_entropy_fused(float *loss, float *dlogits, int32_t *argmax, const float *logits,

@@ -271,15 +271,6 @@ static int search_splits(int token_blocks, int resident, int rows, int candidate
     return splits < 1 ? 1 : splits;
 }
 
-// Blocks of `kernel` (TCK_THREADS threads, `shared` bytes) the whole GPU holds at once.
-template <typename Kernel> static int resident_blocks(Kernel kernel, size_t shared) {
-    int device, sm_count, per_sm;
-    CUDA_CHECK(cudaGetDevice(&device));
-    CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
-    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, TCK_THREADS, shared));
-    return (per_sm < 1 ? 1 : per_sm) * sm_count;
-}
-
 template <int RP, int KP>
 static void launch_topk_tc(float *top_s, int32_t *top_i, const float *p, const float *keys, int N,
                            int R, int rows, int row_offset, int K) {
@@ -289,7 +280,8 @@ static void launch_topk_tc(float *top_s, int32_t *top_i, const float *p, const f
     auto search = slot_search_tc_kernel<RP, CP>;
     CUDA_CHECK(
         cudaFuncSetAttribute(search, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shared));
-    const int splits = search_splits(token_blocks, resident_blocks(search, shared), rows, CP);
+    const int splits =
+        search_splits(token_blocks, cuda_resident_blocks(search, TCK_THREADS, shared), rows, CP);
     const int keys_per_split = ((rows + splits - 1) / splits + TCK_KEYS - 1) / TCK_KEYS * TCK_KEYS;
     const int lists = splits * TCK_HALVES;
     size_t key_bytes = (size_t)rows * RP * sizeof(bf16);
